@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The README's second command (and CI's): install, build, run every test; then build the tests with
+# AddressSanitizer + UndefinedBehaviorSanitizer and run them again (the long learning tests excepted).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/build.sh
+(cd build && ctest --output-on-failure -j 2 --timeout 900)
+
+cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBMOJO_SANITIZE=ON >/dev/null
+cmake --build build-sanitize -j "$(nproc)"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+(cd build-sanitize && ctest --output-on-failure -j 2 --timeout 900 -E "^Training\.(AttentionLearnsMqar|MambaLearnsMqar)")

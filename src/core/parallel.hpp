@@ -1,0 +1,39 @@
+// Small OpenMP helpers. Reductions go through per-thread partial buffers summed in thread order, so a
+// run is bit-reproducible for a given thread count.
+#pragma once
+#include <omp.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace bmojo {
+
+// [begin, end) of a static split of n items into parts.
+inline void split_range(int64_t n, int part, int parts, int64_t& begin, int64_t& end) {
+  begin = n * part / parts;
+  end = n * (part + 1) / parts;
+}
+
+// out (width) += sum over rows [0, n) of what accumulate(partial, begin, end) adds into partial.
+template <class Accumulate>
+void reduce_rows(float* out, int width, int64_t n, Accumulate&& accumulate) {
+  const int threads = omp_get_max_threads();
+  static thread_local std::vector<float> partials;
+  partials.assign(static_cast<size_t>(threads) * width, 0.0f);
+  float* base = partials.data();
+#pragma omp parallel num_threads(threads)
+  {
+    const int tid = omp_get_thread_num();
+    const int nt = omp_get_num_threads();
+    int64_t begin, end;
+    split_range(n, tid, nt, begin, end);
+    accumulate(base + static_cast<size_t>(tid) * width, begin, end);
+  }
+  for (int t = 0; t < threads; ++t) {
+    const float* p = base + static_cast<size_t>(t) * width;
+    for (int i = 0; i < width; ++i) out[i] += p[i];
+  }
+}
+
+}  // namespace bmojo

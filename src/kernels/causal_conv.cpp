@@ -1,0 +1,52 @@
+#include "kernels/causal_conv.hpp"
+
+#include "core/parallel.hpp"
+
+namespace bmojo {
+
+void causal_conv_forward(float* out, const float* x, int64_t ldx, const float* w, const float* bias, int B, int T,
+                         int C, int K) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t) {
+      float* o = out + (static_cast<int64_t>(b) * T + t) * C;
+      for (int c = 0; c < C; ++c) o[c] = bias[c];
+      for (int k = 0; k < K; ++k) {
+        const int src = t - (K - 1) + k;
+        if (src < 0) continue;
+        const float* xs = x + (static_cast<int64_t>(b) * T + src) * ldx;
+        for (int c = 0; c < C; ++c) o[c] += w[c * K + k] * xs[c];
+      }
+    }
+}
+
+void causal_conv_backward(float* dx, int64_t lddx, float* dw, float* dbias, const float* dout, const float* x,
+                          int64_t ldx, const float* w, int B, int T, int C, int K) {
+  // Threads own channel ranges: dw and dbias need no reduction and the order is fixed.
+#pragma omp parallel
+  {
+    int64_t c0, c1;
+    split_range(C, omp_get_thread_num(), omp_get_num_threads(), c0, c1);
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < T; ++t) {
+        float* d = dx + (static_cast<int64_t>(b) * T + t) * lddx;
+        for (int64_t c = c0; c < c1; ++c) d[c] = 0.0f;
+        for (int k = 0; k < K; ++k) {
+          const int dst = t + (K - 1) - k;  // output position that read x[t] through tap k
+          if (dst >= T) continue;
+          const float* g = dout + (static_cast<int64_t>(b) * T + dst) * C;
+          for (int64_t c = c0; c < c1; ++c) d[c] += w[c * K + k] * g[c];
+        }
+        const float* g = dout + (static_cast<int64_t>(b) * T + t) * C;
+        for (int64_t c = c0; c < c1; ++c) dbias[c] += g[c];
+        for (int k = 0; k < K; ++k) {
+          const int src = t - (K - 1) + k;
+          if (src < 0) continue;
+          const float* xs = x + (static_cast<int64_t>(b) * T + src) * ldx;
+          for (int64_t c = c0; c < c1; ++c) dw[c * K + k] += g[c] * xs[c];
+        }
+      }
+  }
+}
+
+}  // namespace bmojo

@@ -1,0 +1,15 @@
+// Causal depthwise convolution over time with left zero padding (the Mamba conv):
+// out[b,t,c] = bias[c] + sum_k w[c,k] * x[b, t-(K-1)+k, c].
+#pragma once
+#include <cstdint>
+
+namespace bmojo {
+
+// out (B,T,C) from x (B,T,C) with row stride ldx, w (C,K), bias (C).
+void causal_conv_forward(float* out, const float* x, int64_t ldx, const float* w, const float* bias, int B, int T,
+                         int C, int K);
+// dx (B,T,C) (row stride lddx) =, dw (C,K) +=, dbias (C) +=.
+void causal_conv_backward(float* dx, int64_t lddx, float* dw, float* dbias, const float* dout, const float* x,
+                          int64_t ldx, const float* w, int B, int T, int C, int K);
+
+}  // namespace bmojo

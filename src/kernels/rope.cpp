@@ -1,0 +1,45 @@
+#include "kernels/rope.hpp"
+
+#include <cmath>
+
+namespace bmojo {
+
+void RopeTable::ensure(int64_t positions) {
+  if (positions <= positions_) return;
+  const int half = head_dim_ / 2;
+  cos_.resize(positions * half);
+  sin_.resize(positions * half);
+  for (int64_t p = positions_; p < positions; ++p)
+    for (int i = 0; i < half; ++i) {
+      const double freq = std::pow(static_cast<double>(base_), -2.0 * i / head_dim_);
+      const double angle = static_cast<double>(p) * freq;
+      cos_[p * half + i] = static_cast<float>(std::cos(angle));
+      sin_[p * half + i] = static_cast<float>(std::sin(angle));
+    }
+  positions_ = positions;
+}
+
+void rope_apply(float* x, int64_t ld, int B, int T, int heads, int64_t pos0, const RopeTable& table,
+                bool inverse) {
+  const int Dh = table.head_dim();
+  const int half = Dh / 2;
+  const float sign = inverse ? -1.0f : 1.0f;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t) {
+      const float* c = table.cos_at(pos0 + t);
+      const float* s = table.sin_at(pos0 + t);
+      float* row = x + (static_cast<int64_t>(b) * T + t) * ld;
+      for (int h = 0; h < heads; ++h) {
+        float* v = row + h * Dh;
+        for (int i = 0; i < half; ++i) {
+          const float x1 = v[i], x2 = v[i + half];
+          const float sn = sign * s[i];
+          v[i] = x1 * c[i] - x2 * sn;
+          v[i + half] = x2 * c[i] + x1 * sn;
+        }
+      }
+    }
+}
+
+}  // namespace bmojo

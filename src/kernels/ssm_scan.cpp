@@ -1,0 +1,300 @@
+#include "kernels/ssm_scan.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/parallel.hpp"
+#include "kernels/vector_math.hpp"
+
+namespace bmojo {
+
+namespace {
+
+constexpr int kChannelBlock = 16;
+
+inline int64_t idx(int b, int t, int T, int64_t width) { return (static_cast<int64_t>(b) * T + t) * width; }
+
+}  // namespace
+
+void selective_scan_forward_reference(float* y, const float* x, const float* dt, const float* A, const float* Bm,
+                                      const float* Cm, int64_t ldbc, const float* Dskip, const ScanDims& d) {
+  std::vector<double> s(static_cast<size_t>(d.C) * d.N);
+  for (int b = 0; b < d.B; ++b) {
+    std::fill(s.begin(), s.end(), 0.0);
+    for (int t = 0; t < d.T; ++t) {
+      const float* xt = x + idx(b, t, d.T, d.C);
+      const float* dtt = dt + idx(b, t, d.T, d.C);
+      const float* Bt = Bm + idx(b, t, d.T, ldbc);
+      const float* Ct = Cm + idx(b, t, d.T, ldbc);
+      for (int c = 0; c < d.C; ++c) {
+        double acc = 0.0;
+        for (int n = 0; n < d.N; ++n) {
+          double& st = s[static_cast<size_t>(c) * d.N + n];
+          st = std::exp(static_cast<double>(dtt[c]) * A[c * d.N + n]) * st + static_cast<double>(dtt[c]) * Bt[n] * xt[c];
+          acc += Ct[n] * st;
+        }
+        y[idx(b, t, d.T, d.C) + c] = static_cast<float>(acc + static_cast<double>(Dskip[c]) * xt[c]);
+      }
+    }
+  }
+}
+
+void selective_scan_backward_reference(float* dx, float* ddt, float* dA, float* dBm, float* dCm, float* dDskip,
+                                       const float* dy, const float* x, const float* dt, const float* A,
+                                       const float* Bm, const float* Cm, int64_t ldbc, const float* Dskip,
+                                       const ScanDims& d) {
+  const size_t CN = static_cast<size_t>(d.C) * d.N;
+  std::vector<double> states(static_cast<size_t>(d.T) * CN);
+  std::vector<double> g(CN);
+  std::vector<double> dA_acc(CN, 0.0);
+  for (int b = 0; b < d.B; ++b) {
+    // Forward, keeping every state.
+    for (int t = 0; t < d.T; ++t)
+      for (int c = 0; c < d.C; ++c)
+        for (int n = 0; n < d.N; ++n) {
+          const double prev = t ? states[(t - 1) * CN + c * d.N + n] : 0.0;
+          const double dtc = dt[idx(b, t, d.T, d.C) + c];
+          states[t * CN + c * d.N + n] =
+              std::exp(dtc * A[c * d.N + n]) * prev + dtc * Bm[idx(b, t, d.T, ldbc) + n] * x[idx(b, t, d.T, d.C) + c];
+        }
+    std::fill(g.begin(), g.end(), 0.0);
+    for (int t = d.T - 1; t >= 0; --t) {
+      const float* dyt = dy + idx(b, t, d.T, d.C);
+      const float* xt = x + idx(b, t, d.T, d.C);
+      const float* dtt = dt + idx(b, t, d.T, d.C);
+      const float* Bt = Bm + idx(b, t, d.T, ldbc);
+      const float* Ct = Cm + idx(b, t, d.T, ldbc);
+      std::vector<double> dB(d.N, 0.0), dC(d.N, 0.0);
+      for (int c = 0; c < d.C; ++c) {
+        double dxc = static_cast<double>(dyt[c]) * Dskip[c];
+        double ddtc = 0.0;
+        dDskip[c] += dyt[c] * xt[c];
+        for (int n = 0; n < d.N; ++n) {
+          const size_t k = static_cast<size_t>(c) * d.N + n;
+          // g is the adjoint of s_t: what flows back from y_t plus from s_{t+1} (already folded in).
+          g[k] += static_cast<double>(dyt[c]) * Ct[n];
+          dC[n] += static_cast<double>(dyt[c]) * states[t * CN + k];
+          const double prev = t ? states[(t - 1) * CN + k] : 0.0;
+          const double a = std::exp(static_cast<double>(dtt[c]) * A[k]);
+          dxc += g[k] * dtt[c] * Bt[n];
+          dB[n] += g[k] * dtt[c] * xt[c];
+          ddtc += g[k] * (prev * a * A[k] + static_cast<double>(Bt[n]) * xt[c]);
+          dA_acc[k] += g[k] * prev * a * dtt[c];
+          g[k] *= a;  // becomes the part of the adjoint of s_{t-1} that flows through s_t
+        }
+        dx[idx(b, t, d.T, d.C) + c] = static_cast<float>(dxc);
+        ddt[idx(b, t, d.T, d.C) + c] = static_cast<float>(ddtc);
+      }
+      for (int n = 0; n < d.N; ++n) {
+        dBm[idx(b, t, d.T, ldbc) + n] = static_cast<float>(dB[n]);
+        dCm[idx(b, t, d.T, ldbc) + n] = static_cast<float>(dC[n]);
+      }
+    }
+  }
+  for (size_t k = 0; k < CN; ++k) dA[k] += static_cast<float>(dA_acc[k]);
+}
+
+namespace {
+
+// next[n] = exp(dt a[n]) prev[n] + u b[n]: one channel's state update, whole vectors when N is a
+// compile-time 16.
+template <int kN>
+inline void state_update(float* __restrict next, const float* __restrict prev, const float* __restrict a,
+                         const float* __restrict b, float dt, float u, int n_runtime) {
+#ifdef __AVX512F__
+  if constexpr (kN == 16) {
+    _mm512_storeu_ps(next, _mm512_fmadd_ps(fast_exp16(_mm512_mul_ps(_mm512_set1_ps(dt), _mm512_loadu_ps(a))),
+                                           _mm512_loadu_ps(prev), _mm512_mul_ps(_mm512_set1_ps(u), _mm512_loadu_ps(b))));
+    return;
+  }
+#endif
+  const int N = kN > 0 ? kN : n_runtime;
+#pragma omp simd
+  for (int n = 0; n < N; ++n) next[n] = fast_exp(dt * a[n]) * prev[n] + u * b[n];
+}
+
+// kN is the state size when known at compile time (the inner loop then becomes whole vector registers),
+// 0 when it is only known at run time.
+template <int kN>
+void scan_forward_fast(float* y, const float* x, const float* dt, const float* A, const float* Bm, const float* Cm,
+                       int64_t ldbc, const float* Dskip, const ScanDims& d, float* final_state) {
+  const int N = kN > 0 ? kN : d.N;
+  const int blocks = (d.C + kChannelBlock - 1) / kChannelBlock;
+#pragma omp parallel
+  {
+    std::vector<float> s(static_cast<size_t>(kChannelBlock) * N);
+#pragma omp for collapse(2) schedule(static)
+    for (int b = 0; b < d.B; ++b)
+      for (int blk = 0; blk < blocks; ++blk) {
+        const int c0 = blk * kChannelBlock, c1 = std::min(d.C, c0 + kChannelBlock);
+        std::fill(s.begin(), s.end(), 0.0f);
+        for (int t = 0; t < d.T; ++t) {
+          const int64_t r = idx(b, t, d.T, d.C);
+          const float* Bt = Bm + idx(b, t, d.T, ldbc);
+          const float* Ct = Cm + idx(b, t, d.T, ldbc);
+          for (int c = c0; c < c1; ++c) {
+            float* sc = s.data() + (c - c0) * N;
+            const float* Ac = A + static_cast<int64_t>(c) * N;
+            const float dtc = dt[r + c], u = dtc * x[r + c];
+            float acc = 0.0f;
+#ifdef __AVX512F__
+            if constexpr (kN == 16) {
+              const __m512 s16 = _mm512_fmadd_ps(fast_exp16(_mm512_mul_ps(_mm512_set1_ps(dtc), _mm512_loadu_ps(Ac))),
+                                                 _mm512_loadu_ps(sc), _mm512_mul_ps(_mm512_set1_ps(u), _mm512_loadu_ps(Bt)));
+              _mm512_storeu_ps(sc, s16);
+              acc = _mm512_reduce_add_ps(_mm512_mul_ps(_mm512_loadu_ps(Ct), s16));
+            } else
+#endif
+            {
+#pragma omp simd reduction(+ : acc)
+              for (int n = 0; n < N; ++n) {
+                sc[n] = fast_exp(dtc * Ac[n]) * sc[n] + u * Bt[n];
+                acc += Ct[n] * sc[n];
+              }
+            }
+            y[r + c] = acc + Dskip[c] * x[r + c];
+          }
+        }
+        if (final_state != nullptr)
+          for (int c = c0; c < c1; ++c)
+            std::copy_n(s.data() + (c - c0) * N, N, final_state + (static_cast<int64_t>(b) * d.C + c) * N);
+      }
+  }
+}
+
+template <int kN>
+void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm, float* dDskip, const float* dy,
+                        const float* x, const float* dt, const float* A, const float* Bm, const float* Cm, int64_t ldbc,
+                        const float* Dskip, const ScanDims& d) {
+  const int N = kN > 0 ? kN : d.N;
+  const int blocks = (d.C + kChannelBlock - 1) / kChannelBlock;
+  const int threads = omp_get_max_threads();
+  const size_t bc_size = static_cast<size_t>(d.B) * d.T * N;
+  // dB and dC sum over channels, which different threads own: each thread keeps its own partial sums,
+  // added up in thread order afterwards.
+  static thread_local std::vector<float> partial_bc;
+  partial_bc.assign(static_cast<size_t>(threads) * 2 * bc_size, 0.0f);
+  float* partial_base = partial_bc.data();
+#pragma omp parallel num_threads(threads)
+  {
+    float* my_dB = partial_base + static_cast<size_t>(omp_get_thread_num()) * 2 * bc_size;
+    float* my_dC = my_dB + bc_size;
+    std::vector<float> states(static_cast<size_t>(d.T) * kChannelBlock * N);
+    std::vector<float> g(static_cast<size_t>(kChannelBlock) * N);
+    const std::vector<float> zeros(static_cast<size_t>(kChannelBlock) * N, 0.0f);  // s_{-1}
+    // Channel blocks are split statically across threads; each thread does every batch row of its blocks,
+    // so dA and dDskip for a channel are summed by one thread in a fixed order.
+#pragma omp for schedule(static)
+    for (int blk = 0; blk < blocks; ++blk) {
+      const int c0 = blk * kChannelBlock, c1 = std::min(d.C, c0 + kChannelBlock), nc = c1 - c0;
+      const size_t step = static_cast<size_t>(nc) * N;
+      for (int b = 0; b < d.B; ++b) {
+        for (int t = 0; t < d.T; ++t) {
+          const int64_t r = idx(b, t, d.T, d.C);
+          const float* Bt = Bm + idx(b, t, d.T, ldbc);
+          float* st = states.data() + t * step;
+          const float* sp = t ? st - step : zeros.data();
+          for (int c = c0; c < c1; ++c) {
+            const float dtc = dt[r + c], u = dtc * x[r + c];
+            const float* Ac = A + static_cast<int64_t>(c) * N;
+            state_update<kN>(st + (c - c0) * N, sp + (c - c0) * N, Ac, Bt, dtc, u, N);
+          }
+        }
+        std::fill(g.begin(), g.end(), 0.0f);
+        for (int t = d.T - 1; t >= 0; --t) {
+          const int64_t r = idx(b, t, d.T, d.C);
+          const float* Bt = Bm + idx(b, t, d.T, ldbc);
+          const float* Ct = Cm + idx(b, t, d.T, ldbc);
+          float* dBt = my_dB + idx(b, t, d.T, N);
+          float* dCt = my_dC + idx(b, t, d.T, N);
+          const float* st = states.data() + t * step;
+          const float* sp = t ? st - step : zeros.data();
+          for (int c = c0; c < c1; ++c) {
+            const float dyc = dy[r + c], xc = x[r + c], dtc = dt[r + c];
+            const float* Ac = A + static_cast<int64_t>(c) * N;
+            float* dAc = dA + static_cast<int64_t>(c) * N;
+            float* gc = g.data() + (c - c0) * N;
+            const float* sc = st + (c - c0) * N;
+            float dxc = dyc * Dskip[c], ddtc = 0.0f;
+            dDskip[c] += dyc * xc;
+#ifdef __AVX512F__
+            if constexpr (kN == 16) {
+              const __m512 Cv = _mm512_loadu_ps(Ct), Bv = _mm512_loadu_ps(Bt), Av = _mm512_loadu_ps(Ac);
+              const __m512 dtv = _mm512_set1_ps(dtc);
+              const __m512 gv = _mm512_fmadd_ps(_mm512_set1_ps(dyc), Cv, _mm512_loadu_ps(gc));
+              _mm512_storeu_ps(dCt, _mm512_fmadd_ps(_mm512_set1_ps(dyc), _mm512_loadu_ps(sc), _mm512_loadu_ps(dCt)));
+              const __m512 av = fast_exp16(_mm512_mul_ps(dtv, Av));
+              const __m512 ga = _mm512_mul_ps(_mm512_mul_ps(gv, _mm512_loadu_ps(sp + (c - c0) * N)), av);
+              const __m512 gB = _mm512_mul_ps(gv, Bv);
+              dxc += dtc * _mm512_reduce_add_ps(gB);
+              _mm512_storeu_ps(dBt, _mm512_fmadd_ps(gv, _mm512_set1_ps(dtc * xc), _mm512_loadu_ps(dBt)));
+              ddtc = _mm512_reduce_add_ps(_mm512_fmadd_ps(ga, Av, _mm512_mul_ps(gB, _mm512_set1_ps(xc))));
+              _mm512_storeu_ps(dAc, _mm512_fmadd_ps(ga, dtv, _mm512_loadu_ps(dAc)));
+              _mm512_storeu_ps(gc, _mm512_mul_ps(gv, av));
+              dx[r + c] = dxc;
+              ddt[r + c] = ddtc;
+              continue;
+            }
+#endif
+#pragma omp simd reduction(+ : dxc, ddtc)
+            for (int n = 0; n < N; ++n) {
+              gc[n] += dyc * Ct[n];
+              dCt[n] += dyc * sc[n];
+              const float a = fast_exp(dtc * Ac[n]);
+              const float prev = sp[(c - c0) * N + n];
+              const float ga = gc[n] * prev * a;
+              dxc += gc[n] * dtc * Bt[n];
+              dBt[n] += gc[n] * dtc * xc;
+              ddtc += ga * Ac[n] + gc[n] * Bt[n] * xc;
+              dAc[n] += ga * dtc;
+              gc[n] *= a;
+            }
+            dx[r + c] = dxc;
+            ddt[r + c] = ddtc;
+          }
+        }
+      }
+    }
+  }
+  for (int b = 0; b < d.B; ++b)
+    for (int t = 0; t < d.T; ++t) {
+      float* dBt = dBm + idx(b, t, d.T, ldbc);
+      float* dCt = dCm + idx(b, t, d.T, ldbc);
+      for (int n = 0; n < N; ++n) dBt[n] = dCt[n] = 0.0f;
+      for (int th = 0; th < threads; ++th) {
+        const float* pB = partial_base + static_cast<size_t>(th) * 2 * bc_size + idx(b, t, d.T, N);
+        const float* pC = pB + bc_size;
+        for (int n = 0; n < N; ++n) {
+          dBt[n] += pB[n];
+          dCt[n] += pC[n];
+        }
+      }
+    }
+}
+
+}  // namespace
+
+void selective_scan_forward(float* y, const float* x, const float* dt, const float* A, const float* Bm,
+                            const float* Cm, int64_t ldbc, const float* Dskip, const ScanDims& d,
+                            float* final_state) {
+  switch (d.N) {
+    case 16: return scan_forward_fast<16>(y, x, dt, A, Bm, Cm, ldbc, Dskip, d, final_state);
+    case 8: return scan_forward_fast<8>(y, x, dt, A, Bm, Cm, ldbc, Dskip, d, final_state);
+    default: return scan_forward_fast<0>(y, x, dt, A, Bm, Cm, ldbc, Dskip, d, final_state);
+  }
+}
+
+void selective_scan_backward(float* dx, float* ddt, float* dA, float* dBm, float* dCm, float* dDskip,
+                             const float* dy, const float* x, const float* dt, const float* A, const float* Bm,
+                             const float* Cm, int64_t ldbc, const float* Dskip, const ScanDims& d) {
+  switch (d.N) {
+    case 16: return scan_backward_fast<16>(dx, ddt, dA, dBm, dCm, dDskip, dy, x, dt, A, Bm, Cm, ldbc, Dskip, d);
+    case 8: return scan_backward_fast<8>(dx, ddt, dA, dBm, dCm, dDskip, dy, x, dt, A, Bm, Cm, ldbc, Dskip, d);
+    default: return scan_backward_fast<0>(dx, ddt, dA, dBm, dCm, dDskip, dy, x, dt, A, Bm, Cm, ldbc, Dskip, d);
+  }
+}
+
+}  // namespace bmojo

@@ -1,0 +1,232 @@
+#include "model/config.hpp"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.hpp"
+
+namespace bmojo {
+
+using nlohmann::json;
+
+namespace {
+
+// Reads j[key] into out if present, with a type error that names section.key.
+template <class T>
+void read(const json& j, const std::string& section, const char* key, T& out) {
+  auto it = j.find(key);
+  if (it == j.end()) return;
+  try {
+    if constexpr (std::is_same_v<T, bool>) {
+      check(it->is_boolean(), "expected true or false");
+    } else if constexpr (std::is_integral_v<T>) {
+      check(it->is_number_integer(), "expected an integer");
+    } else if constexpr (std::is_floating_point_v<T>) {
+      check(it->is_number(), "expected a number");
+    } else {
+      check(it->is_string(), "expected a string");
+    }
+    out = it->get<T>();
+  } catch (const std::exception& e) {
+    fail("config: '" + section + "." + key + "': " + e.what() + ", got " + it->dump());
+  }
+}
+
+void reject_unknown(const json& j, const std::string& section, std::initializer_list<const char*> known) {
+  check(j.is_object(), "config: '" + section + "' must be an object, got " + j.dump());
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    bool ok = false;
+    for (const char* k : known) ok = ok || it.key() == k;
+    check(ok, "config: unknown key '" + section + "." + it.key() + "'");
+  }
+}
+
+void positive(int value, const std::string& key) {
+  check(value > 0, "config: '" + key + "' must be positive, got " + std::to_string(value));
+}
+
+}  // namespace
+
+void ModelConfig::validate() const {
+  positive(vocab_size, "model.vocab_size");
+  positive(d_model, "model.d_model");
+  positive(n_heads, "model.n_heads");
+  check(n_kv_heads >= 0, "config: 'model.n_kv_heads' must be >= 0 (0 = n_heads)");
+  check(d_model % n_heads == 0, "config: 'model.d_model' (" + std::to_string(d_model) +
+                                    ") must be divisible by 'model.n_heads' (" + std::to_string(n_heads) + ")");
+  check(n_heads % kv_heads() == 0, "config: 'model.n_heads' (" + std::to_string(n_heads) +
+                                       ") must be divisible by 'model.n_kv_heads' (" + std::to_string(kv_heads()) +
+                                       ")");
+  check(head_dim() % 2 == 0, "config: head dim d_model/n_heads = " + std::to_string(head_dim()) +
+                                 " must be even for rotary embeddings");
+  check(!layers.empty(), "config: 'model.layers' must name at least one layer");
+  for (char c : layers)
+    check(c == 'A' || c == 'M', std::string("config: 'model.layers' has unknown layer letter '") + c +
+                                    "' (known: A attention, M Mamba)");
+  check(window >= 0, "config: 'model.window' must be >= 0 (0 = full span)");
+  check(d_ff >= 0, "config: 'model.d_ff' must be >= 0 (0 = no MLP)");
+  positive(d_state, "model.d_state");
+  positive(expand, "model.expand");
+  positive(d_conv, "model.d_conv");
+  check(dt_rank >= 0, "config: 'model.dt_rank' must be >= 0 (0 = ceil(d_model/16))");
+  check(rope_base > 1.0f, "config: 'model.rope_base' must be > 1");
+  check(norm_eps > 0.0f, "config: 'model.norm_eps' must be > 0");
+}
+
+void TrainConfig::validate() const {
+  check(steps >= 0, "config: 'train.steps' must be >= 0");
+  positive(batch_size, "train.batch_size");
+  check(lr > 0.0f, "config: 'train.lr' must be > 0");
+  check(warmup_steps >= 0, "config: 'train.warmup_steps' must be >= 0");
+  check(min_lr_ratio >= 0.0f && min_lr_ratio <= 1.0f, "config: 'train.min_lr_ratio' must be in [0, 1]");
+  check(weight_decay >= 0.0f, "config: 'train.weight_decay' must be >= 0");
+  check(beta1 >= 0.0f && beta1 < 1.0f, "config: 'train.beta1' must be in [0, 1)");
+  check(beta2 >= 0.0f && beta2 < 1.0f, "config: 'train.beta2' must be in [0, 1)");
+  check(adam_eps > 0.0f, "config: 'train.adam_eps' must be > 0");
+  check(grad_clip >= 0.0f, "config: 'train.grad_clip' must be >= 0 (0 = off)");
+  check(eval_every >= 0, "config: 'train.eval_every' must be >= 0");
+  positive(eval_batches, "train.eval_batches");
+  positive(log_every, "train.log_every");
+  check(checkpoint_every >= 0, "config: 'train.checkpoint_every' must be >= 0");
+}
+
+void DataConfig::validate(int vocab_size) const {
+  check(task == "mqar" || task == "random", "config: 'data.task' must be \"mqar\" or \"random\", got \"" + task + "\"");
+  positive(seq_len, "data.seq_len");
+  check(gap >= 0, "config: 'data.gap' must be >= 0");
+  if (task == "mqar") {
+    positive(num_kv_pairs, "data.num_kv_pairs");
+    check(2 * num_kv_pairs <= seq_len, "config: 'data.num_kv_pairs' (" + std::to_string(num_kv_pairs) +
+                                           ") needs seq_len >= 2 * num_kv_pairs");
+    const int space = (seq_len - 2 * num_kv_pairs) / 2;
+    check(num_kv_pairs <= space, "config: MQAR with seq_len " + std::to_string(seq_len) + " has room for " +
+                                     std::to_string(space) + " queries, fewer than num_kv_pairs = " +
+                                     std::to_string(num_kv_pairs));
+    check(num_kv_pairs < vocab_size / 2 - 1 && num_kv_pairs <= vocab_size - vocab_size / 2,
+          "config: 'model.vocab_size' (" + std::to_string(vocab_size) + ") too small for " +
+              std::to_string(num_kv_pairs) + " distinct keys and values");
+    check(power_a > 0.0, "config: 'data.power_a' must be > 0");
+  }
+}
+
+void Config::validate() const {
+  model.validate();
+  train.validate();
+  data.validate(model.vocab_size);
+}
+
+Config config_from_json(const json& j) {
+  Config c;
+  reject_unknown(j, "config", {"model", "train", "data"});
+  if (j.contains("model")) {
+    const json& m = j["model"];
+    reject_unknown(m, "model",
+                   {"vocab_size", "d_model", "n_heads", "n_kv_heads", "layers", "window", "d_ff", "d_state", "expand",
+                    "d_conv", "dt_rank", "rope_base", "norm_eps", "tie_embeddings"});
+    auto& o = c.model;
+    read(m, "model", "vocab_size", o.vocab_size);
+    read(m, "model", "d_model", o.d_model);
+    read(m, "model", "n_heads", o.n_heads);
+    read(m, "model", "n_kv_heads", o.n_kv_heads);
+    read(m, "model", "layers", o.layers);
+    read(m, "model", "window", o.window);
+    read(m, "model", "d_ff", o.d_ff);
+    read(m, "model", "d_state", o.d_state);
+    read(m, "model", "expand", o.expand);
+    read(m, "model", "d_conv", o.d_conv);
+    read(m, "model", "dt_rank", o.dt_rank);
+    read(m, "model", "rope_base", o.rope_base);
+    read(m, "model", "norm_eps", o.norm_eps);
+    read(m, "model", "tie_embeddings", o.tie_embeddings);
+  }
+  if (j.contains("train")) {
+    const json& t = j["train"];
+    reject_unknown(t, "train",
+                   {"steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio", "weight_decay", "beta1", "beta2",
+                    "adam_eps", "grad_clip", "eval_every", "eval_batches", "log_every", "checkpoint_every", "seed"});
+    auto& o = c.train;
+    read(t, "train", "steps", o.steps);
+    read(t, "train", "batch_size", o.batch_size);
+    read(t, "train", "lr", o.lr);
+    read(t, "train", "warmup_steps", o.warmup_steps);
+    read(t, "train", "min_lr_ratio", o.min_lr_ratio);
+    read(t, "train", "weight_decay", o.weight_decay);
+    read(t, "train", "beta1", o.beta1);
+    read(t, "train", "beta2", o.beta2);
+    read(t, "train", "adam_eps", o.adam_eps);
+    read(t, "train", "grad_clip", o.grad_clip);
+    read(t, "train", "eval_every", o.eval_every);
+    read(t, "train", "eval_batches", o.eval_batches);
+    read(t, "train", "log_every", o.log_every);
+    read(t, "train", "checkpoint_every", o.checkpoint_every);
+    read(t, "train", "seed", o.seed);
+  }
+  if (j.contains("data")) {
+    const json& d = j["data"];
+    reject_unknown(d, "data", {"task", "seq_len", "num_kv_pairs", "random_non_queries", "gap", "power_a"});
+    auto& o = c.data;
+    read(d, "data", "task", o.task);
+    read(d, "data", "seq_len", o.seq_len);
+    read(d, "data", "num_kv_pairs", o.num_kv_pairs);
+    read(d, "data", "random_non_queries", o.random_non_queries);
+    read(d, "data", "gap", o.gap);
+    read(d, "data", "power_a", o.power_a);
+  }
+  return c;
+}
+
+json config_to_json(const Config& c) {
+  const auto& m = c.model;
+  const auto& t = c.train;
+  const auto& d = c.data;
+  return json{{"model",
+               {{"vocab_size", m.vocab_size}, {"d_model", m.d_model}, {"n_heads", m.n_heads},
+                {"n_kv_heads", m.n_kv_heads}, {"layers", m.layers}, {"window", m.window}, {"d_ff", m.d_ff},
+                {"d_state", m.d_state}, {"expand", m.expand}, {"d_conv", m.d_conv}, {"dt_rank", m.dt_rank},
+                {"rope_base", m.rope_base}, {"norm_eps", m.norm_eps}, {"tie_embeddings", m.tie_embeddings}}},
+              {"train",
+               {{"steps", t.steps}, {"batch_size", t.batch_size}, {"lr", t.lr}, {"warmup_steps", t.warmup_steps},
+                {"min_lr_ratio", t.min_lr_ratio}, {"weight_decay", t.weight_decay}, {"beta1", t.beta1},
+                {"beta2", t.beta2}, {"adam_eps", t.adam_eps}, {"grad_clip", t.grad_clip},
+                {"eval_every", t.eval_every}, {"eval_batches", t.eval_batches}, {"log_every", t.log_every},
+                {"checkpoint_every", t.checkpoint_every}, {"seed", t.seed}}},
+              {"data",
+               {{"task", d.task}, {"seq_len", d.seq_len}, {"num_kv_pairs", d.num_kv_pairs},
+                {"random_non_queries", d.random_non_queries}, {"gap", d.gap}, {"power_a", d.power_a}}}};
+}
+
+Config load_config_file(const std::string& path) {
+  std::ifstream in(path);
+  check(in.good(), "config: cannot open '" + path + "'");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::parse_error& e) {
+    fail("config: '" + path + "' is not valid JSON: " + e.what());
+  }
+  return config_from_json(j);
+}
+
+void apply_override(Config& c, const std::string& assignment) {
+  const auto eq = assignment.find('=');
+  const auto dot = assignment.find('.');
+  check(eq != std::string::npos && dot != std::string::npos && dot < eq,
+        "override '" + assignment + "' must look like section.key=value (e.g. model.d_model=128)");
+  const std::string section = assignment.substr(0, dot);
+  const std::string key = assignment.substr(dot + 1, eq - dot - 1);
+  const std::string text = assignment.substr(eq + 1);
+  json value;
+  try {
+    value = json::parse(text);
+  } catch (const json::parse_error&) {
+    value = text;
+  }
+  json j = config_to_json(c);
+  check(j.contains(section), "override '" + assignment + "': unknown section '" + section + "'");
+  check(j[section].contains(key), "override '" + assignment + "': unknown key '" + section + "." + key + "'");
+  j[section][key] = value;
+  c = config_from_json(j);
+}
+
+}  // namespace bmojo

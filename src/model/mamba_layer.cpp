@@ -1,0 +1,108 @@
+#include "model/mamba_layer.hpp"
+
+#include <cmath>
+
+#include "core/parallel.hpp"
+#include "kernels/causal_conv.hpp"
+#include "kernels/linear.hpp"
+#include "kernels/ssm_scan.hpp"
+#include "kernels/swiglu.hpp"
+
+namespace bmojo {
+
+void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn, const MambaWeights& w,
+                         const ModelConfig& cfg, int B, int T, bool reference) {
+  const int D = cfg.d_model, C = cfg.d_inner(), R = cfg.resolved_dt_rank(), Ns = cfg.d_state, K = cfg.d_conv;
+  const int bc = R + 2 * Ns;
+  const int64_t N = static_cast<int64_t>(B) * T;
+  act.xz.resize(N * 2 * C);
+  act.conv.resize(N * C);
+  act.x.resize(N * C);
+  act.dbc.resize(N * bc);
+  act.dt_raw.resize(N * C);
+  act.dt.resize(N * C);
+  act.A.resize(static_cast<size_t>(C) * Ns);
+  act.y.resize(N * C);
+  act.gated.resize(N * C);
+
+  linear_forward(act.xz.data(), 2 * C, xn, D, w.in_proj, 2 * C, N, D, 2 * C);
+  causal_conv_forward(act.conv.data(), act.xz.data(), 2 * C, w.conv_weight, w.conv_bias, B, T, C, K);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < N * C; ++i) act.x[i] = siluf(act.conv[i]);
+  linear_forward(act.dbc.data(), bc, act.x.data(), C, w.x_proj, bc, N, C, bc);
+  linear_forward(act.dt_raw.data(), C, act.dbc.data(), bc, w.dt_proj, C, N, R, C);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < N; ++i)
+    for (int c = 0; c < C; ++c) {
+      const float v = (act.dt_raw[i * C + c] += w.dt_bias[c]);
+      act.dt[i * C + c] = softplusf(v);
+    }
+  for (size_t i = 0; i < act.A.size(); ++i) act.A[i] = -std::exp(w.A_log[i]);
+
+  ScanDims sd{B, T, C, Ns};
+  const float* Bm = act.dbc.data() + R;
+  const float* Cm = Bm + Ns;
+  if (reference)
+    selective_scan_forward_reference(act.y.data(), act.x.data(), act.dt.data(), act.A.data(), Bm, Cm, bc, w.D, sd);
+  else
+    selective_scan_forward(act.y.data(), act.x.data(), act.dt.data(), act.A.data(), Bm, Cm, bc, w.D, sd);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < N; ++i)
+    for (int c = 0; c < C; ++c) act.gated[i * C + c] = act.y[i * C + c] * siluf(act.xz[i * 2 * C + C + c]);
+  linear_forward(residual, D, act.gated.data(), C, w.out_proj, D, N, C, D, 1.0f);
+}
+
+void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& s, const float* dresidual,
+                          const MambaActivations& act, const float* xn, const MambaWeights& w, const ModelConfig& cfg,
+                          int B, int T, bool reference) {
+  const int D = cfg.d_model, C = cfg.d_inner(), R = cfg.resolved_dt_rank(), Ns = cfg.d_state, K = cfg.d_conv;
+  const int bc = R + 2 * Ns;
+  const int64_t N = static_cast<int64_t>(B) * T;
+  s.dgated.resize(N * C);
+  s.dxz.resize(N * 2 * C);
+  s.dx.resize(N * C);
+  s.ddt.resize(N * C);
+  s.ddbc.resize(N * bc);
+  s.dA.assign(static_cast<size_t>(C) * Ns, 0.0f);
+
+  linear_backward(s.dgated.data(), C, dw.out_proj, D, dresidual, D, act.gated.data(), C, w.out_proj, N, C, D, false);
+  // gated = y * silu(z): dy goes into dgated's buffer in place, dz into the z half of dxz.
+  float* dy = s.dgated.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < N; ++i)
+    for (int c = 0; c < C; ++c) {
+      const float z = act.xz[i * 2 * C + C + c];
+      const float g = dy[i * C + c];
+      s.dxz[i * 2 * C + C + c] = g * act.y[i * C + c] * silu_grad(z);
+      dy[i * C + c] = g * siluf(z);
+    }
+
+  ScanDims sd{B, T, C, Ns};
+  const float* Bm = act.dbc.data() + R;
+  const float* Cm = Bm + Ns;
+  auto scan_back = reference ? selective_scan_backward_reference : selective_scan_backward;
+  scan_back(s.dx.data(), s.ddt.data(), s.dA.data(), s.ddbc.data() + R, s.ddbc.data() + R + Ns, dw.D, dy,
+            act.x.data(), act.dt.data(), act.A.data(), Bm, Cm, bc, w.D, sd);
+  // A = -exp(A_log), so dA_log = dA * A.
+  for (size_t i = 0; i < s.dA.size(); ++i) dw.A_log[i] += s.dA[i] * act.A[i];
+
+  // dt = softplus(dt_raw): d/dv = sigmoid(v), or 1 past the linear threshold.
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < N * C; ++i) {
+    const float v = act.dt_raw[i];
+    s.ddt[i] *= v > 20.0f ? 1.0f : sigmoidf(v);
+  }
+  reduce_rows(dw.dt_bias, C, N, [&](float* part, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      for (int c = 0; c < C; ++c) part[c] += s.ddt[i * C + c];
+  });
+  linear_backward(s.ddbc.data(), bc, dw.dt_proj, C, s.ddt.data(), C, act.dbc.data(), bc, w.dt_proj, N, R, C, false);
+  linear_backward(s.dx.data(), C, dw.x_proj, bc, s.ddbc.data(), bc, act.x.data(), C, w.x_proj, N, C, bc, true);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < N * C; ++i) s.dx[i] *= silu_grad(act.conv[i]);
+  causal_conv_backward(s.dxz.data(), 2 * C, dw.conv_weight, dw.conv_bias, s.dx.data(), act.xz.data(), 2 * C,
+                       w.conv_weight, B, T, C, K);
+  linear_backward(dxn, D, dw.in_proj, 2 * C, s.dxz.data(), 2 * C, xn, D, w.in_proj, N, D, 2 * C, false);
+}
+
+}  // namespace bmojo

@@ -1,0 +1,85 @@
+// The model (SPEC section 1): embedding, pre-norm layers (mixer, then optional SwiGLU MLP), final RMSNorm,
+// LM head. forward() keeps the activations that backward() needs; backward() walks the layers in reverse.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/parameters.hpp"
+#include "kernels/rope.hpp"
+#include "model/attention_layer.hpp"
+#include "model/config.hpp"
+#include "model/mamba_layer.hpp"
+#include "model/weights.hpp"
+
+namespace bmojo {
+
+struct LossResult {
+  double loss = 0.0;     // mean cross-entropy over labelled positions (0 when none)
+  int64_t labelled = 0;  // positions with a label
+  int64_t correct = 0;   // labelled positions whose argmax is the label
+  double accuracy() const { return labelled ? static_cast<double>(correct) / labelled : 0.0; }
+};
+
+constexpr int32_t kIgnoreLabel = -100;
+
+class Model {
+ public:
+  explicit Model(const ModelConfig& config);
+
+  const ModelConfig& config() const { return config_; }
+  const ParameterLayout& layout() const { return layout_; }
+  size_t num_params() const { return layout_.num_params(); }
+  float* params() { return params_.data(); }
+  const float* params() const { return params_.data(); }
+  float* grads() { return grads_.data(); }
+  float* param(const std::string& name) { return params_.data() + layout_.find(name).offset; }
+  float* grad(const std::string& name) { return grads_.data() + layout_.find(name).offset; }
+
+  // SPEC section 7 initialisation, deterministic in seed.
+  void init_weights(uint64_t seed);
+  // Use the plain reference kernels (attention, scan) instead of the fast ones: for tests.
+  void set_reference_kernels(bool on) { reference_ = on; }
+
+  // tokens, targets (B, T); targets equal to kIgnoreLabel are not scored. Keeps activations for backward().
+  LossResult forward(const int32_t* tokens, const int32_t* targets, int B, int T);
+  // Accumulates into grads() the gradient of the loss of the last forward().
+  void backward();
+  void zero_grads() { grads_.zero(); }
+  // logits (B, T, V) for every position.
+  void logits(const int32_t* tokens, int B, int T, float* out);
+
+ private:
+  void build_layout();
+  void forward_trunk(const int32_t* tokens, int B, int T);
+
+  ModelConfig config_;
+  ParameterLayout layout_;
+  Slab params_, grads_;
+  ModelWeights w_, g_;
+  RopeTable rope_;
+  bool reference_ = false;
+
+  // Activations of the last forward.
+  int B_ = 0, T_ = 0;
+  std::vector<int32_t> tokens_;
+  std::vector<std::vector<float>> residual_;  // streams: [0] embeddings, then after each mixer and MLP
+  struct LayerActivations {
+    std::vector<float> xn1, rstd1, xn2, rstd2;
+    AttentionActivations attn;
+    MambaActivations mamba;
+    std::vector<float> mlp_gate_up, mlp_act;
+  };
+  std::vector<LayerActivations> acts_;
+  std::vector<float> final_norm_, final_rstd_;
+  std::vector<int64_t> labelled_rows_;
+  std::vector<int32_t> labelled_targets_;
+  std::vector<float> head_in_, head_logits_;  // gathered labelled rows and their logits (gradients after forward)
+
+  // Backward scratch.
+  std::vector<float> dresidual_, dxn_, dfinal_, dhead_in_, mlp_dact_, mlp_dgate_up_;
+  AttentionScratch attn_scratch_;
+  MambaScratch mamba_scratch_;
+};
+
+}  // namespace bmojo

@@ -1,0 +1,42 @@
+// Checkpoints are safetensors files: an 8-byte little-endian header length, a JSON header naming each
+// tensor's dtype, shape and byte range, then the raw little-endian fp32 data. The header's __metadata__
+// holds the format tag, the run's config and the training state. Files are written to a temporary name,
+// synced and renamed, so an interrupted write never replaces a good checkpoint.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "core/rng.hpp"
+#include "model/config.hpp"
+#include "model/model.hpp"
+#include "train/adamw.hpp"
+
+namespace bmojo {
+
+inline constexpr const char* kCheckpointFormat = "bmojo-checkpoint";
+inline constexpr int kCheckpointVersion = 1;
+
+struct TrainingState {
+  int64_t step = 0;           // optimizer updates done
+  uint64_t data_position = 0; // next training batch index
+  Rng::State rng{};
+};
+
+struct CheckpointInfo {
+  Config config;
+  TrainingState state;
+  bool has_optimizer = false;
+};
+
+// optimizer may be null (weights only).
+void save_checkpoint(const std::string& path, const Config& config, const Model& model, const AdamW* optimizer,
+                     const TrainingState& state);
+
+// Reads and validates the header: format, version, config, training state, every tensor's byte range.
+CheckpointInfo read_checkpoint_info(const std::string& path);
+
+// Loads weights (and moments when optimizer is given) into a model built from a config; every tensor's
+// shape must match what the model expects.
+CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* optimizer);
+
+}  // namespace bmojo

@@ -1,0 +1,156 @@
+#include "train/trainer.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <ostream>
+
+#include "core/error.hpp"
+#include "data/mqar.hpp"
+#include "model/flops.hpp"
+
+namespace bmojo {
+
+namespace {
+
+std::string format(const char* fmt, double a) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, fmt, a);
+  return buf;
+}
+
+}  // namespace
+
+EvalResult evaluate_model(Model& model, const Config& config, int batches) {
+  EvalResult r;
+  double loss_sum = 0.0;
+  int64_t correct = 0;
+  for (int i = 0; i < batches; ++i) {
+    const Batch b = make_batch(config.data, config.model.vocab_size, config.train.batch_size, config.train.seed,
+                               Split::kEval, static_cast<uint64_t>(i));
+    const LossResult l = model.forward(b.inputs.data(), b.targets.data(), b.B, b.T);
+    loss_sum += l.loss * l.labelled;
+    correct += l.correct;
+    r.labelled += l.labelled;
+  }
+  if (r.labelled > 0) {
+    r.loss = loss_sum / r.labelled;
+    r.accuracy = static_cast<double>(correct) / r.labelled;
+  }
+  return r;
+}
+
+Trainer::Trainer(const Config& config, TrainOptions options) : config_(config), options_(std::move(options)) {
+  config_.validate();
+  model_ = std::make_unique<Model>(config_.model);
+  optimizer_ = std::make_unique<AdamW>(model_->layout().slab_size());
+  if (options_.resume_from.empty()) {
+    model_->init_weights(config_.train.seed);
+    state_.rng = Rng(mix_seed(config_.train.seed, 7)).state();
+  } else {
+    const CheckpointInfo info = load_checkpoint(options_.resume_from, *model_, optimizer_.get());
+    state_ = info.state;
+  }
+}
+
+EvalResult Trainer::evaluate() { return evaluate_model(*model_, config_, config_.train.eval_batches); }
+
+void Trainer::log_line(const std::string& line) {
+  if (options_.out_dir.empty()) return;
+  std::ofstream out(std::filesystem::path(options_.out_dir) / "log.jsonl", std::ios::app);
+  out << line << '\n';
+}
+
+void Trainer::save(const std::string& path) { save_checkpoint(path, config_, *model_, optimizer_.get(), state_); }
+
+TrainSummary Trainer::run() {
+  const TrainConfig& tc = config_.train;
+  const int64_t last = options_.stop_after >= 0 ? std::min<int64_t>(options_.stop_after, tc.steps) : tc.steps;
+  std::ostream* out = options_.progress;
+  if (!options_.out_dir.empty()) std::filesystem::create_directories(options_.out_dir);
+  const std::string ckpt =
+      options_.out_dir.empty() ? "" : (std::filesystem::path(options_.out_dir) / "checkpoint.safetensors").string();
+  TrainSummary summary;
+  summary.num_params = model_->num_params();
+  const int T = config_.data.total_length();
+  const double tokens_per_step = static_cast<double>(tc.batch_size) * T;
+  double timed_ms = 0.0;
+  int64_t timed_steps = 0;
+  double window_ms = 0.0;
+  int window_steps = 0;
+  // Share of positions that reach the LM head, for the FLOP count.
+  double head_fraction = 1.0;
+  if (config_.data.task == "mqar") head_fraction = static_cast<double>(config_.data.num_kv_pairs) / T;
+  const double flops_per_token = training_flops_per_token(config_.model, T, head_fraction);
+
+  if (out && state_.step > 0) *out << "resuming at step " << state_.step << "\n";
+  while (state_.step < last) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const Batch batch = make_batch(config_.data, config_.model.vocab_size, tc.batch_size, tc.seed, Split::kTrain,
+                                   state_.data_position);
+    model_->zero_grads();
+    const LossResult r = model_->forward(batch.inputs.data(), batch.targets.data(), batch.B, batch.T);
+    model_->backward();
+    const double norm = global_norm(model_->grads(), model_->layout().slab_size());
+    if (tc.grad_clip > 0.0f && norm > tc.grad_clip)
+      scale_in_place(model_->grads(), model_->layout().slab_size(), static_cast<float>(tc.grad_clip / norm));
+    const float lr = learning_rate(tc, state_.step);
+    optimizer_->step(model_->params(), model_->grads(), model_->layout(), lr, tc);
+    ++state_.step;
+    ++state_.data_position;
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    step_losses_.push_back(r.loss);
+    summary.train_loss = r.loss;
+    if (state_.step > 1 || last == 1) {  // the first step pays for allocation
+      timed_ms += ms;
+      ++timed_steps;
+    }
+    window_ms += ms;
+    ++window_steps;
+
+    if (state_.step % tc.log_every == 0 || state_.step == last) {
+      const double avg = window_ms / window_steps;
+      const double tps = tokens_per_step / (avg / 1000.0);
+      nlohmann::json j = {{"step", state_.step}, {"loss", r.loss}, {"accuracy", r.accuracy()}, {"lr", lr},
+                          {"grad_norm", norm}, {"ms_per_step", avg}, {"tokens_per_s", tps}};
+      log_line(j.dump());
+      if (out)
+        *out << "step " << state_.step << "/" << tc.steps << " | loss " << format("%.4f", r.loss) << " | acc "
+             << format("%.3f", r.accuracy()) << " | lr " << format("%.2e", lr) << " | "
+             << format("%.1f", avg) << " ms/step | " << format("%.0f", tps) << " tok/s" << std::endl;
+      window_ms = 0.0;
+      window_steps = 0;
+    }
+    const bool eval_now = tc.eval_every > 0 && state_.step % tc.eval_every == 0 && state_.step != last;
+    if (eval_now) {
+      const EvalResult e = evaluate();
+      log_line(nlohmann::json{{"step", state_.step}, {"eval_loss", e.loss}, {"eval_accuracy", e.accuracy}}.dump());
+      if (out)
+        *out << "eval step " << state_.step << " | loss " << format("%.4f", e.loss) << " | acc "
+             << format("%.3f", e.accuracy) << std::endl;
+    }
+    if (!ckpt.empty() && tc.checkpoint_every > 0 && state_.step % tc.checkpoint_every == 0) save(ckpt);
+  }
+  summary.steps = state_.step;
+  summary.eval = evaluate();
+  log_line(nlohmann::json{{"step", state_.step}, {"eval_loss", summary.eval.loss},
+                          {"eval_accuracy", summary.eval.accuracy}, {"final", true}}
+               .dump());
+  if (out)
+    *out << "final eval at step " << state_.step << " | loss " << format("%.4f", summary.eval.loss) << " | accuracy "
+         << format("%.4f", summary.eval.accuracy) << " (" << summary.eval.labelled << " queries)" << std::endl;
+  if (timed_steps > 0) {
+    summary.ms_per_step = timed_ms / timed_steps;
+    summary.tokens_per_second = tokens_per_step / (summary.ms_per_step / 1000.0);
+    summary.gflops = flops_per_token * summary.tokens_per_second / 1e9;
+  }
+  if (!ckpt.empty()) {
+    save(ckpt);
+    if (out) *out << "checkpoint written to " << ckpt << std::endl;
+  }
+  return summary;
+}
+
+}  // namespace bmojo

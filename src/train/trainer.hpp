@@ -1,0 +1,64 @@
+// The training loop: batches, forward, backward, clipping, AdamW, schedule, evaluation, progress output,
+// a JSONL log and checkpoints; resumable to the bit.
+#pragma once
+#include <cstdint>
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/config.hpp"
+#include "model/model.hpp"
+#include "train/adamw.hpp"
+#include "train/checkpoint.hpp"
+
+namespace bmojo {
+
+struct TrainOptions {
+  std::string out_dir;      // checkpoint.safetensors and log.jsonl go here; empty = write nothing
+  std::string resume_from;  // checkpoint to continue from; empty = fresh start
+  int64_t stop_after = -1;  // stop after this many total steps (the schedule still spans train.steps)
+  std::ostream* progress = nullptr;  // human-readable progress; null = silent
+};
+
+struct EvalResult {
+  double loss = 0.0;
+  double accuracy = 0.0;
+  int64_t labelled = 0;
+};
+
+struct TrainSummary {
+  int64_t steps = 0;
+  double train_loss = 0.0;      // last step's loss
+  EvalResult eval;              // final evaluation
+  double tokens_per_second = 0.0;
+  double ms_per_step = 0.0;
+  double gflops = 0.0;          // achieved model GFLOP/s
+  size_t num_params = 0;
+};
+
+class Trainer {
+ public:
+  Trainer(const Config& config, TrainOptions options);
+  TrainSummary run();
+  EvalResult evaluate();
+  Model& model() { return *model_; }
+  // Training loss of every step taken in this run, in order.
+  const std::vector<double>& step_losses() const { return step_losses_; }
+
+ private:
+  void save(const std::string& path);
+  void log_line(const std::string& json_line);
+
+  Config config_;
+  TrainOptions options_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<AdamW> optimizer_;
+  TrainingState state_;
+  std::vector<double> step_losses_;
+};
+
+// Evaluates a model on `batches` held-out batches of the config's task.
+EvalResult evaluate_model(Model& model, const Config& config, int batches);
+
+}  // namespace bmojo

@@ -1,0 +1,54 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "kernels/vector_math.hpp"
+
+namespace bmojo {
+namespace {
+
+TEST(FastExp, RelativeErrorWithinTwoUlpOverTheRange) {
+  double worst = 0.0;
+  float worst_x = 0.0f;
+  for (float x = -87.0f; x <= 88.0f; x += 0.000731f) {
+    const double exact = std::exp(static_cast<double>(x));
+    const double err = std::fabs(fast_exp(x) - exact) / exact;
+    if (err > worst) worst = err, worst_x = x;
+  }
+  EXPECT_LT(worst, 3e-7) << "at x = " << worst_x;
+  EXPECT_EQ(fast_exp(0.0f), 1.0f);
+}
+
+TEST(FastExp, ClampsInsteadOfOverflowing) {
+  EXPECT_GT(fast_exp(-1000.0f), 0.0f);
+  EXPECT_LT(fast_exp(-1000.0f), 1e-37f);
+  EXPECT_TRUE(std::isfinite(fast_exp(1000.0f)));
+}
+
+TEST(FastExp, VectorisedLoopAgreesWithScalar) {
+  float in[64], out[64];
+  for (int i = 0; i < 64; ++i) in[i] = -20.0f + 0.6f * i;
+#pragma omp simd
+  for (int i = 0; i < 64; ++i) out[i] = fast_exp(in[i]);
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(out[i], fast_exp(in[i]));
+}
+
+}  // namespace
+}  // namespace bmojo
+
+#ifdef __AVX512F__
+namespace bmojo {
+namespace {
+
+TEST(FastExp, SixteenLaneVersionMatchesScalar) {
+  alignas(64) float in[16], out[16];
+  for (float start = -90.0f; start < 90.0f; start += 1.37f) {
+    for (int i = 0; i < 16; ++i) in[i] = start + 0.0913f * i;
+    _mm512_store_ps(out, fast_exp16(_mm512_load_ps(in)));
+    for (int i = 0; i < 16; ++i) EXPECT_NEAR(out[i], fast_exp(in[i]), 3e-7 * fast_exp(in[i])) << in[i];
+  }
+}
+
+}  // namespace
+}  // namespace bmojo
+#endif

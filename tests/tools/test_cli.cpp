@@ -1,0 +1,157 @@
+// The command-line tool as a user runs it: good runs print what they promise, bad input gets one clear
+// error line and a non-zero exit, never a crash.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace bmojo {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int exit_code = -1;
+  bool signalled = false;
+  std::string out, err;
+};
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("bmojo_cli_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  void write(const std::string& name, const std::string& text) const { std::ofstream(path(name)) << text; }
+
+  Result run(const std::string& args) const {
+    const std::string err_file = path("stderr.txt");
+    const std::string cmd = std::string(BMOJO_BINARY) + " " + args + " 2>" + err_file;
+    Result r;
+    FILE* pipe = ::popen(cmd.c_str(), "r");
+    std::array<char, 4096> buf{};
+    size_t n;
+    while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
+    const int status = ::pclose(pipe);
+    r.signalled = WIFSIGNALED(status);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    std::ifstream in(err_file);
+    r.err.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    return r;
+  }
+
+  // A clear failure: exits (no signal) with a non-zero code and says `needle` on stderr.
+  void expect_error(const std::string& args, const std::string& needle) const {
+    const Result r = run(args);
+    EXPECT_FALSE(r.signalled) << args;
+    EXPECT_NE(r.exit_code, 0) << args;
+    EXPECT_LT(r.exit_code, 128) << args;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << "\nstderr: " << r.err;
+  }
+
+  std::string tiny_config() const {
+    return R"({"model": {"vocab_size": 64, "d_model": 16, "n_heads": 2, "layers": "AM"},
+               "train": {"steps": 4, "batch_size": 4, "eval_batches": 1, "log_every": 2},
+               "data": {"seq_len": 16, "num_kv_pairs": 2}})";
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(Cli, TrainEvalInfoEndToEnd) {
+  write("c.json", tiny_config());
+  Result r = run("train --config " + path("c.json") + " --out " + path("run") + " --json --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  for (const char* key : {"loss", "accuracy", "tokens_per_s", "params", "steps"}) EXPECT_TRUE(j.contains(key)) << key;
+  EXPECT_EQ(j["steps"], 4);
+  EXPECT_NE(r.err.find("step 4/4"), std::string::npos) << "progress goes to stderr with --json";
+  ASSERT_TRUE(fs::exists(path("run/checkpoint.safetensors")));
+  ASSERT_TRUE(fs::exists(path("run/log.jsonl")));
+
+  r = run("eval " + path("run/checkpoint.safetensors") + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(r.out)["accuracy"].get<double>(), j["accuracy"].get<double>());
+
+  r = run("info --checkpoint " + path("run/checkpoint.safetensors") + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto info = nlohmann::json::parse(r.out);
+  EXPECT_EQ(info["params"], j["params"]);
+  EXPECT_NE(info["blas_core"].get<std::string>(), "Haswell") << "OPENBLAS_CORETYPE must not slow bmojo down";
+
+  r = run("train --config " + path("c.json") + " --set train.steps=6 --resume " + path("run/checkpoint.safetensors"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("resuming at step 4"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("step 6/6"), std::string::npos) << r.out;
+}
+
+TEST_F(Cli, HelpForEveryCommand) {
+  for (const char* cmd : {"", "train ", "eval ", "info ", "bench "}) {
+    const Result r = run(std::string(cmd) + "--help");
+    EXPECT_EQ(r.exit_code, 0) << cmd;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << cmd;
+  }
+}
+
+TEST_F(Cli, MalformedConfig) {
+  write("bad.json", R"({"model": {"d_model": 64,)");
+  expect_error("train --config " + path("bad.json"), "not valid JSON");
+}
+
+TEST_F(Cli, UnknownConfigKey) {
+  write("bad.json", R"({"model": {"d_modle": 64}})");
+  expect_error("train --config " + path("bad.json"), "unknown key 'model.d_modle'");
+  expect_error("train --set model.widht=3", "unknown key 'model.widht'");
+}
+
+TEST_F(Cli, WidthNotDivisibleByHeads) {
+  expect_error("train --set model.d_model=66 --set model.n_heads=4", "divisible");
+}
+
+TEST_F(Cli, UnknownLayerLetter) { expect_error("info --set model.layers=AQ", "unknown layer letter 'Q'"); }
+
+TEST_F(Cli, MissingCheckpoint) { expect_error("eval " + path("nope.safetensors"), "nope.safetensors"); }
+
+TEST_F(Cli, TruncatedCheckpoint) {
+  write("c.json", tiny_config());
+  ASSERT_EQ(run("train --config " + path("c.json") + " --out " + path("run")).exit_code, 0);
+  const std::string ckpt = path("run/checkpoint.safetensors");
+  fs::resize_file(ckpt, fs::file_size(ckpt) - 100);
+  expect_error("eval " + ckpt, "truncated");
+  expect_error("train --config " + path("c.json") + " --resume " + ckpt, "truncated");
+}
+
+TEST_F(Cli, ForeignCheckpoint) {
+  write("foreign.safetensors", "PK\x03\x04 this is a zip file, not a checkpoint");
+  expect_error("eval " + path("foreign.safetensors"), "not a safetensors file");
+}
+
+TEST_F(Cli, CheckpointShapesDisagreeWithConfig) {
+  write("c.json", tiny_config());
+  ASSERT_EQ(run("train --config " + path("c.json") + " --out " + path("run")).exit_code, 0);
+  expect_error("train --config " + path("c.json") + " --set model.d_model=32 --resume " +
+                   path("run/checkpoint.safetensors"),
+               "has shape");
+}
+
+TEST_F(Cli, BadFlags) {
+  expect_error("train --threads 0", "--threads");
+  expect_error("train --bogus", "bogus");
+  expect_error("train --steps many", "--steps");
+  expect_error("", "subcommand");
+  expect_error("train --set nodot", "section.key=value");
+}
+
+}  // namespace
+}  // namespace bmojo

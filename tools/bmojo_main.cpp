@@ -1,0 +1,294 @@
+// bmojo: train, evaluate, inspect and benchmark B'MOJO-family models.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/blas.hpp"
+#include "core/error.hpp"
+#include "core/runtime.hpp"
+#include "data/mqar.hpp"
+#include "model/config.hpp"
+#include "model/flops.hpp"
+#include "model/model.hpp"
+#include "train/adamw.hpp"
+#include "train/checkpoint.hpp"
+#include "train/trainer.hpp"
+
+namespace {
+
+using namespace bmojo;
+using nlohmann::json;
+
+// The built-in default: MQAR at L=64, K=4, a 2-layer attention model without MLP (SPEC section 8).
+Config default_config() {
+  Config c;
+  c.model.vocab_size = 8192;
+  c.model.d_model = 64;
+  c.model.n_heads = 2;
+  c.model.layers = "AA";
+  c.model.d_ff = 0;
+  c.train.steps = 1500;
+  c.train.batch_size = 32;
+  c.train.lr = 3e-3f;
+  c.train.warmup_steps = 100;
+  c.train.eval_every = 250;
+  c.train.eval_batches = 8;
+  c.train.log_every = 50;
+  c.data.seq_len = 64;
+  c.data.num_kv_pairs = 4;
+  return c;
+}
+
+struct CommonOptions {
+  std::string config_path;
+  std::vector<std::string> overrides;
+  int threads = 0;
+  bool json = false;
+};
+
+void add_common(CLI::App* cmd, CommonOptions& o, bool with_config) {
+  if (with_config) {
+    cmd->add_option("-c,--config", o.config_path, "JSON config file (default: the built-in MQAR demo config)")
+        ->check(CLI::ExistingFile);
+    cmd->add_option("-s,--set", o.overrides, "Override a config value, e.g. --set model.d_model=128 (repeatable)");
+  }
+  cmd->add_option("--threads", o.threads, "Threads for kernels and BLAS (default: all cores)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--json", o.json, "Print the final summary as one JSON line on stdout (progress goes to stderr)");
+}
+
+Config build_config(const CommonOptions& o) {
+  Config c = o.config_path.empty() ? default_config() : load_config_file(o.config_path);
+  for (const auto& a : o.overrides) apply_override(c, a);
+  c.validate();
+  return c;
+}
+
+void apply_threads(int threads) { set_num_threads(threads > 0 ? threads : num_cores()); }
+
+int run_train(const CommonOptions& o, const std::string& out_dir, const std::string& resume,
+              std::optional<int> steps, std::optional<float> lr, std::optional<uint64_t> seed, int64_t stop_after) {
+  apply_threads(o.threads);
+  Config c = o.config_path.empty() ? default_config() : load_config_file(o.config_path);
+  if (steps) c.train.steps = *steps;
+  if (lr) c.train.lr = *lr;
+  if (seed) c.train.seed = *seed;
+  for (const auto& a : o.overrides) apply_override(c, a);
+  c.validate();
+  std::ostream& progress = o.json ? std::cerr : std::cout;
+  TrainOptions opts;
+  opts.out_dir = out_dir;
+  opts.resume_from = resume;
+  opts.stop_after = stop_after;
+  opts.progress = &progress;
+  Trainer trainer(c, opts);
+  progress << "bmojo train | layers " << c.model.layers << " | d_model " << c.model.d_model << " | params "
+           << trainer.model().num_params() << " | task " << c.data.task << " L=" << c.data.seq_len
+           << (c.data.task == "mqar" ? " K=" + std::to_string(c.data.num_kv_pairs) : "")
+           << (c.data.gap ? " gap=" + std::to_string(c.data.gap) : "") << " | batch " << c.train.batch_size
+           << " | threads " << num_threads() << " | BLAS " << blas_core_name() << std::endl;
+  const TrainSummary s = trainer.run();
+  if (o.json) {
+    std::cout << json{{"steps", s.steps},
+                      {"loss", s.eval.loss},
+                      {"accuracy", s.eval.accuracy},
+                      {"train_loss", s.train_loss},
+                      {"tokens_per_s", s.tokens_per_second},
+                      {"ms_per_step", s.ms_per_step},
+                      {"gflops", s.gflops},
+                      {"params", s.num_params}}
+                     .dump()
+              << std::endl;
+  } else {
+    std::printf("accuracy %.4f | loss %.4f | %.0f tokens/s | %zu params\n", s.eval.accuracy, s.eval.loss,
+                s.tokens_per_second, s.num_params);
+  }
+  return 0;
+}
+
+int run_eval(const CommonOptions& o, const std::string& checkpoint, int batches) {
+  apply_threads(o.threads);
+  CheckpointInfo info = read_checkpoint_info(checkpoint);
+  Config c = info.config;
+  for (const auto& a : o.overrides) {
+    check(a.rfind("data.", 0) == 0 || a.rfind("train.eval_batches", 0) == 0 || a.rfind("train.batch_size", 0) == 0 ||
+              a.rfind("train.seed", 0) == 0,
+          "eval: only data.*, train.batch_size, train.seed and train.eval_batches can be overridden, not '" + a + "'");
+    apply_override(c, a);
+  }
+  c.validate();
+  Model model(c.model);
+  load_checkpoint(checkpoint, model, nullptr);
+  const auto t0 = std::chrono::steady_clock::now();
+  const EvalResult r = evaluate_model(model, c, batches > 0 ? batches : c.train.eval_batches);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (o.json)
+    std::cout << json{{"loss", r.loss}, {"accuracy", r.accuracy}, {"labelled", r.labelled},
+                      {"params", model.num_params()}, {"seconds", secs}}
+                     .dump()
+              << std::endl;
+  else
+    std::printf("eval %s | step %lld | loss %.4f | accuracy %.4f (%lld queries) | %.2f s\n", checkpoint.c_str(),
+                static_cast<long long>(info.state.step), r.loss, r.accuracy, static_cast<long long>(r.labelled), secs);
+  return 0;
+}
+
+int run_info(const CommonOptions& o, const std::string& checkpoint, bool tensors) {
+  apply_threads(o.threads);
+  Config c;
+  std::string source = "built-in default config";
+  int64_t step = -1;
+  if (!checkpoint.empty()) {
+    const CheckpointInfo info = read_checkpoint_info(checkpoint);
+    c = info.config;
+    step = info.state.step;
+    source = checkpoint;
+  } else {
+    c = build_config(o);
+    if (!o.config_path.empty()) source = o.config_path;
+  }
+  Model model(c.model);
+  const std::string note = blas_environment_note();
+  if (o.json) {
+    json j = {{"version", BMOJO_VERSION}, {"blas_core", blas_core_name()}, {"threads", num_threads()},
+              {"cores", num_cores()}, {"params", model.num_params()}, {"config", config_to_json(c)}};
+    if (!note.empty()) j["blas_note"] = note;
+    if (step >= 0) j["step"] = step;
+    std::cout << j.dump() << std::endl;
+    return 0;
+  }
+  std::printf("bmojo %s\n", BMOJO_VERSION);
+  std::printf("BLAS        OpenBLAS, core %s%s%s\n", blas_core_name().c_str(), note.empty() ? "" : "; ",
+              note.c_str());
+  std::printf("threads     %d (of %d cores)\n", num_threads(), num_cores());
+  std::printf("model       %s (%s)\n", c.model.layers.c_str(), source.c_str());
+  if (step >= 0) std::printf("step        %lld\n", static_cast<long long>(step));
+  std::printf("parameters  %zu\n", model.num_params());
+  std::printf("config      %s\n", config_to_json(c).dump().c_str());
+  if (tensors)
+    for (const TensorSpec& t : model.layout().tensors())
+      std::printf("  %-32s %-16s %zu%s\n", t.name.c_str(), shape_string(t.shape).c_str(), t.numel,
+                  t.weight_decay ? "" : "  (no decay)");
+  return 0;
+}
+
+int run_bench(const CommonOptions& o, int steps, int warmup) {
+  apply_threads(o.threads);
+  const Config c = build_config(o);
+  Model model(c.model);
+  model.init_weights(c.train.seed);
+  AdamW opt(model.layout().slab_size());
+  const int T = c.data.total_length(), B = c.train.batch_size;
+  std::vector<double> ms;
+  double head_fraction = 1.0;
+  if (c.data.task == "mqar") head_fraction = static_cast<double>(c.data.num_kv_pairs) / T;
+  for (int i = 0; i < warmup + steps; ++i) {
+    const Batch batch = make_batch(c.data, c.model.vocab_size, B, c.train.seed, Split::kTrain, i);
+    const auto t0 = std::chrono::steady_clock::now();
+    model.zero_grads();
+    model.forward(batch.inputs.data(), batch.targets.data(), B, T);
+    model.backward();
+    const double norm = global_norm(model.grads(), model.layout().slab_size());
+    if (norm > c.train.grad_clip && c.train.grad_clip > 0)
+      scale_in_place(model.grads(), model.layout().slab_size(), static_cast<float>(c.train.grad_clip / norm));
+    opt.step(model.params(), model.grads(), model.layout(), c.train.lr, c.train);
+    const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (i >= warmup) ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  const double median = ms[ms.size() / 2];
+  double mean = 0.0;
+  for (double v : ms) mean += v;
+  mean /= ms.size();
+  const double tps = B * T / (median / 1000.0);
+  const double flops = training_flops_per_token(c.model, T, head_fraction);
+  const double gflops = flops * tps / 1e9;
+  if (o.json) {
+    std::cout << json{{"layers", c.model.layers}, {"d_model", c.model.d_model}, {"T", T}, {"batch", B},
+                      {"threads", num_threads()}, {"blas_core", blas_core_name()}, {"params", model.num_params()},
+                      {"ms_per_step_median", median}, {"ms_per_step_mean", mean}, {"ms_per_step_min", ms.front()},
+                      {"ms_per_step_max", ms.back()}, {"tokens_per_s", tps},
+                      {"model_flops_per_token", flops}, {"gflops", gflops}}
+                     .dump()
+              << std::endl;
+  } else {
+    std::printf("bench | layers %s | d_model %d | T %d | batch %d | params %zu | threads %d | BLAS %s\n",
+                c.model.layers.c_str(), c.model.d_model, T, B, model.num_params(), num_threads(),
+                blas_core_name().c_str());
+    std::printf("ms/step median %.2f (min %.2f, max %.2f, %d steps) | %.0f tokens/s | %.2f MFLOP/token | %.1f GFLOP/s\n",
+                median, ms.front(), ms.back(), steps, tps, flops / 1e6, gflops);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bmojo::ensure_native_blas_kernels(argv);
+  CLI::App app{"bmojo: train, evaluate and run B'MOJO-family models (Transformer, Mamba, hybrids)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("bmojo ") + BMOJO_VERSION);
+
+  CommonOptions train_o, eval_o, info_o, bench_o;
+  std::string out_dir, resume, eval_ckpt, info_ckpt;
+  std::optional<int> steps;
+  std::optional<float> lr;
+  std::optional<uint64_t> seed;
+  int64_t stop_after = -1;
+  int eval_batches = 0, bench_steps = 10, bench_warmup = 2;
+  bool info_tensors = false;
+
+  auto* train = app.add_subcommand("train", "Train a model (default: the built-in MQAR demo)");
+  add_common(train, train_o, true);
+  train->add_option("-o,--out", out_dir, "Directory for checkpoint.safetensors and log.jsonl");
+  train->add_option("--resume", resume, "Continue from this checkpoint (optimizer, step and data position restored)")
+      ->check(CLI::ExistingFile);
+  train->add_option("--steps", steps, "Total training steps (train.steps)")->check(CLI::NonNegativeNumber);
+  train->add_option("--lr", lr, "Peak learning rate (train.lr)")->check(CLI::PositiveNumber);
+  train->add_option("--seed", seed, "Seed for weights and data (train.seed)");
+  train->add_option("--stop-after", stop_after,
+                    "Stop once this many steps are done, keeping the schedule of train.steps (for staged runs)")
+      ->check(CLI::NonNegativeNumber);
+
+  auto* eval = app.add_subcommand("eval", "Evaluate a checkpoint on held-out batches of its task");
+  add_common(eval, eval_o, false);
+  eval->add_option("checkpoint", eval_ckpt, "Checkpoint file")->required()->check(CLI::ExistingFile);
+  eval->add_option("-s,--set", eval_o.overrides, "Override data.* (e.g. data.gap=64) or train.eval_batches");
+  eval->add_option("--batches", eval_batches, "Number of evaluation batches (default train.eval_batches)")
+      ->check(CLI::PositiveNumber);
+
+  auto* info = app.add_subcommand("info", "Show the build, the BLAS kernels in use, and a model's size");
+  add_common(info, info_o, true);
+  info->add_option("--checkpoint", info_ckpt, "Describe this checkpoint instead of a config")->check(CLI::ExistingFile);
+  info->add_flag("--tensors", info_tensors, "List every parameter tensor");
+
+  auto* bench = app.add_subcommand("bench", "Measure training throughput (tokens/s, achieved GFLOP/s)");
+  add_common(bench, bench_o, true);
+  bench->add_option("--steps", bench_steps, "Timed steps")->check(CLI::PositiveNumber);
+  bench->add_option("--warmup", bench_warmup, "Untimed warm-up steps")->check(CLI::NonNegativeNumber);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (*train) return run_train(train_o, out_dir, resume, steps, lr, seed, stop_after);
+    if (*eval) return run_eval(eval_o, eval_ckpt, eval_batches);
+    if (*info) return run_info(info_o, info_ckpt, info_tensors);
+    if (*bench) return run_bench(bench_o, bench_steps, bench_warmup);
+  } catch (const bmojo::Error& e) {
+    std::fprintf(stderr, "bmojo: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bmojo: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
