@@ -7,7 +7,7 @@ scripts/install-deps.sh
 scripts/build.sh
 (cd build && ctest --output-on-failure -j 2 --timeout 900)
 
-cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBMOJO_SANITIZE=ON >/dev/null
+cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBMOJO_SANITIZE=ON -DBMOJO_BENCHMARKS=OFF >/dev/null
 cmake --build build-sanitize -j "$(nproc)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

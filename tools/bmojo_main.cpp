@@ -33,9 +33,9 @@ Config default_config() {
   c.model.n_heads = 2;
   c.model.layers = "AA";
   c.model.d_ff = 0;
-  c.train.steps = 1500;
-  c.train.batch_size = 32;
-  c.train.lr = 3e-3f;
+  c.train.steps = 2500;
+  c.train.batch_size = 64;
+  c.train.lr = 3e-3;
   c.train.warmup_steps = 100;
   c.train.eval_every = 250;
   c.train.eval_batches = 8;
@@ -56,11 +56,13 @@ void add_common(CLI::App* cmd, CommonOptions& o, bool with_config) {
   if (with_config) {
     cmd->add_option("-c,--config", o.config_path, "JSON config file (default: the built-in MQAR demo config)")
         ->check(CLI::ExistingFile);
-    cmd->add_option("-s,--set", o.overrides, "Override a config value, e.g. --set model.d_model=128 (repeatable)");
+    cmd->add_option("-s,--set", o.overrides,
+                    "Override a config value, e.g. --set model.d_model=128 (repeatable)");
   }
   cmd->add_option("--threads", o.threads, "Threads for kernels and BLAS (default: all cores)")
       ->check(CLI::PositiveNumber);
-  cmd->add_flag("--json", o.json, "Print the final summary as one JSON line on stdout (progress goes to stderr)");
+  cmd->add_flag("--json", o.json,
+                "Print the final summary as one JSON line on stdout (progress goes to stderr)");
 }
 
 Config build_config(const CommonOptions& o) {
@@ -70,10 +72,13 @@ Config build_config(const CommonOptions& o) {
   return c;
 }
 
-void apply_threads(int threads) { set_num_threads(threads > 0 ? threads : num_cores()); }
+void apply_threads(int threads) {
+  set_num_threads(threads > 0 ? threads : num_cores());
+}
 
 int run_train(const CommonOptions& o, const std::string& out_dir, const std::string& resume,
-              std::optional<int> steps, std::optional<float> lr, std::optional<uint64_t> seed, int64_t stop_after) {
+              std::optional<int> steps, std::optional<double> lr, std::optional<uint64_t> seed,
+              int64_t stop_after) {
   apply_threads(o.threads);
   Config c = o.config_path.empty() ? default_config() : load_config_file(o.config_path);
   if (steps) c.train.steps = *steps;
@@ -117,9 +122,10 @@ int run_eval(const CommonOptions& o, const std::string& checkpoint, int batches)
   CheckpointInfo info = read_checkpoint_info(checkpoint);
   Config c = info.config;
   for (const auto& a : o.overrides) {
-    check(a.rfind("data.", 0) == 0 || a.rfind("train.eval_batches", 0) == 0 || a.rfind("train.batch_size", 0) == 0 ||
-              a.rfind("train.seed", 0) == 0,
-          "eval: only data.*, train.batch_size, train.seed and train.eval_batches can be overridden, not '" + a + "'");
+    check(a.rfind("data.", 0) == 0 || a.rfind("train.eval_batches", 0) == 0 ||
+              a.rfind("train.batch_size", 0) == 0 || a.rfind("train.seed", 0) == 0,
+          "eval: only data.*, train.batch_size, train.seed and train.eval_batches can be overridden, not '" +
+              a + "'");
     apply_override(c, a);
   }
   c.validate();
@@ -129,13 +135,17 @@ int run_eval(const CommonOptions& o, const std::string& checkpoint, int batches)
   const EvalResult r = evaluate_model(model, c, batches > 0 ? batches : c.train.eval_batches);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (o.json)
-    std::cout << json{{"loss", r.loss}, {"accuracy", r.accuracy}, {"labelled", r.labelled},
-                      {"params", model.num_params()}, {"seconds", secs}}
+    std::cout << json{{"loss", r.loss},
+                      {"accuracy", r.accuracy},
+                      {"labelled", r.labelled},
+                      {"params", model.num_params()},
+                      {"seconds", secs}}
                      .dump()
               << std::endl;
   else
-    std::printf("eval %s | step %lld | loss %.4f | accuracy %.4f (%lld queries) | %.2f s\n", checkpoint.c_str(),
-                static_cast<long long>(info.state.step), r.loss, r.accuracy, static_cast<long long>(r.labelled), secs);
+    std::printf("eval %s | step %lld | loss %.4f | accuracy %.4f (%lld queries) | %.2f s\n",
+                checkpoint.c_str(), static_cast<long long>(info.state.step), r.loss, r.accuracy,
+                static_cast<long long>(r.labelled), secs);
   return 0;
 }
 
@@ -157,7 +167,7 @@ int run_info(const CommonOptions& o, const std::string& checkpoint, bool tensors
   const std::string note = blas_environment_note();
   if (o.json) {
     json j = {{"version", BMOJO_VERSION}, {"blas_core", blas_core_name()}, {"threads", num_threads()},
-              {"cores", num_cores()}, {"params", model.num_params()}, {"config", config_to_json(c)}};
+              {"cores", num_cores()},     {"params", model.num_params()},  {"config", config_to_json(c)}};
     if (!note.empty()) j["blas_note"] = note;
     if (step >= 0) j["step"] = step;
     std::cout << j.dump() << std::endl;
@@ -197,7 +207,7 @@ int run_bench(const CommonOptions& o, int steps, int warmup) {
     const double norm = global_norm(model.grads(), model.layout().slab_size());
     if (norm > c.train.grad_clip && c.train.grad_clip > 0)
       scale_in_place(model.grads(), model.layout().slab_size(), static_cast<float>(c.train.grad_clip / norm));
-    opt.step(model.params(), model.grads(), model.layout(), c.train.lr, c.train);
+    opt.step(model.params(), model.grads(), model.layout(), static_cast<float>(c.train.lr), c.train);
     const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (i >= warmup) ms.push_back(t);
   }
@@ -210,19 +220,30 @@ int run_bench(const CommonOptions& o, int steps, int warmup) {
   const double flops = training_flops_per_token(c.model, T, head_fraction);
   const double gflops = flops * tps / 1e9;
   if (o.json) {
-    std::cout << json{{"layers", c.model.layers}, {"d_model", c.model.d_model}, {"T", T}, {"batch", B},
-                      {"threads", num_threads()}, {"blas_core", blas_core_name()}, {"params", model.num_params()},
-                      {"ms_per_step_median", median}, {"ms_per_step_mean", mean}, {"ms_per_step_min", ms.front()},
-                      {"ms_per_step_max", ms.back()}, {"tokens_per_s", tps},
-                      {"model_flops_per_token", flops}, {"gflops", gflops}}
+    std::cout << json{{"layers", c.model.layers},
+                      {"d_model", c.model.d_model},
+                      {"T", T},
+                      {"batch", B},
+                      {"threads", num_threads()},
+                      {"blas_core", blas_core_name()},
+                      {"params", model.num_params()},
+                      {"ms_per_step_median", median},
+                      {"ms_per_step_mean", mean},
+                      {"ms_per_step_min", ms.front()},
+                      {"ms_per_step_max", ms.back()},
+                      {"tokens_per_s", tps},
+                      {"model_flops_per_token", flops},
+                      {"gflops", gflops}}
                      .dump()
               << std::endl;
   } else {
     std::printf("bench | layers %s | d_model %d | T %d | batch %d | params %zu | threads %d | BLAS %s\n",
                 c.model.layers.c_str(), c.model.d_model, T, B, model.num_params(), num_threads(),
                 blas_core_name().c_str());
-    std::printf("ms/step median %.2f (min %.2f, max %.2f, %d steps) | %.0f tokens/s | %.2f MFLOP/token | %.1f GFLOP/s\n",
-                median, ms.front(), ms.back(), steps, tps, flops / 1e6, gflops);
+    std::printf(
+        "ms/step median %.2f (min %.2f, max %.2f, %d steps) | %.0f tokens/s | %.2f MFLOP/token | %.1f "
+        "GFLOP/s\n",
+        median, ms.front(), ms.back(), steps, tps, flops / 1e6, gflops);
   }
   return 0;
 }
@@ -238,7 +259,7 @@ int main(int argc, char** argv) {
   CommonOptions train_o, eval_o, info_o, bench_o;
   std::string out_dir, resume, eval_ckpt, info_ckpt;
   std::optional<int> steps;
-  std::optional<float> lr;
+  std::optional<double> lr;
   std::optional<uint64_t> seed;
   int64_t stop_after = -1;
   int eval_batches = 0, bench_steps = 10, bench_warmup = 2;
@@ -247,13 +268,17 @@ int main(int argc, char** argv) {
   auto* train = app.add_subcommand("train", "Train a model (default: the built-in MQAR demo)");
   add_common(train, train_o, true);
   train->add_option("-o,--out", out_dir, "Directory for checkpoint.safetensors and log.jsonl");
-  train->add_option("--resume", resume, "Continue from this checkpoint (optimizer, step and data position restored)")
+  train
+      ->add_option("--resume", resume,
+                   "Continue from this checkpoint (optimizer, step and data position restored)")
       ->check(CLI::ExistingFile);
   train->add_option("--steps", steps, "Total training steps (train.steps)")->check(CLI::NonNegativeNumber);
   train->add_option("--lr", lr, "Peak learning rate (train.lr)")->check(CLI::PositiveNumber);
   train->add_option("--seed", seed, "Seed for weights and data (train.seed)");
-  train->add_option("--stop-after", stop_after,
-                    "Stop once this many steps are done, keeping the schedule of train.steps (for staged runs)")
+  train
+      ->add_option(
+          "--stop-after", stop_after,
+          "Stop once this many steps are done, keeping the schedule of train.steps (for staged runs)")
       ->check(CLI::NonNegativeNumber);
 
   auto* eval = app.add_subcommand("eval", "Evaluate a checkpoint on held-out batches of its task");
@@ -265,7 +290,8 @@ int main(int argc, char** argv) {
 
   auto* info = app.add_subcommand("info", "Show the build, the BLAS kernels in use, and a model's size");
   add_common(info, info_o, true);
-  info->add_option("--checkpoint", info_ckpt, "Describe this checkpoint instead of a config")->check(CLI::ExistingFile);
+  info->add_option("--checkpoint", info_ckpt, "Describe this checkpoint instead of a config")
+      ->check(CLI::ExistingFile);
   info->add_flag("--tensors", info_tensors, "List every parameter tensor");
 
   auto* bench = app.add_subcommand("bench", "Measure training throughput (tokens/s, achieved GFLOP/s)");

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
 #include "core/blas.hpp"
+#include "core/error.hpp"
 
 namespace bmojo {
 
@@ -13,190 +15,421 @@ namespace {
 
 constexpr int kQueryBlock = 64;
 
-inline int first_key(int t, int window) { return window > 0 ? std::max(0, t - window + 1) : 0; }
+inline int64_t row(int b, int t, int T) {
+  return static_cast<int64_t>(b) * T + t;
+}
 
-inline int64_t row(int b, int t, int T) { return static_cast<int64_t>(b) * T + t; }
+// The key sets of query t (SPEC section 3): in-context [ctx_lo(t), t], fading [fade_lo(t), fade_hi(t)].
+inline int ctx_lo(int t, int W) {
+  return W > 0 ? std::max(0, t - W + 1) : 0;
+}
+inline int fade_lo(int t, int W) {
+  return std::max(0, t - 2 * W + 1);
+}
+inline int fade_hi(int t, int W) {
+  return t - W;
+}  // < fade_lo when t < W: no fading keys
+
+bool has_fading(const AttentionInputs& in, const AttentionDims& d) {
+  return in.kf != nullptr && d.window > 0;
+}
+bool has_eidetic(const AttentionInputs& in, const AttentionDims& d) {
+  return in.eidetic != nullptr && !in.eidetic->empty() && d.window > 0;
+}
+
+void check_inputs(const AttentionInputs& in, const AttentionDims& d) {
+  check(d.H % d.Hk == 0, "attention: H must be a multiple of Hk");
+  if (in.kf != nullptr)
+    check(d.window > 0 && in.vf != nullptr, "attention: fading keys need a window and values");
+  if (has_eidetic(in, d)) {
+    check(in.q_raw != nullptr && in.k_raw != nullptr, "attention: eidetic entries need unrotated q and k");
+    check(static_cast<int>(in.eidetic->positions.size()) == d.B,
+          "attention: eidetic plan has the wrong batch");
+    const int chunks = (d.T + d.window - 1) / d.window;
+    for (const auto& per_chunk : in.eidetic->positions)
+      check(static_cast<int>(per_chunk.size()) == chunks,
+            "attention: eidetic plan has the wrong chunk count");
+  }
+}
+
+// The entries of the memory that query t (in chunk t / W) may read: p <= t - W.
+const std::vector<int32_t>* entries_of(const AttentionInputs& in, const AttentionDims& d, int b, int t) {
+  if (!has_eidetic(in, d)) return nullptr;
+  return &in.eidetic->positions[b][t / d.window];
+}
+
+// Query blocks: at most kQueryBlock rows; with eidetic entries they never straddle a chunk of W, so that
+// every row of a block reads the same memory snapshot.
+std::vector<std::pair<int, int>> query_blocks(const AttentionInputs& in, const AttentionDims& d) {
+  std::vector<std::pair<int, int>> blocks;
+  const int step = has_eidetic(in, d) ? d.window : d.T;
+  for (int c0 = 0; c0 < d.T; c0 += step) {
+    const int c1 = std::min(d.T, c0 + step);
+    for (int t0 = c0; t0 < c1; t0 += kQueryBlock) blocks.emplace_back(t0, std::min(c1, t0 + kQueryBlock));
+  }
+  return blocks;
+}
+
+// One block of queries [t0, t1) of one (b, query head h): the three key segments and the gathered eidetic
+// keys and values, laid side by side in one score row: [ctx (nc) | fading (nf) | eidetic (ne)].
+struct Block {
+  int t0, t1, nq;
+  int lo_c, nc;  // in-context keys [lo_c, lo_c + nc)
+  int lo_f, nf;  // fading keys [lo_f, lo_f + nf)
+  int ne;        // eidetic entries
+  const int32_t* pos = nullptr;
+  int nk() const { return nc + nf + ne; }
+};
+
+Block make_block(const AttentionInputs& in, const AttentionDims& d, int b, int t0, int t1) {
+  Block k{};
+  k.t0 = t0, k.t1 = t1, k.nq = t1 - t0;
+  k.lo_c = ctx_lo(t0, d.window);
+  k.nc = t1 - k.lo_c;
+  if (has_fading(in, d)) {
+    k.lo_f = fade_lo(t0, d.window);
+    k.nf = std::max(0, fade_hi(t1 - 1, d.window) - k.lo_f + 1);
+  }
+  if (const auto* e = entries_of(in, d, b, t0)) {
+    // Entries are ascending: the ones any row of the block may read form a prefix.
+    const int last = t1 - 1 - d.window;
+    k.ne = static_cast<int>(std::upper_bound(e->begin(), e->end(), last) - e->begin());
+    k.pos = e->data();
+  }
+  return k;
+}
+
+// Marks the columns of row t that are not in its key sets, by setting them to -inf.
+void mask_row(float* s, const Block& k, int t, int W) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  const int c0 = ctx_lo(t, W) - k.lo_c, c1 = t - k.lo_c;
+  for (int j = 0; j < c0; ++j) s[j] = ninf;
+  for (int j = c1 + 1; j < k.nc; ++j) s[j] = ninf;
+  float* f = s + k.nc;
+  const int f0 = fade_lo(t, W) - k.lo_f, f1 = fade_hi(t, W) - k.lo_f;
+  for (int j = 0; j < k.nf; ++j)
+    if (j < f0 || j > f1) f[j] = ninf;
+  float* e = f + k.nf;
+  for (int j = 0; j < k.ne; ++j)
+    if (k.pos[j] > t - W) e[j] = ninf;
+}
+
+// Per-thread buffers of the fast kernel.
+struct Workspace {
+  std::vector<float> S, dS, ke, ve, dke, dve;
+};
+
+void gather_entries(Workspace& ws, const AttentionInputs& in, const AttentionDims& d, const Block& k, int b,
+                    int g) {
+  ws.ke.resize(static_cast<size_t>(k.ne) * d.Dh);
+  ws.ve.resize(static_cast<size_t>(k.ne) * d.Dh);
+  for (int e = 0; e < k.ne; ++e) {
+    const int64_t r = row(b, k.pos[e], d.T);
+    std::memcpy(ws.ke.data() + static_cast<size_t>(e) * d.Dh, in.k_raw + r * in.ldk_raw + g * d.Dh,
+                sizeof(float) * d.Dh);
+    std::memcpy(ws.ve.data() + static_cast<size_t>(e) * d.Dh, in.v + r * in.ldkv + g * d.Dh,
+                sizeof(float) * d.Dh);
+  }
+}
+
+// S (nq, nk) = scale * [Q Kc^T | Q Kf^T | Qraw Ke^T], masked.
+void block_scores(float* S, Workspace& ws, const AttentionInputs& in, const AttentionDims& d, const Block& k,
+                  int b, int h, int g, float scale) {
+  const int nk = k.nk();
+  const int ldq = static_cast<int>(in.ldq), ldkv = static_cast<int>(in.ldkv);
+  const float* qb = in.q + row(b, k.t0, d.T) * in.ldq + h * d.Dh;
+  matmul(false, true, k.nq, k.nc, d.Dh, scale, qb, ldq, in.k + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh, ldkv,
+         0.0f, S, nk);
+  if (k.nf > 0)
+    matmul(false, true, k.nq, k.nf, d.Dh, scale, qb, ldq, in.kf + row(b, k.lo_f, d.T) * in.ldf + g * d.Dh,
+           static_cast<int>(in.ldf), 0.0f, S + k.nc, nk);
+  if (k.ne > 0)
+    matmul(false, true, k.nq, k.ne, d.Dh, scale, in.q_raw + row(b, k.t0, d.T) * in.ldq_raw + h * d.Dh,
+           static_cast<int>(in.ldq_raw), ws.ke.data(), d.Dh, 0.0f, S + k.nc + k.nf, nk);
+  for (int i = 0; i < k.nq; ++i) mask_row(S + static_cast<int64_t>(i) * nk, k, k.t0 + i, d.window);
+}
 
 }  // namespace
 
-void attention_forward_reference(float* out, int64_t ldo, float* lse, const float* q, int64_t ldq,
-                                 const float* k, const float* v, int64_t ldkv, const AttentionDims& d) {
-  const int group = d.H / d.Hk;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d.Dh));
-  std::vector<double> p(d.T);
+bool EideticPlan::empty() const {
+  for (const auto& b : positions)
+    for (const auto& c : b)
+      if (!c.empty()) return false;
+  return true;
+}
+
+void attention_forward_reference(float* out, int64_t ldo, float* lse, const AttentionInputs& in,
+                                 const AttentionDims& d) {
+  check_inputs(in, d);
+  const int group = d.H / d.Hk, W = d.window;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d.Dh));
+  // Every key a query reads, as (key row, value row) pointers.
+  std::vector<std::pair<const float*, const float*>> keys;
+  std::vector<double> p;
   for (int b = 0; b < d.B; ++b)
     for (int h = 0; h < d.H; ++h)
       for (int t = 0; t < d.T; ++t) {
         const int g = h / group;
-        const float* qt = q + row(b, t, d.T) * ldq + h * d.Dh;
-        const int lo = first_key(t, d.window);
+        const float* qt = in.q + row(b, t, d.T) * in.ldq + h * d.Dh;
+        keys.clear();
+        std::vector<bool> raw;  // eidetic keys are scored with the unrotated query
+        for (int j = ctx_lo(t, W); j <= t; ++j) {
+          keys.emplace_back(in.k + row(b, j, d.T) * in.ldkv + g * d.Dh,
+                            in.v + row(b, j, d.T) * in.ldkv + g * d.Dh);
+          raw.push_back(false);
+        }
+        if (has_fading(in, d))
+          for (int j = fade_lo(t, W); j <= fade_hi(t, W); ++j) {
+            keys.emplace_back(in.kf + row(b, j, d.T) * in.ldf + g * d.Dh,
+                              in.vf + row(b, j, d.T) * in.ldf + g * d.Dh);
+            raw.push_back(false);
+          }
+        if (const auto* e = entries_of(in, d, b, t))
+          for (int32_t pos : *e)
+            if (pos <= t - W) {
+              keys.emplace_back(in.k_raw + row(b, pos, d.T) * in.ldk_raw + g * d.Dh,
+                                in.v + row(b, pos, d.T) * in.ldkv + g * d.Dh);
+              raw.push_back(true);
+            }
+        p.assign(keys.size(), 0.0);
         double mx = -std::numeric_limits<double>::infinity();
-        for (int j = lo; j <= t; ++j) {
-          const float* kj = k + row(b, j, d.T) * ldkv + g * d.Dh;
+        for (size_t j = 0; j < keys.size(); ++j) {
+          const float* qq = raw[j] ? in.q_raw + row(b, t, d.T) * in.ldq_raw + h * d.Dh : qt;
           double s = 0.0;
-          for (int c = 0; c < d.Dh; ++c) s += static_cast<double>(qt[c]) * kj[c];
+          for (int c = 0; c < d.Dh; ++c) s += static_cast<double>(qq[c]) * keys[j].first[c];
           p[j] = s * scale;
           mx = std::max(mx, p[j]);
         }
         double sum = 0.0;
-        for (int j = lo; j <= t; ++j) sum += (p[j] = std::exp(p[j] - mx));
+        for (double& x : p) sum += (x = std::exp(x - mx));
         float* o = out + row(b, t, d.T) * ldo + h * d.Dh;
         for (int c = 0; c < d.Dh; ++c) {
           double acc = 0.0;
-          for (int j = lo; j <= t; ++j) acc += p[j] * v[row(b, j, d.T) * ldkv + g * d.Dh + c];
+          for (size_t j = 0; j < keys.size(); ++j) acc += p[j] * keys[j].second[c];
           o[c] = static_cast<float>(acc / sum);
         }
         lse[(static_cast<int64_t>(b) * d.H + h) * d.T + t] = static_cast<float>(mx + std::log(sum));
       }
 }
 
-void attention_backward_reference(float* dq, float* dk, float* dv, const float* dout, const float* out,
-                                  int64_t ldo, const float* lse, const float* q, int64_t ldq, const float* k,
-                                  const float* v, int64_t ldkv, const AttentionDims& d) {
-  const int group = d.H / d.Hk;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d.Dh));
-  for (int b = 0; b < d.B; ++b)
-    for (int t = 0; t < d.T; ++t) {
-      for (int h = 0; h < d.H; ++h)
-        for (int c = 0; c < d.Dh; ++c) dq[row(b, t, d.T) * ldq + h * d.Dh + c] = 0.0f;
-      for (int g = 0; g < d.Hk; ++g)
-        for (int c = 0; c < d.Dh; ++c) {
-          dk[row(b, t, d.T) * ldkv + g * d.Dh + c] = 0.0f;
-          dv[row(b, t, d.T) * ldkv + g * d.Dh + c] = 0.0f;
-        }
-    }
+void attention_backward_reference(const AttentionGrads& gr, const float* dout, const float* out, int64_t ldo,
+                                  const float* lse, const AttentionInputs& in, const AttentionDims& d) {
+  check_inputs(in, d);
+  const int group = d.H / d.Hk, W = d.window;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d.Dh));
+  const bool fading = has_fading(in, d), eidetic = has_eidetic(in, d);
+  auto zero = [&](float* x, int64_t ld, int cols) {
+    if (x == nullptr) return;
+    for (int64_t r = 0; r < static_cast<int64_t>(d.B) * d.T; ++r)
+      std::fill(x + r * ld, x + r * ld + cols, 0.0f);
+  };
+  zero(gr.dq, in.ldq, d.H * d.Dh);
+  zero(gr.dk, in.ldkv, d.Hk * d.Dh);
+  zero(gr.dv, in.ldkv, d.Hk * d.Dh);
+  if (fading) {
+    zero(gr.dkf, in.ldf, d.Hk * d.Dh);
+    zero(gr.dvf, in.ldf, d.Hk * d.Dh);
+  }
+  if (eidetic) {
+    zero(gr.dq_raw, in.ldq_raw, d.H * d.Dh);
+    zero(gr.dk_raw, in.ldk_raw, d.Hk * d.Dh);
+  }
+  // One key read by query t: its key/value rows and where their gradients go.
+  struct Key {
+    const float *k, *v, *q;
+    float *dk, *dv, *dq;
+  };
+  std::vector<Key> keys;
   for (int b = 0; b < d.B; ++b)
     for (int h = 0; h < d.H; ++h)
       for (int t = 0; t < d.T; ++t) {
         const int g = h / group;
-        const float* qt = q + row(b, t, d.T) * ldq + h * d.Dh;
-        const float* ot = out + row(b, t, d.T) * ldo + h * d.Dh;
-        const float* got = dout + row(b, t, d.T) * ldo + h * d.Dh;
-        float* dqt = dq + row(b, t, d.T) * ldq + h * d.Dh;
+        const int64_t rt = row(b, t, d.T);
+        const float* qt = in.q + rt * in.ldq + h * d.Dh;
+        float* dqt = gr.dq + rt * in.ldq + h * d.Dh;
+        keys.clear();
+        for (int j = ctx_lo(t, W); j <= t; ++j) {
+          const int64_t r = row(b, j, d.T) * in.ldkv + g * d.Dh;
+          keys.push_back({in.k + r, in.v + r, qt, gr.dk + r, gr.dv + r, dqt});
+        }
+        if (fading)
+          for (int j = fade_lo(t, W); j <= fade_hi(t, W); ++j) {
+            const int64_t r = row(b, j, d.T) * in.ldf + g * d.Dh;
+            keys.push_back({in.kf + r, in.vf + r, qt, gr.dkf + r, gr.dvf + r, dqt});
+          }
+        if (const auto* e = entries_of(in, d, b, t))
+          for (int32_t pos : *e)
+            if (pos <= t - W) {
+              const int64_t rk = row(b, pos, d.T) * in.ldk_raw + g * d.Dh,
+                            rv = row(b, pos, d.T) * in.ldkv + g * d.Dh;
+              keys.push_back({in.k_raw + rk, in.v + rv, in.q_raw + rt * in.ldq_raw + h * d.Dh, gr.dk_raw + rk,
+                              gr.dv + rv, gr.dq_raw + rt * in.ldq_raw + h * d.Dh});
+            }
+        const float* ot = out + rt * ldo + h * d.Dh;
+        const float* got = dout + rt * ldo + h * d.Dh;
         const double l = lse[(static_cast<int64_t>(b) * d.H + h) * d.T + t];
         double delta = 0.0;
         for (int c = 0; c < d.Dh; ++c) delta += static_cast<double>(got[c]) * ot[c];
-        for (int j = first_key(t, d.window); j <= t; ++j) {
-          const float* kj = k + row(b, j, d.T) * ldkv + g * d.Dh;
-          const float* vj = v + row(b, j, d.T) * ldkv + g * d.Dh;
+        for (const Key& key : keys) {
           double s = 0.0, dp = 0.0;
           for (int c = 0; c < d.Dh; ++c) {
-            s += static_cast<double>(qt[c]) * kj[c];
-            dp += static_cast<double>(got[c]) * vj[c];
+            s += static_cast<double>(key.q[c]) * key.k[c];
+            dp += static_cast<double>(got[c]) * key.v[c];
           }
           const double p = std::exp(s * scale - l);
           const double ds = p * (dp - delta) * scale;
-          float* dkj = dk + row(b, j, d.T) * ldkv + g * d.Dh;
-          float* dvj = dv + row(b, j, d.T) * ldkv + g * d.Dh;
           for (int c = 0; c < d.Dh; ++c) {
-            dqt[c] += static_cast<float>(ds * kj[c]);
-            dkj[c] += static_cast<float>(ds * qt[c]);
-            dvj[c] += static_cast<float>(p * got[c]);
+            key.dq[c] += static_cast<float>(ds * key.k[c]);
+            key.dk[c] += static_cast<float>(ds * key.q[c]);
+            key.dv[c] += static_cast<float>(p * got[c]);
           }
         }
       }
 }
 
-void attention_forward(float* out, int64_t ldo, float* lse, const float* q, int64_t ldq, const float* k,
-                       const float* v, int64_t ldkv, const AttentionDims& d) {
+void attention_forward(float* out, int64_t ldo, float* lse, const AttentionInputs& in,
+                       const AttentionDims& d) {
+  check_inputs(in, d);
   const int group = d.H / d.Hk;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.Dh));
-  const int blocks = (d.T + kQueryBlock - 1) / kQueryBlock;
+  const auto blocks = query_blocks(in, d);
+  const int nblocks = static_cast<int>(blocks.size());
 #pragma omp parallel
   {
-    std::vector<float> scores;
+    Workspace ws;
 #pragma omp for collapse(3) schedule(static)
     for (int b = 0; b < d.B; ++b)
       for (int h = 0; h < d.H; ++h)
-        for (int blk = 0; blk < blocks; ++blk) {
+        for (int bi = 0; bi < nblocks; ++bi) {
           const int g = h / group;
-          const int t0 = blk * kQueryBlock, t1 = std::min(d.T, t0 + kQueryBlock), nq = t1 - t0;
-          const int lo = first_key(t0, d.window), nk = t1 - lo;
-          scores.resize(static_cast<size_t>(nq) * nk);
-          float* S = scores.data();
-          matmul(false, true, nq, nk, d.Dh, scale, q + row(b, t0, d.T) * ldq + h * d.Dh, static_cast<int>(ldq),
-                 k + row(b, lo, d.T) * ldkv + g * d.Dh, static_cast<int>(ldkv), 0.0f, S, nk);
+          const Block k = make_block(in, d, b, blocks[bi].first, blocks[bi].second);
+          const int nk = k.nk();
+          ws.S.resize(static_cast<size_t>(k.nq) * nk);
+          float* S = ws.S.data();
+          if (k.ne > 0) gather_entries(ws, in, d, k, b, g);
+          block_scores(S, ws, in, d, k, b, h, g, scale);
           float* lse_row = lse + (static_cast<int64_t>(b) * d.H + h) * d.T;
-          for (int i = 0; i < nq; ++i) {
-            const int t = t0 + i;
-            const int j0 = first_key(t, d.window) - lo, j1 = t - lo;  // valid columns [j0, j1]
+          for (int i = 0; i < k.nq; ++i) {
             float* s = S + static_cast<int64_t>(i) * nk;
             float mx = -std::numeric_limits<float>::infinity();
-            for (int j = j0; j <= j1; ++j) mx = std::max(mx, s[j]);
+            for (int j = 0; j < nk; ++j) mx = std::max(mx, s[j]);
             float sum = 0.0f;
-            for (int j = 0; j < j0; ++j) s[j] = 0.0f;
-            for (int j = j0; j <= j1; ++j) sum += (s[j] = std::exp(s[j] - mx));
-            for (int j = j1 + 1; j < nk; ++j) s[j] = 0.0f;
+            for (int j = 0; j < nk; ++j) sum += (s[j] = std::exp(s[j] - mx));
             const float inv = 1.0f / sum;
-            for (int j = j0; j <= j1; ++j) s[j] *= inv;
-            lse_row[t] = mx + std::log(sum);
+            for (int j = 0; j < nk; ++j) s[j] *= inv;
+            lse_row[k.t0 + i] = mx + std::log(sum);
           }
-          matmul(false, false, nq, d.Dh, nk, 1.0f, S, nk, v + row(b, lo, d.T) * ldkv + g * d.Dh,
-                 static_cast<int>(ldkv), 0.0f, out + row(b, t0, d.T) * ldo + h * d.Dh, static_cast<int>(ldo));
+          float* ob = out + row(b, k.t0, d.T) * ldo + h * d.Dh;
+          const int ld_o = static_cast<int>(ldo);
+          matmul(false, false, k.nq, d.Dh, k.nc, 1.0f, S, nk, in.v + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh,
+                 static_cast<int>(in.ldkv), 0.0f, ob, ld_o);
+          if (k.nf > 0)
+            matmul(false, false, k.nq, d.Dh, k.nf, 1.0f, S + k.nc, nk,
+                   in.vf + row(b, k.lo_f, d.T) * in.ldf + g * d.Dh, static_cast<int>(in.ldf), 1.0f, ob, ld_o);
+          if (k.ne > 0)
+            matmul(false, false, k.nq, d.Dh, k.ne, 1.0f, S + k.nc + k.nf, nk, ws.ve.data(), d.Dh, 1.0f, ob,
+                   ld_o);
         }
   }
 }
 
-void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out, int64_t ldo,
-                        const float* lse, const float* q, int64_t ldq, const float* k, const float* v,
-                        int64_t ldkv, const AttentionDims& d) {
+void attention_backward(const AttentionGrads& gr, const float* dout, const float* out, int64_t ldo,
+                        const float* lse, const AttentionInputs& in, const AttentionDims& d) {
+  check_inputs(in, d);
   const int group = d.H / d.Hk;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.Dh));
-  const int blocks = (d.T + kQueryBlock - 1) / kQueryBlock;
-  // One task per (b, KV head): every write to that head's dk, dv happens in one thread, in a fixed order.
+  const bool fading = has_fading(in, d), eidetic = has_eidetic(in, d);
+  const auto blocks = query_blocks(in, d);
+  const int ldq = static_cast<int>(in.ldq), ldkv = static_cast<int>(in.ldkv), ldf = static_cast<int>(in.ldf);
+  const int ld_o = static_cast<int>(ldo);
+  // One task per (b, KV head): every write to that head's key and value gradients happens in one thread, in
+  // a fixed order, so results do not depend on the thread count.
 #pragma omp parallel
   {
-    std::vector<float> probs, dprobs;
+    Workspace ws;
 #pragma omp for collapse(2) schedule(static)
     for (int b = 0; b < d.B; ++b)
       for (int g = 0; g < d.Hk; ++g) {
-        for (int t = 0; t < d.T; ++t)
-          for (int c = 0; c < d.Dh; ++c) {
-            dk[row(b, t, d.T) * ldkv + g * d.Dh + c] = 0.0f;
-            dv[row(b, t, d.T) * ldkv + g * d.Dh + c] = 0.0f;
-          }
+        auto zero = [&](float* x, int64_t ld, int col0, int cols) {
+          for (int t = 0; t < d.T; ++t) std::fill_n(x + row(b, t, d.T) * ld + col0, cols, 0.0f);
+        };
+        zero(gr.dk, in.ldkv, g * d.Dh, d.Dh);
+        zero(gr.dv, in.ldkv, g * d.Dh, d.Dh);
+        if (fading) {
+          zero(gr.dkf, in.ldf, g * d.Dh, d.Dh);
+          zero(gr.dvf, in.ldf, g * d.Dh, d.Dh);
+        }
+        if (eidetic) {
+          zero(gr.dk_raw, in.ldk_raw, g * d.Dh, d.Dh);
+          zero(gr.dq_raw, in.ldq_raw, g * group * d.Dh, group * d.Dh);
+        }
         for (int h = g * group; h < (g + 1) * group; ++h)
-          for (int blk = 0; blk < blocks; ++blk) {
-            const int t0 = blk * kQueryBlock, t1 = std::min(d.T, t0 + kQueryBlock), nq = t1 - t0;
-            const int lo = first_key(t0, d.window), nk = t1 - lo;
-            probs.resize(static_cast<size_t>(nq) * nk);
-            dprobs.resize(static_cast<size_t>(nq) * nk);
-            float* P = probs.data();
-            float* dP = dprobs.data();
-            const float* qb = q + row(b, t0, d.T) * ldq + h * d.Dh;
-            const float* kb = k + row(b, lo, d.T) * ldkv + g * d.Dh;
-            const float* vb = v + row(b, lo, d.T) * ldkv + g * d.Dh;
+          for (const auto& [t0, t1] : blocks) {
+            const Block k = make_block(in, d, b, t0, t1);
+            const int nk = k.nk();
+            ws.S.resize(static_cast<size_t>(k.nq) * nk);
+            ws.dS.resize(static_cast<size_t>(k.nq) * nk);
+            float* P = ws.S.data();
+            float* dP = ws.dS.data();
+            if (k.ne > 0) gather_entries(ws, in, d, k, b, g);
+            block_scores(P, ws, in, d, k, b, h, g, scale);
+            const float* qb = in.q + row(b, t0, d.T) * in.ldq + h * d.Dh;
             const float* dob = dout + row(b, t0, d.T) * ldo + h * d.Dh;
             const float* ob = out + row(b, t0, d.T) * ldo + h * d.Dh;
-            matmul(false, true, nq, nk, d.Dh, scale, qb, static_cast<int>(ldq), kb, static_cast<int>(ldkv), 0.0f, P,
-                   nk);
-            matmul(false, true, nq, nk, d.Dh, 1.0f, dob, static_cast<int>(ldo), vb, static_cast<int>(ldkv), 0.0f,
-                   dP, nk);
+            const float* kc = in.k + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh;
+            const float* vc = in.v + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh;
+            matmul(false, true, k.nq, k.nc, d.Dh, 1.0f, dob, ld_o, vc, ldkv, 0.0f, dP, nk);
+            if (k.nf > 0)
+              matmul(false, true, k.nq, k.nf, d.Dh, 1.0f, dob, ld_o,
+                     in.vf + row(b, k.lo_f, d.T) * in.ldf + g * d.Dh, ldf, 0.0f, dP + k.nc, nk);
+            if (k.ne > 0)
+              matmul(false, true, k.nq, k.ne, d.Dh, 1.0f, dob, ld_o, ws.ve.data(), d.Dh, 0.0f,
+                     dP + k.nc + k.nf, nk);
             const float* lse_row = lse + (static_cast<int64_t>(b) * d.H + h) * d.T;
-            for (int i = 0; i < nq; ++i) {
-              const int t = t0 + i;
-              const int j0 = first_key(t, d.window) - lo, j1 = t - lo;
+            for (int i = 0; i < k.nq; ++i) {
               float* p = P + static_cast<int64_t>(i) * nk;
               float* dp = dP + static_cast<int64_t>(i) * nk;
               float delta = 0.0f;
               for (int c = 0; c < d.Dh; ++c) delta += dob[i * ldo + c] * ob[i * ldo + c];
-              const float l = lse_row[t];
+              const float l = lse_row[t0 + i];
               for (int j = 0; j < nk; ++j) {
-                if (j < j0 || j > j1) {
-                  p[j] = 0.0f;
-                  dp[j] = 0.0f;
-                } else {
-                  p[j] = std::exp(p[j] - l);
-                  dp[j] = p[j] * (dp[j] - delta) * scale;
+                p[j] = std::exp(p[j] - l);  // masked columns: exp(-inf) = 0
+                dp[j] = p[j] * (dp[j] - delta) * scale;
+              }
+            }
+            float* dqb = gr.dq + row(b, t0, d.T) * in.ldq + h * d.Dh;
+            matmul(false, false, k.nq, d.Dh, k.nc, 1.0f, dP, nk, kc, ldkv, 0.0f, dqb, ldq);
+            matmul(true, false, k.nc, d.Dh, k.nq, 1.0f, dP, nk, qb, ldq, 1.0f,
+                   gr.dk + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh, ldkv);
+            matmul(true, false, k.nc, d.Dh, k.nq, 1.0f, P, nk, dob, ld_o, 1.0f,
+                   gr.dv + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh, ldkv);
+            if (k.nf > 0) {
+              const int64_t rf = row(b, k.lo_f, d.T) * in.ldf + g * d.Dh;
+              matmul(false, false, k.nq, d.Dh, k.nf, 1.0f, dP + k.nc, nk, in.kf + rf, ldf, 1.0f, dqb, ldq);
+              matmul(true, false, k.nf, d.Dh, k.nq, 1.0f, dP + k.nc, nk, qb, ldq, 1.0f, gr.dkf + rf, ldf);
+              matmul(true, false, k.nf, d.Dh, k.nq, 1.0f, P + k.nc, nk, dob, ld_o, 1.0f, gr.dvf + rf, ldf);
+            }
+            if (k.ne > 0) {
+              const int ldqr = static_cast<int>(in.ldq_raw);
+              const float* qrb = in.q_raw + row(b, t0, d.T) * in.ldq_raw + h * d.Dh;
+              const float* dPe = dP + k.nc + k.nf;
+              matmul(false, false, k.nq, d.Dh, k.ne, 1.0f, dPe, nk, ws.ke.data(), d.Dh, 1.0f,
+                     gr.dq_raw + row(b, t0, d.T) * in.ldq_raw + h * d.Dh, ldqr);
+              ws.dke.resize(static_cast<size_t>(k.ne) * d.Dh);
+              ws.dve.resize(static_cast<size_t>(k.ne) * d.Dh);
+              matmul(true, false, k.ne, d.Dh, k.nq, 1.0f, dPe, nk, qrb, ldqr, 0.0f, ws.dke.data(), d.Dh);
+              matmul(true, false, k.ne, d.Dh, k.nq, 1.0f, P + k.nc + k.nf, nk, dob, ld_o, 0.0f, ws.dve.data(),
+                     d.Dh);
+              for (int e = 0; e < k.ne; ++e) {
+                const int64_t r = row(b, k.pos[e], d.T);
+                float* dk = gr.dk_raw + r * in.ldk_raw + g * d.Dh;
+                float* dv = gr.dv + r * in.ldkv + g * d.Dh;
+                for (int c = 0; c < d.Dh; ++c) {
+                  dk[c] += ws.dke[static_cast<size_t>(e) * d.Dh + c];
+                  dv[c] += ws.dve[static_cast<size_t>(e) * d.Dh + c];
                 }
               }
             }
-            matmul(false, false, nq, d.Dh, nk, 1.0f, dP, nk, kb, static_cast<int>(ldkv), 0.0f,
-                   dq + row(b, t0, d.T) * ldq + h * d.Dh, static_cast<int>(ldq));
-            matmul(true, false, nk, d.Dh, nq, 1.0f, dP, nk, qb, static_cast<int>(ldq), 1.0f,
-                   dk + row(b, lo, d.T) * ldkv + g * d.Dh, static_cast<int>(ldkv));
-            matmul(true, false, nk, d.Dh, nq, 1.0f, P, nk, dob, static_cast<int>(ldo), 1.0f,
-                   dv + row(b, lo, d.T) * ldkv + g * d.Dh, static_cast<int>(ldkv));
           }
       }
   }

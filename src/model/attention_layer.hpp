@@ -22,12 +22,12 @@ struct AttentionScratch {
 
 // residual (B, T, D) += Attention(xn (B, T, D)).
 void attention_layer_forward(float* residual, AttentionActivations& act, const float* xn,
-                             const AttentionWeights& w, const ModelConfig& cfg, const RopeTable& rope, int B, int T,
-                             bool reference);
+                             const AttentionWeights& w, const ModelConfig& cfg, const RopeTable& rope, int B,
+                             int T, bool reference);
 // dxn (B, T, D) = gradient w.r.t. xn; weight gradients accumulate into dw.
 void attention_layer_backward(float* dxn, const AttentionWeights& dw, AttentionScratch& scratch,
                               const float* dresidual, const AttentionActivations& act, const float* xn,
-                              const AttentionWeights& w, const ModelConfig& cfg, const RopeTable& rope, int B, int T,
-                              bool reference);
+                              const AttentionWeights& w, const ModelConfig& cfg, const RopeTable& rope, int B,
+                              int T, bool reference);
 
 }  // namespace bmojo

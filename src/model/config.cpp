@@ -1,5 +1,6 @@
 #include "model/config.hpp"
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -54,17 +55,33 @@ void ModelConfig::validate() const {
   positive(n_heads, "model.n_heads");
   check(n_kv_heads >= 0, "config: 'model.n_kv_heads' must be >= 0 (0 = n_heads)");
   check(d_model % n_heads == 0, "config: 'model.d_model' (" + std::to_string(d_model) +
-                                    ") must be divisible by 'model.n_heads' (" + std::to_string(n_heads) + ")");
+                                    ") must be divisible by 'model.n_heads' (" + std::to_string(n_heads) +
+                                    ")");
   check(n_heads % kv_heads() == 0, "config: 'model.n_heads' (" + std::to_string(n_heads) +
-                                       ") must be divisible by 'model.n_kv_heads' (" + std::to_string(kv_heads()) +
-                                       ")");
+                                       ") must be divisible by 'model.n_kv_heads' (" +
+                                       std::to_string(kv_heads()) + ")");
   check(head_dim() % 2 == 0, "config: head dim d_model/n_heads = " + std::to_string(head_dim()) +
                                  " must be even for rotary embeddings");
   check(!layers.empty(), "config: 'model.layers' must name at least one layer");
-  for (char c : layers)
-    check(c == 'A' || c == 'M', std::string("config: 'model.layers' has unknown layer letter '") + c +
-                                    "' (known: A attention, M Mamba)");
+  bool bmojo = false;
+  for (char c : layers) {
+    check(c == 'A' || c == 'M' || c == 'F' || c == 'B',
+          std::string("config: 'model.layers' has unknown layer letter '") + c +
+              "' (known: A attention, M Mamba, F B'MOJO-F, B B'MOJO)");
+    bmojo = bmojo || c == 'F' || c == 'B';
+  }
   check(window >= 0, "config: 'model.window' must be >= 0 (0 = full span)");
+  if (bmojo)
+    check(window >= 1, "config: layers F and B need 'model.window' >= 1, got " + std::to_string(window));
+  check(eidetic_per_chunk >= 0, "config: 'model.k' must be >= 0, got " + std::to_string(eidetic_per_chunk));
+  if (bmojo)
+    check(eidetic_per_chunk <= window, "config: 'model.k' (" + std::to_string(eidetic_per_chunk) +
+                                           ") must be <= 'model.window' (" + std::to_string(window) + ")");
+  check(eidetic_capacity >= 0, "config: 'model.m' must be >= 0, got " + std::to_string(eidetic_capacity));
+  check(std::isfinite(tau), "config: 'model.tau' must be finite");
+  check(lambda_innov >= 0.0 && std::isfinite(lambda_innov), "config: 'model.lambda_innov' must be >= 0");
+  check(eviction == "fifo" || eviction == "lowest_score",
+        "config: 'model.eviction' must be \"fifo\" or \"lowest_score\", got \"" + eviction + "\"");
   check(d_ff >= 0, "config: 'model.d_ff' must be >= 0 (0 = no MLP)");
   positive(d_state, "model.d_state");
   positive(expand, "model.expand");
@@ -92,7 +109,8 @@ void TrainConfig::validate() const {
 }
 
 void DataConfig::validate(int vocab_size) const {
-  check(task == "mqar" || task == "random", "config: 'data.task' must be \"mqar\" or \"random\", got \"" + task + "\"");
+  check(task == "mqar" || task == "random",
+        "config: 'data.task' must be \"mqar\" or \"random\", got \"" + task + "\"");
   positive(seq_len, "data.seq_len");
   check(gap >= 0, "config: 'data.gap' must be >= 0");
   if (task == "mqar") {
@@ -101,8 +119,8 @@ void DataConfig::validate(int vocab_size) const {
                                            ") needs seq_len >= 2 * num_kv_pairs");
     const int space = (seq_len - 2 * num_kv_pairs) / 2;
     check(num_kv_pairs <= space, "config: MQAR with seq_len " + std::to_string(seq_len) + " has room for " +
-                                     std::to_string(space) + " queries, fewer than num_kv_pairs = " +
-                                     std::to_string(num_kv_pairs));
+                                     std::to_string(space) +
+                                     " queries, fewer than num_kv_pairs = " + std::to_string(num_kv_pairs));
     check(num_kv_pairs < vocab_size / 2 - 1 && num_kv_pairs <= vocab_size - vocab_size / 2,
           "config: 'model.vocab_size' (" + std::to_string(vocab_size) + ") too small for " +
               std::to_string(num_kv_pairs) + " distinct keys and values");
@@ -121,9 +139,11 @@ Config config_from_json(const json& j) {
   reject_unknown(j, "config", {"model", "train", "data"});
   if (j.contains("model")) {
     const json& m = j["model"];
-    reject_unknown(m, "model",
-                   {"vocab_size", "d_model", "n_heads", "n_kv_heads", "layers", "window", "d_ff", "d_state", "expand",
-                    "d_conv", "dt_rank", "rope_base", "norm_eps", "tie_embeddings"});
+    reject_unknown(
+        m, "model",
+        {"vocab_size", "d_model",    "n_heads", "n_kv_heads", "layers",    "window",       "d_ff",
+         "d_state",    "expand",     "d_conv",  "dt_rank",    "rope_base", "norm_eps",     "tie_embeddings",
+         "fading",     "tie_fading", "k",       "m",          "tau",       "lambda_innov", "eviction"});
     auto& o = c.model;
     read(m, "model", "vocab_size", o.vocab_size);
     read(m, "model", "d_model", o.d_model);
@@ -139,12 +159,20 @@ Config config_from_json(const json& j) {
     read(m, "model", "rope_base", o.rope_base);
     read(m, "model", "norm_eps", o.norm_eps);
     read(m, "model", "tie_embeddings", o.tie_embeddings);
+    read(m, "model", "fading", o.fading);
+    read(m, "model", "tie_fading", o.tie_fading);
+    read(m, "model", "k", o.eidetic_per_chunk);
+    read(m, "model", "m", o.eidetic_capacity);
+    read(m, "model", "tau", o.tau);
+    read(m, "model", "lambda_innov", o.lambda_innov);
+    read(m, "model", "eviction", o.eviction);
   }
   if (j.contains("train")) {
     const json& t = j["train"];
-    reject_unknown(t, "train",
-                   {"steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio", "weight_decay", "beta1", "beta2",
-                    "adam_eps", "grad_clip", "eval_every", "eval_batches", "log_every", "checkpoint_every", "seed"});
+    reject_unknown(
+        t, "train",
+        {"steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio", "weight_decay", "beta1", "beta2",
+         "adam_eps", "grad_clip", "eval_every", "eval_batches", "log_every", "checkpoint_every", "seed"});
     auto& o = c.train;
     read(t, "train", "steps", o.steps);
     read(t, "train", "batch_size", o.batch_size);
@@ -181,19 +209,50 @@ json config_to_json(const Config& c) {
   const auto& t = c.train;
   const auto& d = c.data;
   return json{{"model",
-               {{"vocab_size", m.vocab_size}, {"d_model", m.d_model}, {"n_heads", m.n_heads},
-                {"n_kv_heads", m.n_kv_heads}, {"layers", m.layers}, {"window", m.window}, {"d_ff", m.d_ff},
-                {"d_state", m.d_state}, {"expand", m.expand}, {"d_conv", m.d_conv}, {"dt_rank", m.dt_rank},
-                {"rope_base", m.rope_base}, {"norm_eps", m.norm_eps}, {"tie_embeddings", m.tie_embeddings}}},
+               {{"vocab_size", m.vocab_size},
+                {"d_model", m.d_model},
+                {"n_heads", m.n_heads},
+                {"n_kv_heads", m.n_kv_heads},
+                {"layers", m.layers},
+                {"window", m.window},
+                {"d_ff", m.d_ff},
+                {"d_state", m.d_state},
+                {"expand", m.expand},
+                {"d_conv", m.d_conv},
+                {"dt_rank", m.dt_rank},
+                {"rope_base", m.rope_base},
+                {"norm_eps", m.norm_eps},
+                {"tie_embeddings", m.tie_embeddings},
+                {"fading", m.fading},
+                {"tie_fading", m.tie_fading},
+                {"k", m.eidetic_per_chunk},
+                {"m", m.eidetic_capacity},
+                {"tau", m.tau},
+                {"lambda_innov", m.lambda_innov},
+                {"eviction", m.eviction}}},
               {"train",
-               {{"steps", t.steps}, {"batch_size", t.batch_size}, {"lr", t.lr}, {"warmup_steps", t.warmup_steps},
-                {"min_lr_ratio", t.min_lr_ratio}, {"weight_decay", t.weight_decay}, {"beta1", t.beta1},
-                {"beta2", t.beta2}, {"adam_eps", t.adam_eps}, {"grad_clip", t.grad_clip},
-                {"eval_every", t.eval_every}, {"eval_batches", t.eval_batches}, {"log_every", t.log_every},
-                {"checkpoint_every", t.checkpoint_every}, {"seed", t.seed}}},
+               {{"steps", t.steps},
+                {"batch_size", t.batch_size},
+                {"lr", t.lr},
+                {"warmup_steps", t.warmup_steps},
+                {"min_lr_ratio", t.min_lr_ratio},
+                {"weight_decay", t.weight_decay},
+                {"beta1", t.beta1},
+                {"beta2", t.beta2},
+                {"adam_eps", t.adam_eps},
+                {"grad_clip", t.grad_clip},
+                {"eval_every", t.eval_every},
+                {"eval_batches", t.eval_batches},
+                {"log_every", t.log_every},
+                {"checkpoint_every", t.checkpoint_every},
+                {"seed", t.seed}}},
               {"data",
-               {{"task", d.task}, {"seq_len", d.seq_len}, {"num_kv_pairs", d.num_kv_pairs},
-                {"random_non_queries", d.random_non_queries}, {"gap", d.gap}, {"power_a", d.power_a}}}};
+               {{"task", d.task},
+                {"seq_len", d.seq_len},
+                {"num_kv_pairs", d.num_kv_pairs},
+                {"random_non_queries", d.random_non_queries},
+                {"gap", d.gap},
+                {"power_a", d.power_a}}}};
 }
 
 Config load_config_file(const std::string& path) {

@@ -43,7 +43,8 @@ void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn
   const float* Bm = act.dbc.data() + R;
   const float* Cm = Bm + Ns;
   if (reference)
-    selective_scan_forward_reference(act.y.data(), act.x.data(), act.dt.data(), act.A.data(), Bm, Cm, bc, w.D, sd);
+    selective_scan_forward_reference(act.y.data(), act.x.data(), act.dt.data(), act.A.data(), Bm, Cm, bc, w.D,
+                                     sd);
   else
     selective_scan_forward(act.y.data(), act.x.data(), act.dt.data(), act.A.data(), Bm, Cm, bc, w.D, sd);
 #pragma omp parallel for schedule(static)
@@ -53,8 +54,8 @@ void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn
 }
 
 void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& s, const float* dresidual,
-                          const MambaActivations& act, const float* xn, const MambaWeights& w, const ModelConfig& cfg,
-                          int B, int T, bool reference) {
+                          const MambaActivations& act, const float* xn, const MambaWeights& w,
+                          const ModelConfig& cfg, int B, int T, bool reference, bool accumulate_dxn) {
   const int D = cfg.d_model, C = cfg.d_inner(), R = cfg.resolved_dt_rank(), Ns = cfg.d_state, K = cfg.d_conv;
   const int bc = R + 2 * Ns;
   const int64_t N = static_cast<int64_t>(B) * T;
@@ -65,7 +66,8 @@ void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& s, c
   s.ddbc.resize(N * bc);
   s.dA.assign(static_cast<size_t>(C) * Ns, 0.0f);
 
-  linear_backward(s.dgated.data(), C, dw.out_proj, D, dresidual, D, act.gated.data(), C, w.out_proj, N, C, D, false);
+  linear_backward(s.dgated.data(), C, dw.out_proj, D, dresidual, D, act.gated.data(), C, w.out_proj, N, C, D,
+                  false);
   // gated = y * silu(z): dy goes into dgated's buffer in place, dz into the z half of dxz.
   float* dy = s.dgated.data();
 #pragma omp parallel for schedule(static)
@@ -86,7 +88,7 @@ void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& s, c
   // A = -exp(A_log), so dA_log = dA * A.
   for (size_t i = 0; i < s.dA.size(); ++i) dw.A_log[i] += s.dA[i] * act.A[i];
 
-  // dt = softplus(dt_raw): d/dv = sigmoid(v), or 1 past the linear threshold.
+    // dt = softplus(dt_raw): d/dv = sigmoid(v), or 1 past the linear threshold.
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < N * C; ++i) {
     const float v = act.dt_raw[i];
@@ -96,13 +98,16 @@ void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& s, c
     for (int64_t i = begin; i < end; ++i)
       for (int c = 0; c < C; ++c) part[c] += s.ddt[i * C + c];
   });
-  linear_backward(s.ddbc.data(), bc, dw.dt_proj, C, s.ddt.data(), C, act.dbc.data(), bc, w.dt_proj, N, R, C, false);
-  linear_backward(s.dx.data(), C, dw.x_proj, bc, s.ddbc.data(), bc, act.x.data(), C, w.x_proj, N, C, bc, true);
+  linear_backward(s.ddbc.data(), bc, dw.dt_proj, C, s.ddt.data(), C, act.dbc.data(), bc, w.dt_proj, N, R, C,
+                  false);
+  linear_backward(s.dx.data(), C, dw.x_proj, bc, s.ddbc.data(), bc, act.x.data(), C, w.x_proj, N, C, bc,
+                  true);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < N * C; ++i) s.dx[i] *= silu_grad(act.conv[i]);
   causal_conv_backward(s.dxz.data(), 2 * C, dw.conv_weight, dw.conv_bias, s.dx.data(), act.xz.data(), 2 * C,
                        w.conv_weight, B, T, C, K);
-  linear_backward(dxn, D, dw.in_proj, 2 * C, s.dxz.data(), 2 * C, xn, D, w.in_proj, N, D, 2 * C, false);
+  linear_backward(dxn, D, dw.in_proj, 2 * C, s.dxz.data(), 2 * C, xn, D, w.in_proj, N, D, 2 * C,
+                  accumulate_dxn);
 }
 
 }  // namespace bmojo

@@ -16,7 +16,9 @@ namespace bmojo {
 
 namespace {
 
-std::string layer_prefix(size_t i) { return "layers." + std::to_string(i) + "."; }
+std::string layer_prefix(size_t i) {
+  return "layers." + std::to_string(i) + ".";
+}
 
 }  // namespace
 
@@ -36,10 +38,14 @@ Model::Model(const ModelConfig& config) : config_(config), rope_(config.head_dim
       const std::string p = layer_prefix(i);
       l.kind = config_.layers[i];
       l.norm1 = at(p + "norm1");
-      if (l.kind == 'A') {
+      if (ModelConfig::has_attention(l.kind)) {
         l.attn.wqkv = at(p + "attn.wqkv");
         l.attn.wo = at(p + "attn.wo");
-      } else {
+      }
+      if (ModelConfig::has_attention(l.kind) && l.kind != 'A' && !config_.tie_fading)
+        l.bmojo.wkvf = at(p + "attn.wkvf");
+      if (l.kind == 'B') l.bmojo.innovation = at(p + "innovation.P");
+      if (ModelConfig::has_ssm(l.kind)) {
         l.mamba.in_proj = at(p + "mamba.in_proj");
         l.mamba.conv_weight = at(p + "mamba.conv_weight");
         l.mamba.conv_bias = at(p + "mamba.conv_bias");
@@ -69,10 +75,14 @@ void Model::build_layout() {
   for (size_t i = 0; i < c.layers.size(); ++i) {
     const std::string p = layer_prefix(i);
     layout_.add(p + "norm1", {D}, false);
-    if (c.layers[i] == 'A') {
+    const char kind = c.layers[i];
+    if (ModelConfig::has_attention(kind)) {
       layout_.add(p + "attn.wqkv", {D, (H + 2 * Hk) * Dh}, true);
       layout_.add(p + "attn.wo", {H * Dh, D}, true);
-    } else {
+      if (kind != 'A' && !c.tie_fading) layout_.add(p + "attn.wkvf", {D, 2 * Hk * Dh}, true);
+    }
+    if (kind == 'B') layout_.add(p + "innovation.P", {D, D}, true);
+    if (ModelConfig::has_ssm(kind)) {
       layout_.add(p + "mamba.in_proj", {D, 2 * C}, true);
       layout_.add(p + "mamba.conv_weight", {C, c.d_conv}, true);
       layout_.add(p + "mamba.conv_bias", {C}, false);
@@ -103,11 +113,14 @@ void Model::init_weights(uint64_t seed) {
   for (const TensorSpec& t : layout_.tensors()) {
     float* p = params_.data() + t.offset;
     const std::string& n = t.name;
-    if (ends_with(n, "norm1") || ends_with(n, "norm2") || n == "norm_f" || ends_with(n, "mamba.D")) {
+    if (ends_with(n, "innovation.P")) {
+      continue;  // P = 0: the first predictions are xhat = 0
+    } else if (ends_with(n, "norm1") || ends_with(n, "norm2") || n == "norm_f" || ends_with(n, "mamba.D")) {
       for (size_t i = 0; i < t.numel; ++i) p[i] = 1.0f;
     } else if (ends_with(n, "mamba.A_log")) {
       const int64_t Ns = t.shape[1];
-      for (size_t i = 0; i < t.numel; ++i) p[i] = static_cast<float>(std::log(static_cast<double>(i % Ns + 1)));
+      for (size_t i = 0; i < t.numel; ++i)
+        p[i] = static_cast<float>(std::log(static_cast<double>(i % Ns + 1)));
     } else if (ends_with(n, "mamba.dt_bias")) {
       // dt0 log-uniform in [1e-3, 1e-1], floored at 1e-4; bias = softplus^-1(dt0) = dt0 + log(1 - exp(-dt0)).
       for (size_t i = 0; i < t.numel; ++i) {
@@ -123,7 +136,8 @@ void Model::init_weights(uint64_t seed) {
       const double bound = 1.0 / std::sqrt(static_cast<double>(config_.d_conv));
       for (size_t i = 0; i < t.numel; ++i) p[i] = static_cast<float>((2.0 * rng.uniform() - 1.0) * bound);
     } else {
-      const bool output_proj = ends_with(n, "attn.wo") || ends_with(n, "mamba.out_proj") || ends_with(n, "mlp.w_out");
+      const bool output_proj =
+          ends_with(n, "attn.wo") || ends_with(n, "mamba.out_proj") || ends_with(n, "mlp.w_out");
       const double std = 0.02 * (output_proj ? out_scale : 1.0);
       for (size_t i = 0; i < t.numel; ++i) p[i] = static_cast<float>(rng.normal() * std);
     }
@@ -131,14 +145,15 @@ void Model::init_weights(uint64_t seed) {
 }
 
 void Model::forward_trunk(const int32_t* tokens, int B, int T) {
-  check(B > 0 && T > 0, "forward: batch and length must be positive, got B=" + std::to_string(B) +
-                            " T=" + std::to_string(T));
+  check(B > 0 && T > 0,
+        "forward: batch and length must be positive, got B=" + std::to_string(B) + " T=" + std::to_string(T));
   const int D = config_.d_model, V = config_.vocab_size;
   const int64_t N = static_cast<int64_t>(B) * T;
   for (int64_t i = 0; i < N; ++i)
     check(tokens[i] >= 0 && tokens[i] < V, "token " + std::to_string(tokens[i]) + " at position " +
                                                std::to_string(i) + " is outside the vocabulary [0, " +
                                                std::to_string(V) + ")");
+  const bool keep_selection = frozen_selection_ && B == B_ && T == T_;
   B_ = B;
   T_ = T;
   tokens_.assign(tokens, tokens + N);
@@ -150,6 +165,7 @@ void Model::forward_trunk(const int32_t* tokens, int B, int T) {
   acts_.resize(L);
 
   embedding_forward(residual_[0].data(), tokens, w_.embedding, N, D);
+  innovation_loss_ = 0.0;
   size_t stream = 0;
   for (size_t l = 0; l < L; ++l) {
     LayerActivations& a = acts_[l];
@@ -159,17 +175,25 @@ void Model::forward_trunk(const int32_t* tokens, int B, int T) {
     rmsnorm_forward(a.xn1.data(), a.rstd1.data(), residual_[stream].data(), lw.norm1, N, D, config_.norm_eps);
     std::memcpy(residual_[stream + 1].data(), residual_[stream].data(), sizeof(float) * N * D);
     ++stream;
-    if (lw.kind == 'A')
-      attention_layer_forward(residual_[stream].data(), a.attn, a.xn1.data(), lw.attn, config_, rope_, B, T, reference_);
-    else
-      mamba_layer_forward(residual_[stream].data(), a.mamba, a.xn1.data(), lw.mamba, config_, B, T, reference_);
+    if (lw.kind == 'A') {
+      attention_layer_forward(residual_[stream].data(), a.attn, a.xn1.data(), lw.attn, config_, rope_, B, T,
+                              reference_);
+    } else if (lw.kind == 'M') {
+      mamba_layer_forward(residual_[stream].data(), a.mamba, a.xn1.data(), lw.mamba, config_, B, T,
+                          reference_);
+    } else {
+      bmojo_layer_forward(residual_[stream].data(), a.bmojo, a.xn1.data(), lw, config_, rope_, B, T,
+                          reference_, keep_selection);
+      if (lw.kind == 'B') innovation_loss_ += config_.lambda_innov * a.bmojo.innovation_mean;
+    }
     if (mlp) {
       const int F = config_.d_ff;
       a.xn2.resize(N * D);
       a.rstd2.resize(N);
       a.mlp_gate_up.resize(N * 2 * F);
       a.mlp_act.resize(N * F);
-      rmsnorm_forward(a.xn2.data(), a.rstd2.data(), residual_[stream].data(), lw.norm2, N, D, config_.norm_eps);
+      rmsnorm_forward(a.xn2.data(), a.rstd2.data(), residual_[stream].data(), lw.norm2, N, D,
+                      config_.norm_eps);
       std::memcpy(residual_[stream + 1].data(), residual_[stream].data(), sizeof(float) * N * D);
       ++stream;
       linear_forward(a.mlp_gate_up.data(), 2 * F, a.xn2.data(), D, lw.mlp.w_in, 2 * F, N, D, 2 * F);
@@ -179,7 +203,8 @@ void Model::forward_trunk(const int32_t* tokens, int B, int T) {
   }
   final_norm_.resize(N * D);
   final_rstd_.resize(N);
-  rmsnorm_forward(final_norm_.data(), final_rstd_.data(), residual_.back().data(), w_.norm_f, N, D, config_.norm_eps);
+  rmsnorm_forward(final_norm_.data(), final_rstd_.data(), residual_.back().data(), w_.norm_f, N, D,
+                  config_.norm_eps);
 }
 
 LossResult Model::forward(const int32_t* tokens, const int32_t* targets, int B, int T) {
@@ -200,15 +225,17 @@ LossResult Model::forward(const int32_t* tokens, const int32_t* targets, int B, 
   const int64_t n = static_cast<int64_t>(labelled_rows_.size());
   LossResult r;
   r.labelled = n;
+  r.innovation_loss = innovation_loss_;
   if (n == 0) return r;
   head_in_.resize(n * D);
   head_logits_.resize(n * V);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i)
     std::memcpy(head_in_.data() + i * D, final_norm_.data() + labelled_rows_[i] * D, sizeof(float) * D);
-  matmul(false, true, static_cast<int>(n), V, D, 1.0f, head_in_.data(), D, w_.lm_head, D, 0.0f, head_logits_.data(), V);
-  const CrossEntropyResult ce = cross_entropy_forward_backward(head_logits_.data(), labelled_targets_.data(), n, V,
-                                                               1.0f / static_cast<float>(n), true);
+  matmul(false, true, static_cast<int>(n), V, D, 1.0f, head_in_.data(), D, w_.lm_head, D, 0.0f,
+         head_logits_.data(), V);
+  const CrossEntropyResult ce = cross_entropy_forward_backward(head_logits_.data(), labelled_targets_.data(),
+                                                               n, V, 1.0f / static_cast<float>(n), true);
   r.loss = ce.loss_sum / n;
   r.correct = ce.correct;
   return r;
@@ -246,23 +273,26 @@ void Model::backward() {
       --stream;
       mlp_dact_.resize(N * F);
       mlp_dgate_up_.resize(N * 2 * F);
-      linear_backward(mlp_dact_.data(), F, lg.mlp.w_out, D, dresidual_.data(), D, a.mlp_act.data(), F, lw.mlp.w_out,
-                      N, F, D, false);
+      linear_backward(mlp_dact_.data(), F, lg.mlp.w_out, D, dresidual_.data(), D, a.mlp_act.data(), F,
+                      lw.mlp.w_out, N, F, D, false);
       swiglu_backward(mlp_dgate_up_.data(), mlp_dact_.data(), a.mlp_gate_up.data(), N, F);
-      linear_backward(dxn_.data(), D, lg.mlp.w_in, 2 * F, mlp_dgate_up_.data(), 2 * F, a.xn2.data(), D, lw.mlp.w_in,
-                      N, D, 2 * F, false);
-      rmsnorm_backward(dresidual_.data(), lg.norm2, dxn_.data(), residual_[stream].data(), lw.norm2, a.rstd2.data(),
-                       N, D);
+      linear_backward(dxn_.data(), D, lg.mlp.w_in, 2 * F, mlp_dgate_up_.data(), 2 * F, a.xn2.data(), D,
+                      lw.mlp.w_in, N, D, 2 * F, false);
+      rmsnorm_backward(dresidual_.data(), lg.norm2, dxn_.data(), residual_[stream].data(), lw.norm2,
+                       a.rstd2.data(), N, D);
     }
     --stream;
     if (lw.kind == 'A')
-      attention_layer_backward(dxn_.data(), lg.attn, attn_scratch_, dresidual_.data(), a.attn, a.xn1.data(), lw.attn,
-                               config_, rope_, B_, T_, reference_);
+      attention_layer_backward(dxn_.data(), lg.attn, attn_scratch_, dresidual_.data(), a.attn, a.xn1.data(),
+                               lw.attn, config_, rope_, B_, T_, reference_);
+    else if (lw.kind == 'M')
+      mamba_layer_backward(dxn_.data(), lg.mamba, mamba_scratch_, dresidual_.data(), a.mamba, a.xn1.data(),
+                           lw.mamba, config_, B_, T_, reference_);
     else
-      mamba_layer_backward(dxn_.data(), lg.mamba, mamba_scratch_, dresidual_.data(), a.mamba, a.xn1.data(), lw.mamba,
-                           config_, B_, T_, reference_);
-    rmsnorm_backward(dresidual_.data(), lg.norm1, dxn_.data(), residual_[stream].data(), lw.norm1, a.rstd1.data(), N,
-                     D);
+      bmojo_layer_backward(dxn_.data(), lg, bmojo_scratch_, dresidual_.data(), a.bmojo, a.xn1.data(), lw,
+                           config_, rope_, B_, T_, reference_);
+    rmsnorm_backward(dresidual_.data(), lg.norm1, dxn_.data(), residual_[stream].data(), lw.norm1,
+                     a.rstd1.data(), N, D);
   }
   embedding_backward(g_.embedding, dresidual_.data(), tokens_.data(), N, D);
 }

@@ -8,6 +8,7 @@
 #include "core/parameters.hpp"
 #include "kernels/rope.hpp"
 #include "model/attention_layer.hpp"
+#include "model/bmojo_layer.hpp"
 #include "model/config.hpp"
 #include "model/mamba_layer.hpp"
 #include "model/weights.hpp"
@@ -15,10 +16,12 @@
 namespace bmojo {
 
 struct LossResult {
-  double loss = 0.0;     // mean cross-entropy over labelled positions (0 when none)
-  int64_t labelled = 0;  // positions with a label
-  int64_t correct = 0;   // labelled positions whose argmax is the label
+  double loss = 0.0;             // mean cross-entropy over labelled positions (0 when none)
+  double innovation_loss = 0.0;  // sum over B layers of lambda_innov * mean_t s_t (part of the objective)
+  int64_t labelled = 0;          // positions with a label
+  int64_t correct = 0;           // labelled positions whose argmax is the label
   double accuracy() const { return labelled ? static_cast<double>(correct) / labelled : 0.0; }
+  double objective() const { return loss + innovation_loss; }
 };
 
 constexpr int32_t kIgnoreLabel = -100;
@@ -40,12 +43,17 @@ class Model {
   void init_weights(uint64_t seed);
   // Use the plain reference kernels (attention, scan) instead of the fast ones: for tests.
   void set_reference_kernels(bool on) { reference_ = on; }
+  // Reuse the eidetic selection of the last forward (same B and T) instead of selecting again: for tests
+  // that take finite differences through the chosen entries' keys and values.
+  void set_frozen_selection(bool on) { frozen_selection_ = on; }
 
   // tokens, targets (B, T); targets equal to kIgnoreLabel are not scored. Keeps activations for backward().
   LossResult forward(const int32_t* tokens, const int32_t* targets, int B, int T);
   // Accumulates into grads() the gradient of the loss of the last forward().
   void backward();
   void zero_grads() { grads_.zero(); }
+  // The eidetic memory plan that layer l's last forward used (B layers; empty otherwise): for tests.
+  const EideticPlan& eidetic_plan(size_t l) const { return acts_.at(l).bmojo.plan; }
   // logits (B, T, V) for every position.
   void logits(const int32_t* tokens, int B, int T, float* out);
 
@@ -59,6 +67,7 @@ class Model {
   ModelWeights w_, g_;
   RopeTable rope_;
   bool reference_ = false;
+  bool frozen_selection_ = false;
 
   // Activations of the last forward.
   int B_ = 0, T_ = 0;
@@ -68,18 +77,22 @@ class Model {
     std::vector<float> xn1, rstd1, xn2, rstd2;
     AttentionActivations attn;
     MambaActivations mamba;
+    BmojoActivations bmojo;
     std::vector<float> mlp_gate_up, mlp_act;
   };
   std::vector<LayerActivations> acts_;
   std::vector<float> final_norm_, final_rstd_;
   std::vector<int64_t> labelled_rows_;
   std::vector<int32_t> labelled_targets_;
-  std::vector<float> head_in_, head_logits_;  // gathered labelled rows and their logits (gradients after forward)
+  std::vector<float> head_in_,
+      head_logits_;  // gathered labelled rows and their logits (gradients after forward)
 
   // Backward scratch.
   std::vector<float> dresidual_, dxn_, dfinal_, dhead_in_, mlp_dact_, mlp_dgate_up_;
   AttentionScratch attn_scratch_;
   MambaScratch mamba_scratch_;
+  BmojoScratch bmojo_scratch_;
+  double innovation_loss_ = 0.0;
 };
 
 }  // namespace bmojo

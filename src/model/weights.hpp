@@ -22,6 +22,12 @@ struct MambaWeights {
   float* out_proj = nullptr;     // (d_inner, D)
 };
 
+// The parts of F and B layers beyond their attention and SSM weights.
+struct BmojoWeights {
+  float* wkvf = nullptr;        // (D, 2 Hk Dh): [Wkf | Wvf], only when fading projections are untied
+  float* innovation = nullptr;  // P (D, D): the innovation predictor, B layers only
+};
+
 struct MlpWeights {
   float* w_in = nullptr;   // (D, 2 d_ff): [gate W1 | up W3]
   float* w_out = nullptr;  // (d_ff, D): W2
@@ -32,6 +38,7 @@ struct LayerWeights {
   float* norm1 = nullptr;  // (D)
   AttentionWeights attn;
   MambaWeights mamba;
+  BmojoWeights bmojo;
   float* norm2 = nullptr;  // (D), when d_ff > 0
   MlpWeights mlp;
 };

@@ -8,7 +8,7 @@
 namespace bmojo {
 
 float learning_rate(const TrainConfig& t, int64_t step) {
-  if (step < t.warmup_steps) return t.lr * static_cast<float>(step + 1) / static_cast<float>(t.warmup_steps);
+  if (step < t.warmup_steps) return static_cast<float>(t.lr * static_cast<double>(step + 1) / t.warmup_steps);
   const int64_t decay_steps = std::max<int64_t>(1, t.steps - t.warmup_steps);
   const double progress = std::min(1.0, static_cast<double>(step - t.warmup_steps) / decay_steps);
   const double cosine = 0.5 * (1.0 + std::cos(3.14159265358979323846 * progress));
@@ -36,22 +36,25 @@ void scale_in_place(float* x, size_t n, float factor) {
   for (size_t i = 0; i < n; ++i) x[i] *= factor;
 }
 
-void AdamW::step(float* params, const float* grads, const ParameterLayout& layout, float lr, const TrainConfig& t) {
+void AdamW::step(float* params, const float* grads, const ParameterLayout& layout, float lr,
+                 const TrainConfig& t) {
   ++steps_;
-  const float bc1 = 1.0f - static_cast<float>(std::pow(t.beta1, static_cast<double>(steps_)));
-  const float bc2 = 1.0f - static_cast<float>(std::pow(t.beta2, static_cast<double>(steps_)));
+  const float bc1 = static_cast<float>(1.0 - std::pow(t.beta1, static_cast<double>(steps_)));
+  const float bc2 = static_cast<float>(1.0 - std::pow(t.beta2, static_cast<double>(steps_)));
+  const float beta1 = static_cast<float>(t.beta1), beta2 = static_cast<float>(t.beta2);
+  const float eps = static_cast<float>(t.adam_eps);
   float* m = m_.data();
   float* v = v_.data();
   for (const TensorSpec& spec : layout.tensors()) {
-    const float decay = spec.weight_decay ? t.weight_decay : 0.0f;
+    const float decay = spec.weight_decay ? static_cast<float>(t.weight_decay) : 0.0f;
     const size_t o = spec.offset;
 #pragma omp parallel for schedule(static)
     for (size_t i = o; i < o + spec.numel; ++i) {
       const float g = grads[i];
-      m[i] = t.beta1 * m[i] + (1.0f - t.beta1) * g;
-      v[i] = t.beta2 * v[i] + (1.0f - t.beta2) * g * g;
+      m[i] = beta1 * m[i] + (1.0f - beta1) * g;
+      v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
       const float mhat = m[i] / bc1, vhat = v[i] / bc2;
-      params[i] -= lr * (mhat / (std::sqrt(vhat) + t.adam_eps) + decay * params[i]);
+      params[i] -= lr * (mhat / (std::sqrt(vhat) + eps) + decay * params[i]);
     }
   }
 }

@@ -43,7 +43,8 @@ std::string rng_to_string(const Rng::State& s) {
 Rng::State rng_from_string(const std::string& text, const std::string& path) {
   std::istringstream in(text);
   Rng::State s{};
-  for (auto& w : s) check(static_cast<bool>(in >> w), "checkpoint '" + path + "': malformed rng state '" + text + "'");
+  for (auto& w : s)
+    check(static_cast<bool>(in >> w), "checkpoint '" + path + "': malformed rng state '" + text + "'");
   return s;
 }
 
@@ -107,8 +108,9 @@ ParsedFile parse_file(const std::string& path) {
     t.end = off[1].get<uint64_t>();
     check(t.begin <= t.end && t.end - t.begin == numel * 4,
           tw + "byte range " + off.dump() + " does not hold " + std::to_string(numel) + " floats");
-    check(t.end <= data_size, tw + "data ends at byte " + std::to_string(t.end) + " but the file holds only " +
-                                  std::to_string(data_size) + " data bytes: the file is truncated");
+    check(t.end <= data_size, tw + "data ends at byte " + std::to_string(t.end) +
+                                  " but the file holds only " + std::to_string(data_size) +
+                                  " data bytes: the file is truncated");
     data_end = std::max(data_end, t.end);
     f.tensors[it.key()] = t;
   }
@@ -120,8 +122,9 @@ CheckpointInfo info_from(const ParsedFile& f, const std::string& path) {
   CheckpointInfo info;
   const json& m = f.metadata;
   const std::string version = m.value("format_version", "");
-  check(version == std::to_string(kCheckpointVersion),
-        where + "format version '" + version + "' is not supported (expected " + std::to_string(kCheckpointVersion) + ")");
+  check(version == std::to_string(kCheckpointVersion), where + "format version '" + version +
+                                                           "' is not supported (expected " +
+                                                           std::to_string(kCheckpointVersion) + ")");
   check(m.contains("config") && m["config"].is_string(), where + "metadata has no config");
   json cfg;
   try {
@@ -143,8 +146,8 @@ CheckpointInfo info_from(const ParsedFile& f, const std::string& path) {
 
 }  // namespace
 
-void save_checkpoint(const std::string& path, const Config& config, const Model& model, const AdamW* optimizer,
-                     const TrainingState& state) {
+void save_checkpoint(const std::string& path, const Config& config, const Model& model,
+                     const AdamW* optimizer, const TrainingState& state) {
   struct Item {
     std::string name;
     const TensorSpec* spec;
@@ -161,7 +164,8 @@ void save_checkpoint(const std::string& path, const Config& config, const Model&
   uint64_t offset = 0;
   for (const Item& it : items) {
     const uint64_t bytes = it.spec->numel * 4;
-    header[it.name] = {{"dtype", "F32"}, {"shape", it.spec->shape}, {"data_offsets", {offset, offset + bytes}}};
+    header[it.name] = {
+        {"dtype", "F32"}, {"shape", it.spec->shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   header["__metadata__"] = {{"format", kCheckpointFormat},
@@ -174,7 +178,8 @@ void save_checkpoint(const std::string& path, const Config& config, const Model&
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
   unsigned char len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(static_cast<uint64_t>(text.size()) >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    len[i] = static_cast<unsigned char>(static_cast<uint64_t>(text.size()) >> (8 * i));
 
   const std::filesystem::path target(path);
   if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
@@ -211,13 +216,15 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt
   const ParsedFile f = parse_file(path);
   CheckpointInfo info = info_from(f, path);
   const std::string where = "checkpoint '" + path + "': ";
-  check(optimizer == nullptr || info.has_optimizer, where + "holds weights only, no optimizer state to resume from");
+  check(optimizer == nullptr || info.has_optimizer,
+        where + "holds weights only, no optimizer state to resume from");
   auto copy_into = [&](const std::string& name, const TensorSpec& spec, float* base) {
     auto it = f.tensors.find(name);
-    check(it != f.tensors.end(), where + "tensor '" + name + "' is missing (the config expects " +
-                                     shape_string(spec.shape) + ")");
-    check(it->second.shape == spec.shape, where + "tensor '" + name + "' has shape " + shape_string(it->second.shape) +
-                                              " but the config expects " + shape_string(spec.shape));
+    check(it != f.tensors.end(),
+          where + "tensor '" + name + "' is missing (the config expects " + shape_string(spec.shape) + ")");
+    check(it->second.shape == spec.shape, where + "tensor '" + name + "' has shape " +
+                                              shape_string(it->second.shape) + " but the config expects " +
+                                              shape_string(spec.shape));
     std::memcpy(base + spec.offset, f.bytes.data() + f.data_start + it->second.begin, spec.numel * 4);
   };
   size_t expected = 0;
@@ -233,7 +240,8 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt
   for (const auto& [name, entry] : f.tensors)
     if (name.rfind("optimizer.", 0) != 0) {
       ++model_tensors;
-      check(model.layout().contains(name), where + "tensor '" + name + "' is not part of the configured model");
+      check(model.layout().contains(name),
+            where + "tensor '" + name + "' is not part of the configured model");
     }
   check(model_tensors == expected, where + "tensor count does not match the configured model");
   if (optimizer != nullptr) optimizer->set_steps_taken(info.state.step);

@@ -28,8 +28,8 @@ EvalResult evaluate_model(Model& model, const Config& config, int batches) {
   double loss_sum = 0.0;
   int64_t correct = 0;
   for (int i = 0; i < batches; ++i) {
-    const Batch b = make_batch(config.data, config.model.vocab_size, config.train.batch_size, config.train.seed,
-                               Split::kEval, static_cast<uint64_t>(i));
+    const Batch b = make_batch(config.data, config.model.vocab_size, config.train.batch_size,
+                               config.train.seed, Split::kEval, static_cast<uint64_t>(i));
     const LossResult l = model.forward(b.inputs.data(), b.targets.data(), b.B, b.T);
     loss_sum += l.loss * l.labelled;
     correct += l.correct;
@@ -55,7 +55,9 @@ Trainer::Trainer(const Config& config, TrainOptions options) : config_(config), 
   }
 }
 
-EvalResult Trainer::evaluate() { return evaluate_model(*model_, config_, config_.train.eval_batches); }
+EvalResult Trainer::evaluate() {
+  return evaluate_model(*model_, config_, config_.train.eval_batches);
+}
 
 void Trainer::log_line(const std::string& line) {
   if (options_.out_dir.empty()) return;
@@ -63,7 +65,9 @@ void Trainer::log_line(const std::string& line) {
   out << line << '\n';
 }
 
-void Trainer::save(const std::string& path) { save_checkpoint(path, config_, *model_, optimizer_.get(), state_); }
+void Trainer::save(const std::string& path) {
+  save_checkpoint(path, config_, *model_, optimizer_.get(), state_);
+}
 
 TrainSummary Trainer::run() {
   const TrainConfig& tc = config_.train;
@@ -71,11 +75,14 @@ TrainSummary Trainer::run() {
   std::ostream* out = options_.progress;
   if (!options_.out_dir.empty()) std::filesystem::create_directories(options_.out_dir);
   const std::string ckpt =
-      options_.out_dir.empty() ? "" : (std::filesystem::path(options_.out_dir) / "checkpoint.safetensors").string();
+      options_.out_dir.empty()
+          ? ""
+          : (std::filesystem::path(options_.out_dir) / "checkpoint.safetensors").string();
   TrainSummary summary;
   summary.num_params = model_->num_params();
   const int T = config_.data.total_length();
   const double tokens_per_step = static_cast<double>(tc.batch_size) * T;
+  const bool has_innovation = model_->config().layers.find('B') != std::string::npos;
   double timed_ms = 0.0;
   int64_t timed_steps = 0;
   double window_ms = 0.0;
@@ -88,8 +95,8 @@ TrainSummary Trainer::run() {
   if (out && state_.step > 0) *out << "resuming at step " << state_.step << "\n";
   while (state_.step < last) {
     const auto t0 = std::chrono::steady_clock::now();
-    const Batch batch = make_batch(config_.data, config_.model.vocab_size, tc.batch_size, tc.seed, Split::kTrain,
-                                   state_.data_position);
+    const Batch batch = make_batch(config_.data, config_.model.vocab_size, tc.batch_size, tc.seed,
+                                   Split::kTrain, state_.data_position);
     model_->zero_grads();
     const LossResult r = model_->forward(batch.inputs.data(), batch.targets.data(), batch.B, batch.T);
     model_->backward();
@@ -100,7 +107,8 @@ TrainSummary Trainer::run() {
     optimizer_->step(model_->params(), model_->grads(), model_->layout(), lr, tc);
     ++state_.step;
     ++state_.data_position;
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     step_losses_.push_back(r.loss);
     summary.train_loss = r.loss;
     if (state_.step > 1 || last == 1) {  // the first step pays for allocation
@@ -113,20 +121,24 @@ TrainSummary Trainer::run() {
     if (state_.step % tc.log_every == 0 || state_.step == last) {
       const double avg = window_ms / window_steps;
       const double tps = tokens_per_step / (avg / 1000.0);
-      nlohmann::json j = {{"step", state_.step}, {"loss", r.loss}, {"accuracy", r.accuracy()}, {"lr", lr},
-                          {"grad_norm", norm}, {"ms_per_step", avg}, {"tokens_per_s", tps}};
+      nlohmann::json j = {{"step", state_.step}, {"loss", r.loss},     {"accuracy", r.accuracy()}, {"lr", lr},
+                          {"grad_norm", norm},   {"ms_per_step", avg}, {"tokens_per_s", tps}};
+      if (has_innovation) j["innovation_loss"] = r.innovation_loss;
       log_line(j.dump());
       if (out)
         *out << "step " << state_.step << "/" << tc.steps << " | loss " << format("%.4f", r.loss) << " | acc "
-             << format("%.3f", r.accuracy()) << " | lr " << format("%.2e", lr) << " | "
-             << format("%.1f", avg) << " ms/step | " << format("%.0f", tps) << " tok/s" << std::endl;
+             << format("%.3f", r.accuracy())
+             << (has_innovation ? " | innov " + format("%.4f", r.innovation_loss) : std::string()) << " | lr "
+             << format("%.2e", lr) << " | " << format("%.1f", avg) << " ms/step | " << format("%.0f", tps)
+             << " tok/s" << std::endl;
       window_ms = 0.0;
       window_steps = 0;
     }
     const bool eval_now = tc.eval_every > 0 && state_.step % tc.eval_every == 0 && state_.step != last;
     if (eval_now) {
       const EvalResult e = evaluate();
-      log_line(nlohmann::json{{"step", state_.step}, {"eval_loss", e.loss}, {"eval_accuracy", e.accuracy}}.dump());
+      log_line(
+          nlohmann::json{{"step", state_.step}, {"eval_loss", e.loss}, {"eval_accuracy", e.accuracy}}.dump());
       if (out)
         *out << "eval step " << state_.step << " | loss " << format("%.4f", e.loss) << " | acc "
              << format("%.3f", e.accuracy) << std::endl;
@@ -135,12 +147,16 @@ TrainSummary Trainer::run() {
   }
   summary.steps = state_.step;
   summary.eval = evaluate();
-  log_line(nlohmann::json{{"step", state_.step}, {"eval_loss", summary.eval.loss},
-                          {"eval_accuracy", summary.eval.accuracy}, {"final", true}}
-               .dump());
+  log_line(nlohmann::json{
+      {"step", state_.step},
+      {"eval_loss", summary.eval.loss},
+      {"eval_accuracy", summary.eval.accuracy},
+      {"final",
+       true}}.dump());
   if (out)
-    *out << "final eval at step " << state_.step << " | loss " << format("%.4f", summary.eval.loss) << " | accuracy "
-         << format("%.4f", summary.eval.accuracy) << " (" << summary.eval.labelled << " queries)" << std::endl;
+    *out << "final eval at step " << state_.step << " | loss " << format("%.4f", summary.eval.loss)
+         << " | accuracy " << format("%.4f", summary.eval.accuracy) << " (" << summary.eval.labelled
+         << " queries)" << std::endl;
   if (timed_steps > 0) {
     summary.ms_per_step = timed_ms / timed_steps;
     summary.tokens_per_second = tokens_per_step / (summary.ms_per_step / 1000.0);

@@ -38,7 +38,9 @@ void check_example(const DataConfig& d, int V, const int32_t* in, const int32_t*
   std::set<int32_t> queried;
   for (int t = 0; t < total; ++t) {
     if (tg[t] == kIgnoreLabel) {
-      if (!d.random_non_queries && t >= ctx) EXPECT_EQ(in[t], 0) << "position " << t;
+      if (!d.random_non_queries && t >= ctx) {
+        EXPECT_EQ(in[t], 0) << "position " << t;
+      }
       continue;
     }
     ++labelled;
@@ -50,8 +52,9 @@ void check_example(const DataConfig& d, int V, const int32_t* in, const int32_t*
   }
   EXPECT_EQ(labelled, K);
   EXPECT_EQ(static_cast<int>(queried.size()), K) << "each key queried once";
-  if (!d.random_non_queries)
+  if (!d.random_non_queries) {
     for (int t = ctx; t < qs; ++t) EXPECT_EQ(in[t], 0) << "gap filler";
+  }
 }
 
 TEST(Mqar, ExamplesFollowTheDefinition) {

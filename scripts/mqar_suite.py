@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""The MQAR experiment suite (issue #3): every model of configs/mqar_suite/models on every task of
+configs/mqar_suite/tasks, a learning-rate sweep per pair with the best run reported, and an ablation over
+the eidetic capacity m of the B model on the long-range task.
+
+Writes under --out: runs/<task>/<model>/lr<lr>/{config.json,result.json,log.jsonl,train.log},
+results.md (tables), recall.svg (best accuracy per model and task) and capacity.svg (accuracy against m).
+Finished runs (result.json present) are reused, so an interrupted suite continues where it stopped.
+
+Usage: scripts/mqar_suite.py [--out results/mqar] [--lrs 1e-4,4.6e-4,2.2e-3,1e-2] [--steps N]
+                             [--threads N] [--models A_full,B] [--tasks long_range] [--capacities 0,8,16,32,64]
+Only the Python standard library is used.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUITE = os.path.join(ROOT, "configs", "mqar_suite")
+# SPEC section 8: learning rate swept over logspace(-4, -2, 4).
+DEFAULT_LRS = [1e-4, 4.6416e-4, 2.1544e-3, 1e-2]
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def merge(base, extra):
+    out = json.loads(json.dumps(base))
+    for section, values in extra.items():
+        if section == "label":
+            continue
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+def names(folder):
+    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json"))
+
+
+def run_one(binary, config, run_dir, threads):
+    """Trains one config; returns the summary dict (cached in result.json)."""
+    result_path = os.path.join(run_dir, "result.json")
+    if os.path.exists(result_path):
+        return load(result_path)
+    os.makedirs(run_dir, exist_ok=True)
+    config_path = os.path.join(run_dir, "config.json")
+    with open(config_path, "w") as f:
+        json.dump(config, f, indent=1)
+    cmd = [binary, "train", "--config", config_path, "--json", "--threads", str(threads), "--out", run_dir]
+    start = time.time()
+    with open(os.path.join(run_dir, "train.log"), "w") as log:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"mqar_suite: run failed ({' '.join(cmd)}); see {run_dir}/train.log")
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary["wall_s"] = time.time() - start
+    with open(result_path, "w") as f:
+        json.dump(summary, f)
+    return summary
+
+
+def lr_label(lr):
+    return f"{lr:.2g}"
+
+
+def bar_chart_svg(path, title, groups, series, values):
+    """Grouped bars: groups (x axis), series (one bar each per group), values[(group, series)] in [0, 1]."""
+    colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3"]
+    width, height, left, bottom, top = 760, 380, 60, 60, 40
+    plot_w, plot_h = width - left - 20, height - top - bottom
+    group_w = plot_w / max(1, len(groups))
+    bar_w = group_w * 0.8 / max(1, len(series))
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20 * len(series)}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>']
+    for i in range(6):
+        y = top + plot_h - plot_h * i / 5
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y}" y2="{y}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{i / 5:.1f}</text>')
+    out.append(f'<text x="15" y="{top + plot_h / 2}" transform="rotate(-90 15 {top + plot_h / 2})" '
+               f'text-anchor="middle">accuracy</text>')
+    for g, group in enumerate(groups):
+        x0 = left + g * group_w + group_w * 0.1
+        for s, name in enumerate(series):
+            v = values.get((group, name))
+            if v is None:
+                continue
+            h = plot_h * max(0.0, min(1.0, v))
+            x = x0 + s * bar_w
+            out.append(f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w * 0.9:.1f}" height="{h:.1f}" '
+                       f'fill="{colors[s % len(colors)]}"><title>{name}: {v:.3f}</title></rect>')
+            out.append(f'<text x="{x + bar_w * 0.45:.1f}" y="{top + plot_h - h - 3:.1f}" text-anchor="middle" '
+                       f'font-size="9">{v:.2f}</text>')
+        out.append(f'<text x="{left + g * group_w + group_w / 2:.1f}" y="{top + plot_h + 18}" '
+                   f'text-anchor="middle">{group}</text>')
+    for s, name in enumerate(series):
+        y = height + 20 * s - 5
+        out.append(f'<rect x="{left}" y="{y - 10}" width="12" height="12" fill="{colors[s % len(colors)]}"/>')
+        out.append(f'<text x="{left + 18}" y="{y}">{name}</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
+def line_chart_svg(path, title, xs, ys, xlabel):
+    width, height, left, bottom, top = 600, 340, 60, 50, 40
+    plot_w, plot_h = width - left - 30, height - top - bottom
+    n = len(xs)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+           f'font-size="12">', f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>']
+    for i in range(6):
+        y = top + plot_h - plot_h * i / 5
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y}" y2="{y}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{i / 5:.1f}</text>')
+    points = []
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        px = left + (plot_w * i / (n - 1) if n > 1 else plot_w / 2)
+        py = top + plot_h - plot_h * max(0.0, min(1.0, y))
+        points.append((px, py))
+        out.append(f'<text x="{px:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{x}</text>')
+        out.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="#4c72b0"><title>{x}: {y:.3f}</title></circle>')
+        out.append(f'<text x="{px:.1f}" y="{py - 8:.1f}" text-anchor="middle" font-size="10">{y:.2f}</text>')
+    out.append('<polyline fill="none" stroke="#4c72b0" stroke-width="2" points="' +
+               " ".join(f"{x:.1f},{y:.1f}" for x, y in points) + '"/>')
+    out.append(f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">{xlabel} (equally spaced)</text>')
+    out.append(f'<text x="15" y="{top + plot_h / 2}" transform="rotate(-90 15 {top + plot_h / 2})" '
+               f'text-anchor="middle">accuracy</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(ROOT, "results", "mqar"))
+    ap.add_argument("--binary", default=os.path.join(ROOT, "build", "bmojo"))
+    ap.add_argument("--lrs", default=",".join(str(x) for x in DEFAULT_LRS))
+    ap.add_argument("--steps", type=int, default=0, help="override train.steps (0 = the configs' value)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--models", default="", help="comma-separated subset of configs/mqar_suite/models")
+    ap.add_argument("--tasks", default="", help="comma-separated subset of configs/mqar_suite/tasks")
+    ap.add_argument("--capacities", default="0,8,16,32,64", help="m values for the ablation ('' = skip)")
+    ap.add_argument("--capacity-task", default="long_range")
+    args = ap.parse_args()
+
+    if not os.path.exists(args.binary):
+        sys.exit(f"mqar_suite: {args.binary} not found; build first (scripts/build.sh)")
+    try:
+        lrs = [float(x) for x in args.lrs.split(",") if x]
+        capacities = [int(x) for x in args.capacities.split(",") if x]
+    except ValueError as e:
+        sys.exit(f"mqar_suite: bad --lrs or --capacities: {e}")
+    common = load(os.path.join(SUITE, "common.json"))
+    models = args.models.split(",") if args.models else names(os.path.join(SUITE, "models"))
+    tasks = args.tasks.split(",") if args.tasks else names(os.path.join(SUITE, "tasks"))
+    for m in models:
+        if not os.path.exists(os.path.join(SUITE, "models", m + ".json")):
+            sys.exit(f"mqar_suite: unknown model '{m}' (have {', '.join(names(os.path.join(SUITE, 'models')))})")
+    for t in tasks:
+        if not os.path.exists(os.path.join(SUITE, "tasks", t + ".json")):
+            sys.exit(f"mqar_suite: unknown task '{t}' (have {', '.join(names(os.path.join(SUITE, 'tasks')))})")
+
+    def config_for(model, task, lr, extra_model=None):
+        m, t = load(os.path.join(SUITE, "models", model + ".json")), load(os.path.join(SUITE, "tasks", task + ".json"))
+        c = merge(merge(common, t), m)
+        c["train"]["lr"] = lr
+        if args.steps:
+            c["train"]["steps"] = args.steps
+        if extra_model:
+            c["model"].update(extra_model)
+        return c, m["label"], t["label"]
+
+    total = len(models) * len(tasks) * len(lrs) + len(capacities) * len(lrs)
+    done = 0
+    best = {}  # (task, model) -> (accuracy, lr, summary)
+    labels = {}
+    for task in tasks:
+        for model in models:
+            for lr in lrs:
+                c, ml, tl = config_for(model, task, lr)
+                labels[model], labels[task] = ml, tl
+                run_dir = os.path.join(args.out, "runs", task, model, "lr" + lr_label(lr))
+                s = run_one(args.binary, c, run_dir, args.threads)
+                done += 1
+                print(f"[{done}/{total}] {task:>10} {model:>8} lr {lr_label(lr):>7}: accuracy {s['accuracy']:.3f} "
+                      f"({s['tokens_per_s']:.0f} tok/s)", flush=True)
+                if (task, model) not in best or s["accuracy"] > best[(task, model)][0]:
+                    best[(task, model)] = (s["accuracy"], lr, s)
+
+    ablation = {}
+    if capacities and "B" in names(os.path.join(SUITE, "models")):
+        for cap in capacities:
+            for lr in lrs:
+                c, _, tl = config_for("B", args.capacity_task, lr, {"m": cap})
+                labels[args.capacity_task] = tl
+                run_dir = os.path.join(args.out, "runs", "capacity_" + args.capacity_task, f"m{cap}",
+                                       "lr" + lr_label(lr))
+                s = run_one(args.binary, c, run_dir, args.threads)
+                done += 1
+                print(f"[{done}/{total}] capacity m={cap:>3} lr {lr_label(lr):>7}: accuracy {s['accuracy']:.3f}",
+                      flush=True)
+                if cap not in ablation or s["accuracy"] > ablation[cap][0]:
+                    ablation[cap] = (s["accuracy"], lr)
+
+    os.makedirs(args.out, exist_ok=True)
+    lines = ["# MQAR results", "",
+             f"Command: `scripts/mqar_suite.py --out {os.path.relpath(args.out, ROOT)} --lrs {args.lrs}"
+             + (f" --steps {args.steps}" if args.steps else "") + f" --threads {args.threads}`", "",
+             "Best final accuracy over the learning-rate sweep (learning rate of the best run in brackets); "
+             "each run evaluates on held-out batches at its last step.", "",
+             "| model | params | " + " | ".join(labels[t] for t in tasks) + " |",
+             "|---|---|" + "---|" * len(tasks)]
+    for model in models:
+        params = next((best[(t, model)][2]["params"] for t in tasks if (t, model) in best), 0)
+        cells = []
+        for t in tasks:
+            acc, lr, _ = best[(t, model)]
+            cells.append(f"{acc:.3f} ({lr_label(lr)})")
+        lines.append(f"| {labels[model]} | {params} | " + " | ".join(cells) + " |")
+    lines += ["", "All runs (accuracy per learning rate):", "",
+              "| task | model | " + " | ".join(lr_label(lr) for lr in lrs) + " |",
+              "|---|---|" + "---|" * len(lrs)]
+    for t in tasks:
+        for model in models:
+            cells = []
+            for lr in lrs:
+                r = load(os.path.join(args.out, "runs", t, model, "lr" + lr_label(lr), "result.json"))
+                cells.append(f"{r['accuracy']:.3f}")
+            lines.append(f"| {t} | {model} | " + " | ".join(cells) + " |")
+    if ablation:
+        lines += ["", f"Eidetic capacity ablation (B model, {labels[args.capacity_task]}):", "",
+                  "| m | best accuracy | lr |", "|---|---|---|"]
+        for cap in capacities:
+            lines.append(f"| {cap} | {ablation[cap][0]:.3f} | {lr_label(ablation[cap][1])} |")
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    bar_chart_svg(os.path.join(args.out, "recall.svg"), "MQAR accuracy, best over learning rates",
+                  [labels[t] for t in tasks], [labels[m] for m in models],
+                  {(labels[t], labels[m]): best[(t, m)][0] for t in tasks for m in models})
+    if ablation:
+        line_chart_svg(os.path.join(args.out, "capacity.svg"), "B'MOJO: recall against eidetic capacity m",
+                       capacities, [ablation[c][0] for c in capacities], "m")
+    print("\n".join(lines))
+    print(f"\nwrote {args.out}/results.md, recall.svg" + (", capacity.svg" if ablation else ""))
+
+
+if __name__ == "__main__":
+    main()

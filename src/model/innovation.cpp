@@ -1,0 +1,98 @@
+#include "model/innovation.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/blas.hpp"
+#include "core/error.hpp"
+
+namespace bmojo {
+
+Eviction parse_eviction(const std::string& name) {
+  if (name == "fifo") return Eviction::kFifo;
+  if (name == "lowest_score") return Eviction::kLowestScore;
+  fail("config: 'model.eviction' must be \"fifo\" or \"lowest_score\", got \"" + name + "\"");
+}
+
+const char* eviction_name(Eviction e) {
+  return e == Eviction::kFifo ? "fifo" : "lowest_score";
+}
+
+void EideticMemory::promote_chunk(const float* scores, int32_t chunk_start) {
+  std::vector<EideticEntry> candidates;
+  for (int i = 0; i < rule_.window; ++i)
+    if (scores[i] >= rule_.tau) candidates.push_back({chunk_start + i, scores[i]});
+  // Highest score first, earlier position on ties; NaN scores never pass the threshold above.
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [](const EideticEntry& a, const EideticEntry& b) { return a.score > b.score; });
+  if (static_cast<int>(candidates.size()) > rule_.per_chunk) candidates.resize(rule_.per_chunk);
+  std::sort(candidates.begin(), candidates.end(),
+            [](const EideticEntry& a, const EideticEntry& b) { return a.position < b.position; });
+  entries_.insert(entries_.end(), candidates.begin(), candidates.end());
+  while (static_cast<int>(entries_.size()) > rule_.capacity) {
+    auto victim = entries_.begin();  // fifo: the smallest position, kept first
+    if (rule_.eviction == Eviction::kLowestScore)
+      for (auto it = entries_.begin(); it != entries_.end(); ++it)
+        if (it->score < victim->score) victim = it;  // strict: ties keep the smaller position
+    entries_.erase(victim);
+  }
+}
+
+std::vector<int32_t> EideticMemory::positions() const {
+  std::vector<int32_t> p;
+  p.reserve(entries_.size());
+  for (const EideticEntry& e : entries_) p.push_back(e.position);
+  return p;
+}
+
+EideticPlan plan_eidetic_memory(const float* scores, int B, int T, const SelectionRule& rule) {
+  check(rule.window >= 1, "eidetic memory: window must be >= 1");
+  const int chunks = (T + rule.window - 1) / rule.window;
+  EideticPlan plan;
+  plan.positions.resize(B);
+  for (int b = 0; b < B; ++b) {
+    EideticMemory memory(rule);
+    auto& per_chunk = plan.positions[b];
+    per_chunk.resize(chunks);
+    for (int c = 0; c < chunks; ++c) {
+      per_chunk[c] = memory.positions();
+      const int start = c * rule.window;
+      if (start + rule.window <= T && rule.per_chunk > 0 && rule.capacity > 0)
+        memory.promote_chunk(scores + static_cast<int64_t>(b) * T + start, start);
+    }
+  }
+  return plan;
+}
+
+double innovation_forward(float* scores, float* e, const float* x, const float* y, const float* P, int B,
+                          int T, int D) {
+  const int64_t N = static_cast<int64_t>(B) * T;
+  std::memcpy(e, x, sizeof(float) * N * D);
+  for (int b = 0; b < B; ++b) {
+    const int64_t r = static_cast<int64_t>(b) * T;
+    if (T > 1) matmul(false, false, T - 1, D, D, -1.0f, y + r * D, D, P, D, 1.0f, e + (r + 1) * D, D);
+  }
+  double total = 0.0;
+#pragma omp parallel for reduction(+ : total) schedule(static)
+  for (int64_t i = 0; i < N; ++i) {
+    double s = 0.0;
+    for (int c = 0; c < D; ++c) s += static_cast<double>(e[i * D + c]) * e[i * D + c];
+    scores[i] = static_cast<float>(s / D);
+    total += s / D;
+  }
+  return total / static_cast<double>(N);
+}
+
+void innovation_backward(float* dP, float* dy, double lambda, const float* e, const float* y, const float* P,
+                         int B, int T, int D) {
+  if (T < 2) return;
+  // d(lambda mean s)/d xhat_t = -2 lambda e_t / (D N).
+  const float alpha = static_cast<float>(-2.0 * lambda / (static_cast<double>(D) * B * T));
+  for (int b = 0; b < B; ++b) {
+    const int64_t r = static_cast<int64_t>(b) * T;
+    matmul(true, false, D, D, T - 1, alpha, y + r * D, D, e + (r + 1) * D, D, 1.0f, dP, D);
+    matmul(false, true, T - 1, D, D, alpha, e + (r + 1) * D, D, P, D, 1.0f, dy + r * D, D);
+  }
+}
+
+}  // namespace bmojo

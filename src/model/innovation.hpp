@@ -1,0 +1,64 @@
+// Long-term eidetic memory chosen by an innovation test (SPEC section 4).
+//
+// Innovation score: the fading state before token t predicts it, xhat_t = y_{t-1} P (y_{-1} = 0), and the
+// token's surprise is s_t = |sg(x_t) - xhat_t|^2 / D. The auxiliary loss lambda * mean_t s_t trains P and,
+// through y, the SSM to carry a predictive state.
+//
+// Selection: when chunk c = [cW, (c+1)W) is complete, its k highest-scoring tokens (ties: earlier first)
+// with s >= tau are promoted into the memory; then, while more than m entries are held, one is evicted
+// (fifo: smallest position; lowest_score: lowest score, ties to the smaller position). Query t in chunk c
+// reads the memory as it stood after chunks 0..c-1, minus the entries with p > t - W.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/attention.hpp"
+
+namespace bmojo {
+
+enum class Eviction { kFifo, kLowestScore };
+
+Eviction parse_eviction(const std::string& name);  // "fifo" | "lowest_score"; throws naming the value
+const char* eviction_name(Eviction e);
+
+struct EideticEntry {
+  int32_t position = 0;
+  float score = 0.0f;
+};
+
+struct SelectionRule {
+  int window = 1;     // W: chunk length
+  int per_chunk = 0;  // k: promoted per complete chunk
+  int capacity = 0;   // m: entries held
+  double tau = 0.0;   // promotion threshold on the score
+  Eviction eviction = Eviction::kFifo;
+};
+
+// The bounded memory of one sequence, advanced one complete chunk at a time (used by training, where the
+// whole sequence is known, and later by streaming inference).
+class EideticMemory {
+ public:
+  explicit EideticMemory(const SelectionRule& rule) : rule_(rule) {}
+  // Promotes from the W scores of the chunk starting at position chunk_start, then evicts.
+  void promote_chunk(const float* scores, int32_t chunk_start);
+  // Entries held, ascending by position.
+  std::vector<int32_t> positions() const;
+  const std::vector<EideticEntry>& entries() const { return entries_; }
+
+ private:
+  SelectionRule rule_;
+  std::vector<EideticEntry> entries_;  // ascending by position
+};
+
+// scores (B, T) -> plan[b][c]: the memory positions held before chunk c.
+EideticPlan plan_eidetic_memory(const float* scores, int B, int T, const SelectionRule& rule);
+
+// scores (B, T) and e (B, T, D) = x - y_prev P from x (B, T, D), y (B, T, D), P (D, D). Returns mean_t s_t.
+double innovation_forward(float* scores, float* e, const float* x, const float* y, const float* P, int B,
+                          int T, int D);
+// Gradient of lambda * mean_t s_t: dP += ..., dy += ... (x is under stop-gradient).
+void innovation_backward(float* dP, float* dy, double lambda, const float* e, const float* y, const float* P,
+                         int B, int T, int D);
+
+}  // namespace bmojo
