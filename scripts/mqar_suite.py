@@ -5,17 +5,21 @@ the eidetic capacity m of the B model on the long-range task.
 
 Writes under --out: runs/<task>/<model>/lr<lr>/{config.json,result.json,log.jsonl,train.log},
 results.md (tables), recall.svg (best accuracy per model and task) and capacity.svg (accuracy against m).
-Finished runs (result.json present) are reused, so an interrupted suite continues where it stopped.
+Finished runs (result.json present, same config) are reused, so an interrupted suite continues where it
+stopped.
 
 Usage: scripts/mqar_suite.py [--out results/mqar] [--lrs 1e-4,4.6e-4,2.2e-3,1e-2] [--steps N]
-                             [--threads N] [--models A_full,B] [--tasks long_range] [--capacities 0,8,16,32,64]
+                             [--threads N] [--jobs N] [--models A_full,B] [--tasks long_range]
+                             [--capacities 0,8,16,32,64] [--capacity-lrs 2.2e-3]
 Only the Python standard library is used.
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,10 +49,10 @@ def names(folder):
 def run_one(binary, config, run_dir, threads):
     """Trains one config; returns the summary dict (cached in result.json)."""
     result_path = os.path.join(run_dir, "result.json")
-    if os.path.exists(result_path):
+    config_path = os.path.join(run_dir, "config.json")
+    if os.path.exists(result_path) and os.path.exists(config_path) and load(config_path) == config:
         return load(result_path)
     os.makedirs(run_dir, exist_ok=True)
-    config_path = os.path.join(run_dir, "config.json")
     with open(config_path, "w") as f:
         json.dump(config, f, indent=1)
     cmd = [binary, "train", "--config", config_path, "--json", "--threads", str(threads), "--out", run_dir]
@@ -141,11 +145,13 @@ def main():
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "bmojo"))
     ap.add_argument("--lrs", default=",".join(str(x) for x in DEFAULT_LRS))
     ap.add_argument("--steps", type=int, default=0, help="override train.steps (0 = the configs' value)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", type=int, default=1, help="threads per run (default 1)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at once (default: all cores)")
     ap.add_argument("--models", default="", help="comma-separated subset of configs/mqar_suite/models")
     ap.add_argument("--tasks", default="", help="comma-separated subset of configs/mqar_suite/tasks")
     ap.add_argument("--capacities", default="0,8,16,32,64", help="m values for the ablation ('' = skip)")
     ap.add_argument("--capacity-task", default="long_range")
+    ap.add_argument("--capacity-lrs", default="", help="learning rates of the ablation ('' = those of --lrs)")
     args = ap.parse_args()
 
     if not os.path.exists(args.binary):
@@ -153,6 +159,7 @@ def main():
     try:
         lrs = [float(x) for x in args.lrs.split(",") if x]
         capacities = [int(x) for x in args.capacities.split(",") if x]
+        capacity_lrs = [float(x) for x in args.capacity_lrs.split(",") if x] or lrs
     except ValueError as e:
         sys.exit(f"mqar_suite: bad --lrs or --capacities: {e}")
     common = load(os.path.join(SUITE, "common.json"))
@@ -175,42 +182,63 @@ def main():
             c["model"].update(extra_model)
         return c, m["label"], t["label"]
 
-    total = len(models) * len(tasks) * len(lrs) + len(capacities) * len(lrs)
-    done = 0
-    best = {}  # (task, model) -> (accuracy, lr, summary)
+    base_capacity = merge(common, load(os.path.join(SUITE, "models", "B.json")))["model"].get("m")
+    # Every run as (key, config, run_dir); the capacity ablation reuses the main B run at the B model's m.
+    jobs = []
     labels = {}
     for task in tasks:
         for model in models:
             for lr in lrs:
                 c, ml, tl = config_for(model, task, lr)
                 labels[model], labels[task] = ml, tl
-                run_dir = os.path.join(args.out, "runs", task, model, "lr" + lr_label(lr))
-                s = run_one(args.binary, c, run_dir, args.threads)
-                done += 1
-                print(f"[{done}/{total}] {task:>10} {model:>8} lr {lr_label(lr):>7}: accuracy {s['accuracy']:.3f} "
-                      f"({s['tokens_per_s']:.0f} tok/s)", flush=True)
-                if (task, model) not in best or s["accuracy"] > best[(task, model)][0]:
-                    best[(task, model)] = (s["accuracy"], lr, s)
-
-    ablation = {}
-    if capacities and "B" in names(os.path.join(SUITE, "models")):
+                jobs.append((("main", task, model, lr), c, os.path.join(args.out, "runs", task, model,
+                                                                          "lr" + lr_label(lr))))
+    if capacities:
         for cap in capacities:
-            for lr in lrs:
+            for lr in capacity_lrs:
                 c, _, tl = config_for("B", args.capacity_task, lr, {"m": cap})
                 labels[args.capacity_task] = tl
-                run_dir = os.path.join(args.out, "runs", "capacity_" + args.capacity_task, f"m{cap}",
-                                       "lr" + lr_label(lr))
-                s = run_one(args.binary, c, run_dir, args.threads)
-                done += 1
-                print(f"[{done}/{total}] capacity m={cap:>3} lr {lr_label(lr):>7}: accuracy {s['accuracy']:.3f}",
-                      flush=True)
-                if cap not in ablation or s["accuracy"] > ablation[cap][0]:
-                    ablation[cap] = (s["accuracy"], lr)
+                run_dir = (os.path.join(args.out, "runs", args.capacity_task, "B", "lr" + lr_label(lr))
+                           if cap == base_capacity else
+                           os.path.join(args.out, "runs", "capacity_" + args.capacity_task, f"m{cap}",
+                                        "lr" + lr_label(lr)))
+                jobs.append((("capacity", cap, lr), c, run_dir))
+
+    lock = threading.Lock()
+    done = [0]
+
+    def execute(job):
+        key, c, run_dir = job
+        s = run_one(args.binary, c, run_dir, args.threads)
+        with lock:
+            done[0] += 1
+            what = (f"{key[1]:>10} {key[2]:>8} lr {lr_label(key[3]):>7}" if key[0] == "main" else
+                    f"capacity m={key[1]:>3} lr {lr_label(key[2]):>7}")
+            print(f"[{done[0]}/{len(jobs)}] {what}: accuracy {s['accuracy']:.3f} ({s['tokens_per_s']:.0f} tok/s)",
+                  flush=True)
+        return key, s
+
+    best = {}  # (task, model) -> (accuracy, lr, summary)
+    ablation = {}  # m -> (accuracy, lr)
+    # Runs that share a directory (the ablation's base m) must not run twice at once: dedupe by directory.
+    unique = list({run_dir: (key, c, run_dir) for key, c, run_dir in jobs}.values())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = {job[2]: s for (_, s), job in zip(pool.map(execute, unique), unique)}
+    for key, _, run_dir in jobs:
+        s = results[run_dir]
+        if key[0] == "main":
+            _, task, model, lr = key
+            if (task, model) not in best or s["accuracy"] > best[(task, model)][0]:
+                best[(task, model)] = (s["accuracy"], lr, s)
+        else:
+            _, cap, lr = key
+            if cap not in ablation or s["accuracy"] > ablation[cap][0]:
+                ablation[cap] = (s["accuracy"], lr)
 
     os.makedirs(args.out, exist_ok=True)
     lines = ["# MQAR results", "",
              f"Command: `scripts/mqar_suite.py --out {os.path.relpath(args.out, ROOT)} --lrs {args.lrs}"
-             + (f" --steps {args.steps}" if args.steps else "") + f" --threads {args.threads}`", "",
+             + (f" --steps {args.steps}" if args.steps else "") + f" --threads {args.threads} --jobs {args.jobs}`", "",
              "Best final accuracy over the learning-rate sweep (learning rate of the best run in brackets); "
              "each run evaluates on held-out batches at its last step.", "",
              "| model | params | " + " | ".join(labels[t] for t in tasks) + " |",

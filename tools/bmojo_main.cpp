@@ -25,13 +25,17 @@ namespace {
 using namespace bmojo;
 using nlohmann::json;
 
-// The built-in default: MQAR at L=64, K=4, a 2-layer attention model without MLP (SPEC section 8).
+// The built-in default: MQAR at L=64, K=4 (SPEC section 8), a 2-layer B'MOJO model without MLP: window
+// W = 16, so most keys are recalled through the fading and eidetic memories rather than in context.
 Config default_config() {
   Config c;
   c.model.vocab_size = 8192;
   c.model.d_model = 64;
   c.model.n_heads = 2;
-  c.model.layers = "AA";
+  c.model.layers = "BB";
+  c.model.window = 16;
+  c.model.eidetic_per_chunk = 2;
+  c.model.eidetic_capacity = 8;
   c.model.d_ff = 0;
   c.train.steps = 2500;
   c.train.batch_size = 64;

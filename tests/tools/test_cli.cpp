@@ -74,7 +74,8 @@ TEST_F(Cli, TrainEvalInfoEndToEnd) {
   Result r = run("train --config " + path("c.json") + " --out " + path("run") + " --json --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
-  for (const char* key : {"loss", "accuracy", "tokens_per_s", "params", "steps"}) EXPECT_TRUE(j.contains(key)) << key;
+  for (const char* key : {"loss", "accuracy", "tokens_per_s", "params", "steps"})
+    EXPECT_TRUE(j.contains(key)) << key;
   EXPECT_EQ(j["steps"], 4);
   EXPECT_NE(r.err.find("step 4/4"), std::string::npos) << "progress goes to stderr with --json";
   ASSERT_TRUE(fs::exists(path("run/checkpoint.safetensors")));
@@ -90,10 +91,40 @@ TEST_F(Cli, TrainEvalInfoEndToEnd) {
   EXPECT_EQ(info["params"], j["params"]);
   EXPECT_NE(info["blas_core"].get<std::string>(), "Haswell") << "OPENBLAS_CORETYPE must not slow bmojo down";
 
-  r = run("train --config " + path("c.json") + " --set train.steps=6 --resume " + path("run/checkpoint.safetensors"));
+  r = run("train --config " + path("c.json") + " --set train.steps=6 --resume " +
+          path("run/checkpoint.safetensors"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("resuming at step 4"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("step 6/6"), std::string::npos) << r.out;
+}
+
+// Every letter in one stack, through train, eval (from the checkpoint, which carries the B knobs) and info.
+TEST_F(Cli, MixedLetterPatternsTrainAndEvaluate) {
+  write("c.json", tiny_config());
+  const std::string knobs =
+      " --set model.layers=BFMA --set model.window=4 --set model.k=2 --set model.m=3"
+      " --set model.eviction=lowest_score --set model.tie_fading=false";
+  Result r =
+      run("train --config " + path("c.json") + knobs + " --out " + path("run") + " --json --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_NE(r.err.find("innov"), std::string::npos) << "progress shows the innovation loss of B layers";
+  r = run("eval " + path("run/checkpoint.safetensors") + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(r.out)["accuracy"].get<double>(), j["accuracy"].get<double>());
+  r = run("info --checkpoint " + path("run/checkpoint.safetensors") + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto info = nlohmann::json::parse(r.out);
+  EXPECT_EQ(info["config"]["model"]["layers"], "BFMA");
+  EXPECT_EQ(info["config"]["model"]["eviction"], "lowest_score");
+}
+
+TEST_F(Cli, BadBmojoKnobs) {
+  expect_error("info --set model.layers=BB --set model.window=0", "need 'model.window' >= 1");
+  expect_error("info --set model.layers=BB --set model.window=4 --set model.k=5", "'model.k' (5) must be <=");
+  expect_error("info --set model.layers=BB --set model.window=4 --set model.eviction=random",
+               "model.eviction");
+  expect_error("info --set model.m=-1", "'model.m' must be >= 0");
 }
 
 TEST_F(Cli, HelpForEveryCommand) {
@@ -119,9 +150,13 @@ TEST_F(Cli, WidthNotDivisibleByHeads) {
   expect_error("train --set model.d_model=66 --set model.n_heads=4", "divisible");
 }
 
-TEST_F(Cli, UnknownLayerLetter) { expect_error("info --set model.layers=AQ", "unknown layer letter 'Q'"); }
+TEST_F(Cli, UnknownLayerLetter) {
+  expect_error("info --set model.layers=AQ", "unknown layer letter 'Q'");
+}
 
-TEST_F(Cli, MissingCheckpoint) { expect_error("eval " + path("nope.safetensors"), "nope.safetensors"); }
+TEST_F(Cli, MissingCheckpoint) {
+  expect_error("eval " + path("nope.safetensors"), "nope.safetensors");
+}
 
 TEST_F(Cli, TruncatedCheckpoint) {
   write("c.json", tiny_config());

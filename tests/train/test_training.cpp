@@ -35,6 +35,17 @@ TEST(Training, AttentionLearnsMqar) {
   EXPECT_EQ(s.eval.labelled, 16 * 64 * 4);
 }
 
+// The built-in demo's model: 2-layer B'MOJO, window 16, eidetic memory k = 2, m = 8.
+TEST(Training, BmojoLearnsMqar) {
+  Config c = mqar_config("BB", 64, 2500, 3e-3, 64);
+  c.model.window = 16;
+  c.model.eidetic_per_chunk = 2;
+  c.model.eidetic_capacity = 8;
+  Trainer trainer(c, TrainOptions{});
+  const TrainSummary s = trainer.run();
+  EXPECT_GE(s.eval.accuracy, 0.9) << "2-layer B'MOJO on MQAR L=64 K=4";
+}
+
 // Within this budget a 2-layer Mamba learns to answer with a value from its context (accuracy about 0.26:
 // one of the K = 4 values, against a chance level of 1/4096) but not yet which key it belongs to; longer
 // runs are in the MQAR experiment suite (docs/mqar.md).
