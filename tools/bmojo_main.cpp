@@ -13,6 +13,7 @@
 #include "core/error.hpp"
 #include "core/runtime.hpp"
 #include "data/mqar.hpp"
+#include "generate.hpp"
 #include "model/config.hpp"
 #include "model/flops.hpp"
 #include "model/model.hpp"
@@ -303,6 +304,36 @@ int main(int argc, char** argv) {
   bench->add_option("--steps", bench_steps, "Timed steps")->check(CLI::PositiveNumber);
   bench->add_option("--warmup", bench_warmup, "Untimed warm-up steps")->check(CLI::NonNegativeNumber);
 
+  GenerateOptions gen;
+  auto* generate = app.add_subcommand(
+      "generate",
+      "Run a checkpoint on a prompt: streaming inference with bounded state, tokens printed as made");
+  generate->add_option("checkpoint", gen.checkpoint, "Checkpoint file")->required()->check(CLI::ExistingFile);
+  generate->add_option("-p,--prompt", gen.prompt, "Prompt text (or token ids with --ids)");
+  generate->add_option("-f,--prompt-file", gen.prompt_file, "Read the prompt from this file ('-' = stdin)");
+  generate->add_flag("--ids", gen.ids,
+                     "Prompt and output are whitespace-separated token ids (default: byte-level text)");
+  generate->add_option("-n,--max-tokens", gen.max_tokens, "Tokens to generate (default 64)")
+      ->check(CLI::NonNegativeNumber);
+  generate->add_option("-t,--temperature", gen.sampling.temperature,
+                       "Sampling temperature; 0 = greedy (default 0)");
+  generate->add_option("--top-k", gen.sampling.top_k, "Sample among the k most likely tokens (0 = all)");
+  generate->add_option("--top-p", gen.sampling.top_p, "Nucleus sampling mass in (0, 1] (default 1)");
+  generate->add_option("--seed", gen.sampling.seed, "Sampling seed (default 0)");
+  generate->add_option("--stop", gen.stop,
+                       "Stop when the output contains this string (repeatable; not printed)");
+  generate->add_option("--stop-id", gen.stop_ids, "Stop when this token id is generated (repeatable)");
+  generate
+      ->add_option("--prefill-block", gen.prefill_block, "Prompt tokens processed per block (default 256)")
+      ->check(CLI::PositiveNumber);
+  generate->add_option("--load-state", gen.load_state, "Start from a state saved by --save-state")
+      ->check(CLI::ExistingFile);
+  generate->add_option("--save-state", gen.save_state,
+                       "Save the state after the prompt, to continue it later with --load-state");
+  generate->add_option("--threads", gen.threads, "Threads (default: all cores)")->check(CLI::PositiveNumber);
+  generate->add_flag("--json", gen.json,
+                     "Print one JSON line (text, tokens, speeds, state bytes) instead of streaming");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -313,6 +344,7 @@ int main(int argc, char** argv) {
     if (*eval) return run_eval(eval_o, eval_ckpt, eval_batches);
     if (*info) return run_info(info_o, info_ckpt, info_tensors);
     if (*bench) return run_bench(bench_o, bench_steps, bench_warmup);
+    if (*generate) return run_generate(gen);
   } catch (const bmojo::Error& e) {
     std::fprintf(stderr, "bmojo: error: %s\n", e.what());
     return 1;

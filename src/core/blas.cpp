@@ -22,8 +22,12 @@ void set_num_threads(int threads) {
   openblas_set_num_threads(threads);
 }
 
-int num_threads() { return omp_get_max_threads(); }
+int num_threads() {
+  return omp_get_max_threads();
+}
 
-int num_cores() { return omp_get_num_procs(); }
+int num_cores() {
+  return omp_get_num_procs();
+}
 
 }  // namespace bmojo

@@ -45,7 +45,8 @@ size_t ParameterLayout::num_params() const {
   return n;
 }
 
-Slab::Slab(Slab&& other) noexcept : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+Slab::Slab(Slab&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
 
 Slab& Slab::operator=(Slab&& other) noexcept {
   if (this != &other) {
@@ -56,7 +57,9 @@ Slab& Slab::operator=(Slab&& other) noexcept {
   return *this;
 }
 
-Slab::~Slab() { std::free(data_); }
+Slab::~Slab() {
+  std::free(data_);
+}
 
 void Slab::resize(size_t n) {
   std::free(data_);

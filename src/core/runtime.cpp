@@ -26,9 +26,11 @@ void ensure_native_blas_kernels(char** argv) {
 
 std::string blas_environment_note() {
   const char* removed = std::getenv(kRemovedVar);
-  if (removed != nullptr) return std::string("OPENBLAS_CORETYPE=") + removed + " ignored (restarted without it)";
+  if (removed != nullptr)
+    return std::string("OPENBLAS_CORETYPE=") + removed + " ignored (restarted without it)";
   const char* forced = std::getenv(kOverrideVar);
-  if (forced != nullptr) return std::string("OPENBLAS_CORETYPE=") + forced + " in force (" + kKeepVar + " set)";
+  if (forced != nullptr)
+    return std::string("OPENBLAS_CORETYPE=") + forced + " in force (" + kKeepVar + " set)";
   return "";
 }
 

@@ -60,7 +60,8 @@ void mqar_example(int32_t* inputs, int32_t* targets, const DataConfig& d, int vo
       if (inputs[t] == 0) inputs[t] = static_cast<int32_t>(rng.below(vocab_size));
 }
 
-Batch make_batch(const DataConfig& d, int vocab_size, int batch_size, uint64_t seed, Split split, uint64_t index) {
+Batch make_batch(const DataConfig& d, int vocab_size, int batch_size, uint64_t seed, Split split,
+                 uint64_t index) {
   Batch batch;
   batch.B = batch_size;
   batch.T = d.total_length();

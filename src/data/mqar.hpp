@@ -20,6 +20,7 @@ enum class Split : uint64_t { kTrain = 0, kEval = 1 };
 // One MQAR example of length L + G into inputs/targets (both of that length).
 void mqar_example(int32_t* inputs, int32_t* targets, const DataConfig& d, int vocab_size, uint64_t seed);
 
-Batch make_batch(const DataConfig& d, int vocab_size, int batch_size, uint64_t seed, Split split, uint64_t index);
+Batch make_batch(const DataConfig& d, int vocab_size, int batch_size, uint64_t seed, Split split,
+                 uint64_t index);
 
 }  // namespace bmojo

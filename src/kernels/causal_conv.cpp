@@ -4,8 +4,8 @@
 
 namespace bmojo {
 
-void causal_conv_forward(float* out, const float* x, int64_t ldx, const float* w, const float* bias, int B, int T,
-                         int C, int K) {
+void causal_conv_forward(float* out, const float* x, int64_t ldx, const float* w, const float* bias, int B,
+                         int T, int C, int K) {
 #pragma omp parallel for collapse(2) schedule(static)
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t) {

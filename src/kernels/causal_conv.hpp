@@ -6,8 +6,8 @@
 namespace bmojo {
 
 // out (B,T,C) from x (B,T,C) with row stride ldx, w (C,K), bias (C).
-void causal_conv_forward(float* out, const float* x, int64_t ldx, const float* w, const float* bias, int B, int T,
-                         int C, int K);
+void causal_conv_forward(float* out, const float* x, int64_t ldx, const float* w, const float* bias, int B,
+                         int T, int C, int K);
 // dx (B,T,C) (row stride lddx) =, dw (C,K) +=, dbias (C) +=.
 void causal_conv_backward(float* dx, int64_t lddx, float* dw, float* dbias, const float* dout, const float* x,
                           int64_t ldx, const float* w, int B, int T, int C, int K);

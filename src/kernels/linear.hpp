@@ -10,8 +10,9 @@ namespace bmojo {
 void linear_forward(float* out, int ldo, const float* inp, int ldi, const float* weight, int ldw, int64_t N,
                     int in_dim, int out_dim, float beta = 0.0f);
 // dinp (N, in_dim) = dout W^T (+= when accumulate_dinp), dweight += inp^T dout. dinp may be null.
-void linear_backward(float* dinp, int lddi, float* dweight, int ldw, const float* dout, int ldo, const float* inp,
-                     int ldi, const float* weight, int64_t N, int in_dim, int out_dim, bool accumulate_dinp);
+void linear_backward(float* dinp, int lddi, float* dweight, int ldw, const float* dout, int ldo,
+                     const float* inp, int ldi, const float* weight, int64_t N, int in_dim, int out_dim,
+                     bool accumulate_dinp);
 
 void linear_forward_reference(float* out, const float* inp, const float* weight, int64_t N, int in_dim,
                               int out_dim);

@@ -10,13 +10,17 @@ void RopeTable::ensure(int64_t positions) {
   cos_.resize(positions * half);
   sin_.resize(positions * half);
   for (int64_t p = positions_; p < positions; ++p)
-    for (int i = 0; i < half; ++i) {
-      const double freq = std::pow(static_cast<double>(base_), -2.0 * i / head_dim_);
-      const double angle = static_cast<double>(p) * freq;
-      cos_[p * half + i] = static_cast<float>(std::cos(angle));
-      sin_[p * half + i] = static_cast<float>(std::sin(angle));
-    }
+    rope_angles(cos_.data() + p * half, sin_.data() + p * half, p, head_dim_, base_);
   positions_ = positions;
+}
+
+void rope_angles(float* cos, float* sin, int64_t pos, int head_dim, double base) {
+  for (int i = 0; i < head_dim / 2; ++i) {
+    const double freq = std::pow(base, -2.0 * i / head_dim);
+    const double angle = static_cast<double>(pos) * freq;
+    cos[i] = static_cast<float>(std::cos(angle));
+    sin[i] = static_cast<float>(std::sin(angle));
+  }
 }
 
 void rope_apply(float* x, int64_t ld, int B, int T, int heads, int64_t pos0, const RopeTable& table,

@@ -22,6 +22,10 @@ class RopeTable {
   std::vector<float> cos_, sin_;
 };
 
+// cos, sin (head_dim / 2) of position pos, computed exactly as the table computes them: streaming inference
+// uses it for positions beyond any table.
+void rope_angles(float* cos, float* sin, int64_t pos, int head_dim, double base);
+
 // Rotates in place the heads [0, heads) of each row of x (B*T rows, row stride ld, head h at column
 // h*Dh); row b*T+t is at position pos0 + t. inverse = true applies the transpose (the backward pass).
 void rope_apply(float* x, int64_t ld, int B, int T, int heads, int64_t pos0, const RopeTable& table,

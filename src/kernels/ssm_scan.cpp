@@ -15,12 +15,15 @@ namespace {
 
 constexpr int kChannelBlock = 16;
 
-inline int64_t idx(int b, int t, int T, int64_t width) { return (static_cast<int64_t>(b) * T + t) * width; }
+inline int64_t idx(int b, int t, int T, int64_t width) {
+  return (static_cast<int64_t>(b) * T + t) * width;
+}
 
 }  // namespace
 
-void selective_scan_forward_reference(float* y, const float* x, const float* dt, const float* A, const float* Bm,
-                                      const float* Cm, int64_t ldbc, const float* Dskip, const ScanDims& d) {
+void selective_scan_forward_reference(float* y, const float* x, const float* dt, const float* A,
+                                      const float* Bm, const float* Cm, int64_t ldbc, const float* Dskip,
+                                      const ScanDims& d) {
   std::vector<double> s(static_cast<size_t>(d.C) * d.N);
   for (int b = 0; b < d.B; ++b) {
     std::fill(s.begin(), s.end(), 0.0);
@@ -33,7 +36,8 @@ void selective_scan_forward_reference(float* y, const float* x, const float* dt,
         double acc = 0.0;
         for (int n = 0; n < d.N; ++n) {
           double& st = s[static_cast<size_t>(c) * d.N + n];
-          st = std::exp(static_cast<double>(dtt[c]) * A[c * d.N + n]) * st + static_cast<double>(dtt[c]) * Bt[n] * xt[c];
+          st = std::exp(static_cast<double>(dtt[c]) * A[c * d.N + n]) * st +
+               static_cast<double>(dtt[c]) * Bt[n] * xt[c];
           acc += Ct[n] * st;
         }
         y[idx(b, t, d.T, d.C) + c] = static_cast<float>(acc + static_cast<double>(Dskip[c]) * xt[c]);
@@ -42,10 +46,10 @@ void selective_scan_forward_reference(float* y, const float* x, const float* dt,
   }
 }
 
-void selective_scan_backward_reference(float* dx, float* ddt, float* dA, float* dBm, float* dCm, float* dDskip,
-                                       const float* dy, const float* x, const float* dt, const float* A,
-                                       const float* Bm, const float* Cm, int64_t ldbc, const float* Dskip,
-                                       const ScanDims& d) {
+void selective_scan_backward_reference(float* dx, float* ddt, float* dA, float* dBm, float* dCm,
+                                       float* dDskip, const float* dy, const float* x, const float* dt,
+                                       const float* A, const float* Bm, const float* Cm, int64_t ldbc,
+                                       const float* Dskip, const ScanDims& d) {
   const size_t CN = static_cast<size_t>(d.C) * d.N;
   std::vector<double> states(static_cast<size_t>(d.T) * CN);
   std::vector<double> g(CN);
@@ -57,8 +61,8 @@ void selective_scan_backward_reference(float* dx, float* ddt, float* dA, float* 
         for (int n = 0; n < d.N; ++n) {
           const double prev = t ? states[(t - 1) * CN + c * d.N + n] : 0.0;
           const double dtc = dt[idx(b, t, d.T, d.C) + c];
-          states[t * CN + c * d.N + n] =
-              std::exp(dtc * A[c * d.N + n]) * prev + dtc * Bm[idx(b, t, d.T, ldbc) + n] * x[idx(b, t, d.T, d.C) + c];
+          states[t * CN + c * d.N + n] = std::exp(dtc * A[c * d.N + n]) * prev +
+                                         dtc * Bm[idx(b, t, d.T, ldbc) + n] * x[idx(b, t, d.T, d.C) + c];
         }
     std::fill(g.begin(), g.end(), 0.0);
     for (int t = d.T - 1; t >= 0; --t) {
@@ -106,8 +110,9 @@ inline void state_update(float* __restrict next, const float* __restrict prev, c
                          const float* __restrict b, float dt, float u, int n_runtime) {
 #ifdef __AVX512F__
   if constexpr (kN == 16) {
-    _mm512_storeu_ps(next, _mm512_fmadd_ps(fast_exp16(_mm512_mul_ps(_mm512_set1_ps(dt), _mm512_loadu_ps(a))),
-                                           _mm512_loadu_ps(prev), _mm512_mul_ps(_mm512_set1_ps(u), _mm512_loadu_ps(b))));
+    _mm512_storeu_ps(
+        next, _mm512_fmadd_ps(fast_exp16(_mm512_mul_ps(_mm512_set1_ps(dt), _mm512_loadu_ps(a))),
+                              _mm512_loadu_ps(prev), _mm512_mul_ps(_mm512_set1_ps(u), _mm512_loadu_ps(b))));
     return;
   }
 #endif
@@ -119,8 +124,9 @@ inline void state_update(float* __restrict next, const float* __restrict prev, c
 // kN is the state size when known at compile time (the inner loop then becomes whole vector registers),
 // 0 when it is only known at run time.
 template <int kN>
-void scan_forward_fast(float* y, const float* x, const float* dt, const float* A, const float* Bm, const float* Cm,
-                       int64_t ldbc, const float* Dskip, const ScanDims& d, float* final_state) {
+void scan_forward_fast(float* y, const float* x, const float* dt, const float* A, const float* Bm,
+                       const float* Cm, int64_t ldbc, const float* Dskip, const ScanDims& d,
+                       float* final_state, const float* initial_state) {
   const int N = kN > 0 ? kN : d.N;
   const int blocks = (d.C + kChannelBlock - 1) / kChannelBlock;
 #pragma omp parallel
@@ -130,7 +136,10 @@ void scan_forward_fast(float* y, const float* x, const float* dt, const float* A
     for (int b = 0; b < d.B; ++b)
       for (int blk = 0; blk < blocks; ++blk) {
         const int c0 = blk * kChannelBlock, c1 = std::min(d.C, c0 + kChannelBlock);
-        std::fill(s.begin(), s.end(), 0.0f);
+        if (initial_state != nullptr)
+          std::copy_n(initial_state + (static_cast<int64_t>(b) * d.C + c0) * N, (c1 - c0) * N, s.data());
+        else
+          std::fill(s.begin(), s.end(), 0.0f);
         for (int t = 0; t < d.T; ++t) {
           const int64_t r = idx(b, t, d.T, d.C);
           const float* Bt = Bm + idx(b, t, d.T, ldbc);
@@ -142,8 +151,9 @@ void scan_forward_fast(float* y, const float* x, const float* dt, const float* A
             float acc = 0.0f;
 #ifdef __AVX512F__
             if constexpr (kN == 16) {
-              const __m512 s16 = _mm512_fmadd_ps(fast_exp16(_mm512_mul_ps(_mm512_set1_ps(dtc), _mm512_loadu_ps(Ac))),
-                                                 _mm512_loadu_ps(sc), _mm512_mul_ps(_mm512_set1_ps(u), _mm512_loadu_ps(Bt)));
+              const __m512 s16 =
+                  _mm512_fmadd_ps(fast_exp16(_mm512_mul_ps(_mm512_set1_ps(dtc), _mm512_loadu_ps(Ac))),
+                                  _mm512_loadu_ps(sc), _mm512_mul_ps(_mm512_set1_ps(u), _mm512_loadu_ps(Bt)));
               _mm512_storeu_ps(sc, s16);
               acc = _mm512_reduce_add_ps(_mm512_mul_ps(_mm512_loadu_ps(Ct), s16));
             } else
@@ -166,9 +176,9 @@ void scan_forward_fast(float* y, const float* x, const float* dt, const float* A
 }
 
 template <int kN>
-void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm, float* dDskip, const float* dy,
-                        const float* x, const float* dt, const float* A, const float* Bm, const float* Cm, int64_t ldbc,
-                        const float* Dskip, const ScanDims& d) {
+void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm, float* dDskip,
+                        const float* dy, const float* x, const float* dt, const float* A, const float* Bm,
+                        const float* Cm, int64_t ldbc, const float* Dskip, const ScanDims& d) {
   const int N = kN > 0 ? kN : d.N;
   const int blocks = (d.C + kChannelBlock - 1) / kChannelBlock;
   const int threads = omp_get_max_threads();
@@ -225,7 +235,8 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
               const __m512 Cv = _mm512_loadu_ps(Ct), Bv = _mm512_loadu_ps(Bt), Av = _mm512_loadu_ps(Ac);
               const __m512 dtv = _mm512_set1_ps(dtc);
               const __m512 gv = _mm512_fmadd_ps(_mm512_set1_ps(dyc), Cv, _mm512_loadu_ps(gc));
-              _mm512_storeu_ps(dCt, _mm512_fmadd_ps(_mm512_set1_ps(dyc), _mm512_loadu_ps(sc), _mm512_loadu_ps(dCt)));
+              _mm512_storeu_ps(
+                  dCt, _mm512_fmadd_ps(_mm512_set1_ps(dyc), _mm512_loadu_ps(sc), _mm512_loadu_ps(dCt)));
               const __m512 av = fast_exp16(_mm512_mul_ps(dtv, Av));
               const __m512 ga = _mm512_mul_ps(_mm512_mul_ps(gv, _mm512_loadu_ps(sp + (c - c0) * N)), av);
               const __m512 gB = _mm512_mul_ps(gv, Bv);
@@ -279,21 +290,28 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
 
 void selective_scan_forward(float* y, const float* x, const float* dt, const float* A, const float* Bm,
                             const float* Cm, int64_t ldbc, const float* Dskip, const ScanDims& d,
-                            float* final_state) {
+                            float* final_state, const float* initial_state) {
   switch (d.N) {
-    case 16: return scan_forward_fast<16>(y, x, dt, A, Bm, Cm, ldbc, Dskip, d, final_state);
-    case 8: return scan_forward_fast<8>(y, x, dt, A, Bm, Cm, ldbc, Dskip, d, final_state);
-    default: return scan_forward_fast<0>(y, x, dt, A, Bm, Cm, ldbc, Dskip, d, final_state);
+    case 16:
+      return scan_forward_fast<16>(y, x, dt, A, Bm, Cm, ldbc, Dskip, d, final_state, initial_state);
+    case 8:
+      return scan_forward_fast<8>(y, x, dt, A, Bm, Cm, ldbc, Dskip, d, final_state, initial_state);
+    default:
+      return scan_forward_fast<0>(y, x, dt, A, Bm, Cm, ldbc, Dskip, d, final_state, initial_state);
   }
 }
 
 void selective_scan_backward(float* dx, float* ddt, float* dA, float* dBm, float* dCm, float* dDskip,
-                             const float* dy, const float* x, const float* dt, const float* A, const float* Bm,
-                             const float* Cm, int64_t ldbc, const float* Dskip, const ScanDims& d) {
+                             const float* dy, const float* x, const float* dt, const float* A,
+                             const float* Bm, const float* Cm, int64_t ldbc, const float* Dskip,
+                             const ScanDims& d) {
   switch (d.N) {
-    case 16: return scan_backward_fast<16>(dx, ddt, dA, dBm, dCm, dDskip, dy, x, dt, A, Bm, Cm, ldbc, Dskip, d);
-    case 8: return scan_backward_fast<8>(dx, ddt, dA, dBm, dCm, dDskip, dy, x, dt, A, Bm, Cm, ldbc, Dskip, d);
-    default: return scan_backward_fast<0>(dx, ddt, dA, dBm, dCm, dDskip, dy, x, dt, A, Bm, Cm, ldbc, Dskip, d);
+    case 16:
+      return scan_backward_fast<16>(dx, ddt, dA, dBm, dCm, dDskip, dy, x, dt, A, Bm, Cm, ldbc, Dskip, d);
+    case 8:
+      return scan_backward_fast<8>(dx, ddt, dA, dBm, dCm, dDskip, dy, x, dt, A, Bm, Cm, ldbc, Dskip, d);
+    default:
+      return scan_backward_fast<0>(dx, ddt, dA, dBm, dCm, dDskip, dy, x, dt, A, Bm, Cm, ldbc, Dskip, d);
   }
 }
 

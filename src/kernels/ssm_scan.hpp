@@ -16,20 +16,23 @@ struct ScanDims {
 };
 
 // x, dt, y: (B, T, C) contiguous. Bm, Cm: (B, T, N) with row stride ldbc. A: (C, N). Dskip: (C).
-// initial_state (B, C, N) may be null (zeros); final_state (B, C, N) may be null.
+// final_state (B, C, N) may be null; initial_state (B, C, N) may be null (zeros) and may alias final_state
+// (streaming inference carries the state from one block of tokens to the next that way).
 void selective_scan_forward(float* y, const float* x, const float* dt, const float* A, const float* Bm,
                             const float* Cm, int64_t ldbc, const float* Dskip, const ScanDims& d,
-                            float* final_state = nullptr);
+                            float* final_state = nullptr, const float* initial_state = nullptr);
 // dx, ddt (B, T, C) and dBm, dCm (row stride ldbc) are written; dA (C, N) and dDskip (C) accumulate.
 void selective_scan_backward(float* dx, float* ddt, float* dA, float* dBm, float* dCm, float* dDskip,
-                             const float* dy, const float* x, const float* dt, const float* A, const float* Bm,
-                             const float* Cm, int64_t ldbc, const float* Dskip, const ScanDims& d);
+                             const float* dy, const float* x, const float* dt, const float* A,
+                             const float* Bm, const float* Cm, int64_t ldbc, const float* Dskip,
+                             const ScanDims& d);
 
-void selective_scan_forward_reference(float* y, const float* x, const float* dt, const float* A, const float* Bm,
-                                      const float* Cm, int64_t ldbc, const float* Dskip, const ScanDims& d);
-void selective_scan_backward_reference(float* dx, float* ddt, float* dA, float* dBm, float* dCm, float* dDskip,
-                                       const float* dy, const float* x, const float* dt, const float* A,
-                                       const float* Bm, const float* Cm, int64_t ldbc, const float* Dskip,
-                                       const ScanDims& d);
+void selective_scan_forward_reference(float* y, const float* x, const float* dt, const float* A,
+                                      const float* Bm, const float* Cm, int64_t ldbc, const float* Dskip,
+                                      const ScanDims& d);
+void selective_scan_backward_reference(float* dx, float* ddt, float* dA, float* dBm, float* dCm,
+                                       float* dDskip, const float* dy, const float* x, const float* dt,
+                                       const float* A, const float* Bm, const float* Cm, int64_t ldbc,
+                                       const float* Dskip, const ScanDims& d);
 
 }  // namespace bmojo

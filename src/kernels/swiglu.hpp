@@ -5,8 +5,12 @@
 
 namespace bmojo {
 
-inline float sigmoidf(float x) { return 1.0f / (1.0f + __builtin_expf(-x)); }
-inline float siluf(float x) { return x * sigmoidf(x); }
+inline float sigmoidf(float x) {
+  return 1.0f / (1.0f + __builtin_expf(-x));
+}
+inline float siluf(float x) {
+  return x * sigmoidf(x);
+}
 // d silu(x) / dx
 inline float silu_grad(float x) {
   const float s = sigmoidf(x);

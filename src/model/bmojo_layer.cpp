@@ -32,7 +32,9 @@ Shapes shapes_of(const ModelConfig& cfg, int B, int T) {
   return s;
 }
 
-SelectionRule rule_of(const ModelConfig& cfg) {
+}  // namespace
+
+SelectionRule selection_rule_of(const ModelConfig& cfg) {
   SelectionRule r;
   r.window = cfg.window;
   r.per_chunk = cfg.eidetic_per_chunk;
@@ -41,6 +43,12 @@ SelectionRule rule_of(const ModelConfig& cfg) {
   r.eviction = parse_eviction(cfg.eviction);
   return r;
 }
+
+bool uses_eidetic_memory(char kind, const ModelConfig& cfg) {
+  return kind == 'B' && cfg.eidetic_per_chunk > 0 && cfg.eidetic_capacity > 0;
+}
+
+namespace {
 
 // Fading projections: the column slice [Wk | Wv] of the fused QKV weight when tied, else their own weight.
 const float* fading_weight(const LayerWeights& w, const Shapes& s, const ModelConfig& cfg, int* ld) {
@@ -71,10 +79,6 @@ AttentionInputs inputs_of(const BmojoActivations& act, const Shapes& s, const Mo
   return in;
 }
 
-bool uses_memory(char kind, const ModelConfig& cfg) {
-  return kind == 'B' && cfg.eidetic_per_chunk > 0 && cfg.eidetic_capacity > 0;
-}
-
 }  // namespace
 
 void bmojo_layer_forward(float* residual, BmojoActivations& act, const float* xn, const LayerWeights& w,
@@ -90,7 +94,7 @@ void bmojo_layer_forward(float* residual, BmojoActivations& act, const float* xn
   act.qkv.resize(s.N * s.width);
   float* qkv = act.qkv.data();
   linear_forward(qkv, s.width, xn, s.D, w.attn.wqkv, s.width, s.N, s.D, s.width);
-  const bool eidetic = uses_memory(w.kind, cfg);
+  const bool eidetic = uses_eidetic_memory(w.kind, cfg);
   if (eidetic) {
     const int qk = s.qd + s.kvd;
     act.qk_raw.resize(s.N * qk);
@@ -113,7 +117,8 @@ void bmojo_layer_forward(float* residual, BmojoActivations& act, const float* xn
     act.scores.resize(s.N);
     act.innovation_mean = innovation_forward(act.scores.data(), act.innovation_error.data(), xn, act.y.data(),
                                              w.bmojo.innovation, B, T, s.D);
-    if (eidetic && !keep_selection) act.plan = plan_eidetic_memory(act.scores.data(), B, T, rule_of(cfg));
+    if (eidetic && !keep_selection)
+      act.plan = plan_eidetic_memory(act.scores.data(), B, T, selection_rule_of(cfg));
   }
 
   act.output.resize(s.N * s.qd);
@@ -129,7 +134,7 @@ void bmojo_layer_backward(float* dxn, const LayerWeights& dw, BmojoScratch& sc, 
                           const ModelConfig& cfg, const RopeTable& rope, int B, int T, bool reference) {
   const Shapes s = shapes_of(cfg, B, T);
   const bool innovation = w.kind == 'B';
-  const bool eidetic = uses_memory(w.kind, cfg) && !act.plan.empty();
+  const bool eidetic = uses_eidetic_memory(w.kind, cfg) && !act.plan.empty();
   sc.doutput.resize(s.N * s.qd);
   sc.dqkv.resize(s.N * s.width);
   linear_backward(sc.doutput.data(), s.qd, dw.attn.wo, s.D, dresidual, s.D, act.output.data(), s.qd,

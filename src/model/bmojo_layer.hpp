@@ -8,10 +8,16 @@
 #include "kernels/attention.hpp"
 #include "kernels/rope.hpp"
 #include "model/config.hpp"
+#include "model/innovation.hpp"
 #include "model/mamba_layer.hpp"
 #include "model/weights.hpp"
 
 namespace bmojo {
+
+// The selection rule of a B layer (window, k, m, tau, eviction) from the config.
+SelectionRule selection_rule_of(const ModelConfig& cfg);
+// True for B layers whose memory can hold anything (k > 0 and m > 0).
+bool uses_eidetic_memory(char kind, const ModelConfig& cfg);
 
 struct BmojoActivations {
   MambaActivations ssm;

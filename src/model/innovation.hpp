@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/attention.hpp"
@@ -39,7 +40,10 @@ struct SelectionRule {
 // whole sequence is known, and later by streaming inference).
 class EideticMemory {
  public:
+  EideticMemory() = default;
   explicit EideticMemory(const SelectionRule& rule) : rule_(rule) {}
+  // Replaces the entries (restoring a saved inference state); they must ascend by position.
+  void set_entries(std::vector<EideticEntry> entries) { entries_ = std::move(entries); }
   // Promotes from the W scores of the chunk starting at position chunk_start, then evicts.
   void promote_chunk(const float* scores, int32_t chunk_start);
   // Entries held, ascending by position.

@@ -1,5 +1,6 @@
 #include "model/mamba_layer.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/parallel.hpp"
@@ -10,8 +11,38 @@
 
 namespace bmojo {
 
+void MambaState::reset(const ModelConfig& cfg, int B) {
+  conv.assign(static_cast<size_t>(B) * (cfg.d_conv - 1) * cfg.d_inner(), 0.0f);
+  ssm.assign(static_cast<size_t>(B) * cfg.d_inner() * cfg.d_state, 0.0f);
+}
+
+namespace {
+
+// Conv of the x half of xz (B, T, 2C) continuing from state->conv, which then holds the last K - 1 inputs.
+void causal_conv_continue(float* out, const float* xz, const MambaWeights& w, MambaState& state, int B, int T,
+                          int C, int K) {
+  const int P = K - 1;
+  std::vector<float> padded(static_cast<size_t>(B) * (P + T) * C), full(padded.size());
+  for (int b = 0; b < B; ++b) {
+    float* pb = padded.data() + static_cast<int64_t>(b) * (P + T) * C;
+    std::copy_n(state.conv.data() + static_cast<int64_t>(b) * P * C, static_cast<size_t>(P) * C, pb);
+    for (int t = 0; t < T; ++t)
+      std::copy_n(xz + (static_cast<int64_t>(b) * T + t) * 2 * C, C, pb + static_cast<int64_t>(P + t) * C);
+  }
+  causal_conv_forward(full.data(), padded.data(), C, w.conv_weight, w.conv_bias, B, P + T, C, K);
+  for (int b = 0; b < B; ++b) {
+    const int64_t base = static_cast<int64_t>(b) * (P + T) * C;
+    std::copy_n(full.data() + base + static_cast<int64_t>(P) * C, static_cast<size_t>(T) * C,
+                out + static_cast<int64_t>(b) * T * C);
+    std::copy_n(padded.data() + base + static_cast<int64_t>(T) * C, static_cast<size_t>(P) * C,
+                state.conv.data() + static_cast<int64_t>(b) * P * C);
+  }
+}
+
+}  // namespace
+
 void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn, const MambaWeights& w,
-                         const ModelConfig& cfg, int B, int T, bool reference) {
+                         const ModelConfig& cfg, int B, int T, bool reference, MambaState* state) {
   const int D = cfg.d_model, C = cfg.d_inner(), R = cfg.resolved_dt_rank(), Ns = cfg.d_state, K = cfg.d_conv;
   const int bc = R + 2 * Ns;
   const int64_t N = static_cast<int64_t>(B) * T;
@@ -26,7 +57,10 @@ void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn
   act.gated.resize(N * C);
 
   linear_forward(act.xz.data(), 2 * C, xn, D, w.in_proj, 2 * C, N, D, 2 * C);
-  causal_conv_forward(act.conv.data(), act.xz.data(), 2 * C, w.conv_weight, w.conv_bias, B, T, C, K);
+  if (state != nullptr)
+    causal_conv_continue(act.conv.data(), act.xz.data(), w, *state, B, T, C, K);
+  else
+    causal_conv_forward(act.conv.data(), act.xz.data(), 2 * C, w.conv_weight, w.conv_bias, B, T, C, K);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < N * C; ++i) act.x[i] = siluf(act.conv[i]);
   linear_forward(act.dbc.data(), bc, act.x.data(), C, w.x_proj, bc, N, C, bc);
@@ -42,7 +76,10 @@ void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn
   ScanDims sd{B, T, C, Ns};
   const float* Bm = act.dbc.data() + R;
   const float* Cm = Bm + Ns;
-  if (reference)
+  if (state != nullptr)
+    selective_scan_forward(act.y.data(), act.x.data(), act.dt.data(), act.A.data(), Bm, Cm, bc, w.D, sd,
+                           state->ssm.data(), state->ssm.data());
+  else if (reference)
     selective_scan_forward_reference(act.y.data(), act.x.data(), act.dt.data(), act.A.data(), Bm, Cm, bc, w.D,
                                      sd);
   else

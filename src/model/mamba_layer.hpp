@@ -30,9 +30,18 @@ inline float softplusf(float v) {
   return v > 20.0f ? v : std::log1p(std::exp(v));
 }
 
-// residual (B, T, D) += Mamba(xn (B, T, D)).
+// The recurrent state of the mixer for B sequences (SPEC section 5): the last d_conv - 1 conv inputs and
+// the scan state. Zeros before the first token.
+struct MambaState {
+  std::vector<float> conv;  // (B, d_conv - 1, d_inner)
+  std::vector<float> ssm;   // (B, d_inner, d_state)
+  void reset(const ModelConfig& cfg, int B);
+};
+
+// residual (B, T, D) += Mamba(xn (B, T, D)). With a state, the T tokens continue the sequences the state
+// has seen (the fast kernels are used) and the state advances past them.
 void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn, const MambaWeights& w,
-                         const ModelConfig& cfg, int B, int T, bool reference);
+                         const ModelConfig& cfg, int B, int T, bool reference, MambaState* state = nullptr);
 // dxn (B, T, D) = gradient w.r.t. xn (+= when accumulate_dxn); weight gradients accumulate into dw.
 void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& scratch, const float* dresidual,
                           const MambaActivations& act, const float* xn, const MambaWeights& w,

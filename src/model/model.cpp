@@ -2,9 +2,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <nlohmann/json.hpp>
 
 #include "core/blas.hpp"
 #include "core/error.hpp"
+#include "core/file_io.hpp"
 #include "core/rng.hpp"
 #include "kernels/cross_entropy.hpp"
 #include "kernels/embedding.hpp"
@@ -101,6 +103,14 @@ void Model::build_layout() {
   }
   layout_.add("norm_f", {D}, false);
   if (!c.tie_embeddings) layout_.add("lm_head", {V, D}, true);
+}
+
+uint64_t Model::fingerprint() const {
+  Config c;
+  c.model = config_;
+  const std::string model_json = config_to_json(c).at("model").dump();
+  const uint64_t h = fnv1a64(model_json.data(), model_json.size());
+  return fnv1a64(params_.data(), sizeof(float) * num_params(), h);
 }
 
 void Model::init_weights(uint64_t seed) {

@@ -36,6 +36,10 @@ class Model {
   float* params() { return params_.data(); }
   const float* params() const { return params_.data(); }
   float* grads() { return grads_.data(); }
+  const ModelWeights& weights() const { return w_; }
+  // A 64-bit hash of the config's model section and every parameter: what a saved inference state or a
+  // long-term memory store records, so it is never used with another model.
+  uint64_t fingerprint() const;
   float* param(const std::string& name) { return params_.data() + layout_.find(name).offset; }
   float* grad(const std::string& name) { return grads_.data() + layout_.find(name).offset; }
 

@@ -17,8 +17,8 @@ inline constexpr const char* kCheckpointFormat = "bmojo-checkpoint";
 inline constexpr int kCheckpointVersion = 1;
 
 struct TrainingState {
-  int64_t step = 0;           // optimizer updates done
-  uint64_t data_position = 0; // next training batch index
+  int64_t step = 0;            // optimizer updates done
+  uint64_t data_position = 0;  // next training batch index
   Rng::State rng{};
 };
 
@@ -29,8 +29,8 @@ struct CheckpointInfo {
 };
 
 // optimizer may be null (weights only).
-void save_checkpoint(const std::string& path, const Config& config, const Model& model, const AdamW* optimizer,
-                     const TrainingState& state);
+void save_checkpoint(const std::string& path, const Config& config, const Model& model,
+                     const AdamW* optimizer, const TrainingState& state);
 
 // Reads and validates the header: format, version, config, training state, every tensor's byte range.
 CheckpointInfo read_checkpoint_info(const std::string& path);

@@ -29,11 +29,11 @@ struct EvalResult {
 
 struct TrainSummary {
   int64_t steps = 0;
-  double train_loss = 0.0;      // last step's loss
-  EvalResult eval;              // final evaluation
+  double train_loss = 0.0;  // last step's loss
+  EvalResult eval;          // final evaluation
   double tokens_per_second = 0.0;
   double ms_per_step = 0.0;
-  double gflops = 0.0;          // achieved model GFLOP/s
+  double gflops = 0.0;  // achieved model GFLOP/s
   size_t num_params = 0;
 };
 

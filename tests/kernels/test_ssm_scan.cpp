@@ -36,8 +36,8 @@ TEST_P(ScanShapes, FastMatchesReference) {
   std::vector<float> y(in.size()), y_ref(in.size());
   selective_scan_forward(y.data(), in.x.data(), in.dt.data(), in.A.data(), in.Bm(), in.Cm(), in.ldbc,
                          in.Dskip.data(), d);
-  selective_scan_forward_reference(y_ref.data(), in.x.data(), in.dt.data(), in.A.data(), in.Bm(), in.Cm(), in.ldbc,
-                                   in.Dskip.data(), d);
+  selective_scan_forward_reference(y_ref.data(), in.x.data(), in.dt.data(), in.A.data(), in.Bm(), in.Cm(),
+                                   in.ldbc, in.Dskip.data(), d);
   EXPECT_LT(test::relative_error(y, y_ref), 1e-5);
 
   auto dy = test::random_vector(in.size(), 6);
@@ -49,8 +49,8 @@ TEST_P(ScanShapes, FastMatchesReference) {
     dbc.assign(in.bc.size(), 0.0f);
     dD.assign(d.C, 0.25f);
     auto fn = reference ? selective_scan_backward_reference : selective_scan_backward;
-    fn(dx.data(), ddt.data(), dA.data(), dbc.data() + 3, dbc.data() + 3 + d.N, dD.data(), dy.data(), in.x.data(),
-       in.dt.data(), in.A.data(), in.Bm(), in.Cm(), in.ldbc, in.Dskip.data(), d);
+    fn(dx.data(), ddt.data(), dA.data(), dbc.data() + 3, dbc.data() + 3 + d.N, dD.data(), dy.data(),
+       in.x.data(), in.dt.data(), in.A.data(), in.Bm(), in.Cm(), in.ldbc, in.Dskip.data(), d);
   };
   std::vector<float> dx, ddt, dA, dbc, dD, rx, rdt, rA, rbc, rD;
   run(false, dx, ddt, dA, dbc, dD);
@@ -70,14 +70,15 @@ TEST_P(ScanShapes, ReferenceBackwardMatchesFiniteDifferences) {
   auto r = test::random_vector(in.size(), 10);
   std::vector<float> y(in.size());
   auto f = [&] {
-    selective_scan_forward_reference(y.data(), in.x.data(), in.dt.data(), in.A.data(), in.Bm(), in.Cm(), in.ldbc,
-                                     in.Dskip.data(), d);
+    selective_scan_forward_reference(y.data(), in.x.data(), in.dt.data(), in.A.data(), in.Bm(), in.Cm(),
+                                     in.ldbc, in.Dskip.data(), d);
     return test::dot(y.data(), r.data(), y.size());
   };
-  std::vector<float> dx(in.size()), ddt(in.size()), dA(in.A.size(), 0.0f), dbc(in.bc.size(), 0.0f), dD(d.C, 0.0f);
-  selective_scan_backward_reference(dx.data(), ddt.data(), dA.data(), dbc.data() + 3, dbc.data() + 3 + d.N, dD.data(),
-                                    r.data(), in.x.data(), in.dt.data(), in.A.data(), in.Bm(), in.Cm(), in.ldbc,
-                                    in.Dskip.data(), d);
+  std::vector<float> dx(in.size()), ddt(in.size()), dA(in.A.size(), 0.0f), dbc(in.bc.size(), 0.0f),
+      dD(d.C, 0.0f);
+  selective_scan_backward_reference(dx.data(), ddt.data(), dA.data(), dbc.data() + 3, dbc.data() + 3 + d.N,
+                                    dD.data(), r.data(), in.x.data(), in.dt.data(), in.A.data(), in.Bm(),
+                                    in.Cm(), in.ldbc, in.Dskip.data(), d);
   for (int t = 0; t < d.T; ++t)
     for (int c = 0; c < 3; ++c) dbc[t * in.ldbc + c] = 0.0f;  // the dt columns are not scan inputs
   test::expect_gradient(f, in.x.data(), dx.data(), dx.size(), "dx", 40);

@@ -5,8 +5,8 @@
 
 #include <cstring>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
 #include "train/checkpoint.hpp"
@@ -75,9 +75,10 @@ TEST(Checkpoint, RoundTripRestoresWeightsMomentsAndState) {
   EXPECT_EQ(opt2.steps_taken(), 42);
   for (const TensorSpec& t : model.layout().tensors()) {
     EXPECT_EQ(0, std::memcmp(model.params() + t.offset, loaded.params() + t.offset, t.numel * 4)) << t.name;
-    EXPECT_EQ(0, std::memcmp(opt.first_moment().data() + t.offset, opt2.first_moment().data() + t.offset, t.numel * 4));
-    EXPECT_EQ(0,
-              std::memcmp(opt.second_moment().data() + t.offset, opt2.second_moment().data() + t.offset, t.numel * 4));
+    EXPECT_EQ(0, std::memcmp(opt.first_moment().data() + t.offset, opt2.first_moment().data() + t.offset,
+                             t.numel * 4));
+    EXPECT_EQ(0, std::memcmp(opt.second_moment().data() + t.offset, opt2.second_moment().data() + t.offset,
+                             t.numel * 4));
   }
 }
 
@@ -96,9 +97,7 @@ TEST(Checkpoint, TruncatedFileIsReported) {
 
 TEST(Checkpoint, ForeignFilesAreRejected) {
   TempDir dir;
-  {
-    std::ofstream(dir.file("text.safetensors")) << "this is not a checkpoint at all, just some text";
-  }
+  { std::ofstream(dir.file("text.safetensors")) << "this is not a checkpoint at all, just some text"; }
   EXPECT_NE(error_of([&] { read_checkpoint_info(dir.file("text.safetensors")); }).find("not a safetensors"),
             std::string::npos);
   // A well-formed safetensors file written by someone else: no bmojo metadata.
@@ -109,8 +108,9 @@ TEST(Checkpoint, ForeignFilesAreRejected) {
     for (int i = 0; i < 8; ++i) out.put(static_cast<char>(n >> (8 * i)));
     out << header << std::string(8, '\0');
   }
-  EXPECT_NE(error_of([&] { read_checkpoint_info(dir.file("other.safetensors")); }).find("not a bmojo checkpoint"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { read_checkpoint_info(dir.file("other.safetensors")); }).find("not a bmojo checkpoint"),
+      std::string::npos);
 }
 
 TEST(Checkpoint, ShapesThatDisagreeWithTheConfigAreNamed) {
@@ -126,8 +126,9 @@ TEST(Checkpoint, ShapesThatDisagreeWithTheConfigAreNamed) {
   EXPECT_NE(error_of([&] { load_checkpoint(dir.file("c.safetensors"), other, nullptr); }).find("missing"),
             std::string::npos);
   AdamW opt(model.layout().slab_size());
-  EXPECT_NE(error_of([&] { load_checkpoint(dir.file("c.safetensors"), model, &opt); }).find("no optimizer state"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { load_checkpoint(dir.file("c.safetensors"), model, &opt); }).find("no optimizer state"),
+      std::string::npos);
 }
 
 TEST(Checkpoint, KilledWriterNeverLeavesABrokenCheckpoint) {

@@ -1,0 +1,254 @@
+// Streaming inference (SPEC section 5): one token at a time, or prefill blocks of any size, gives the
+// logits of the parallel forward; saved, restored and copied states continue exactly; the state of every
+// bounded layer does not grow with the context; bad tokens and bad state files are clear errors.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+
+#include "core/error.hpp"
+#include "core/rng.hpp"
+#include "infer/session.hpp"
+#include "model/model.hpp"
+#include "test_util.hpp"
+
+namespace bmojo {
+namespace {
+
+ModelConfig config_for(const std::string& layers, int window) {
+  ModelConfig c;
+  c.vocab_size = 37;
+  c.d_model = 16;
+  c.n_heads = 2;
+  c.layers = layers;
+  c.window = window;
+  c.d_ff = 24;
+  c.d_state = 4;
+  c.eidetic_per_chunk = 2;
+  c.eidetic_capacity = 3;
+  c.eviction = "lowest_score";
+  return c;
+}
+
+std::vector<int32_t> random_tokens(int n, int V, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = static_cast<int32_t>(rng.below(V));
+  return t;
+}
+
+// Weights well away from the init (every score distinct, a non-zero innovation predictor).
+void randomize(Model& m, uint64_t seed) {
+  m.init_weights(seed);
+  Rng rng(seed + 1);
+  for (const TensorSpec& t : m.layout().tensors()) {
+    if (t.name.find("A_log") != std::string::npos || t.name.find("dt_bias") != std::string::npos) continue;
+    float* p = m.params() + t.offset;
+    for (size_t i = 0; i < t.numel; ++i) p[i] += static_cast<float>(rng.normal() * 0.2);
+  }
+}
+
+std::vector<float> parallel_logits(Model& m, const std::vector<int32_t>& tokens) {
+  std::vector<float> out(tokens.size() * m.config().vocab_size);
+  m.logits(tokens.data(), 1, static_cast<int>(tokens.size()), out.data());
+  return out;
+}
+
+std::vector<float> streamed_logits(const Model& m, const std::vector<int32_t>& tokens, int64_t block) {
+  Session s(m);
+  std::vector<float> out(tokens.size() * m.config().vocab_size);
+  s.feed(tokens.data(), static_cast<int64_t>(tokens.size()), out.data(), true, block);
+  return out;
+}
+
+struct Case {
+  std::string layers;
+  int window;
+  int kv_heads;
+};
+
+class StreamingEqualsParallel : public ::testing::TestWithParam<Case> {};
+
+TEST_P(StreamingEqualsParallel, ForEveryBlockSize) {
+  const Case c = GetParam();
+  ModelConfig cfg = config_for(c.layers, c.window);
+  cfg.n_kv_heads = c.kv_heads;
+  Model m(cfg);
+  randomize(m, 11);
+  const int W = std::max(c.window, 4);
+  const int T = 5 * W + 3;  // several chunks, the last one incomplete
+  const auto tokens = random_tokens(T, cfg.vocab_size, 5);
+  const auto ref = parallel_logits(m, tokens);
+  for (int64_t block : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{W}, int64_t{W + 1}, int64_t{T}}) {
+    const auto got = streamed_logits(m, tokens, block);
+    EXPECT_LT(test::relative_error(got, ref), 1e-4) << c.layers << " block " << block;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Letters, StreamingEqualsParallel,
+                         ::testing::Values(Case{"AA", 0, 0}, Case{"AA", 4, 0}, Case{"AA", 4, 1},
+                                           Case{"MM", 0, 0}, Case{"FF", 4, 0}, Case{"FF", 5, 1},
+                                           Case{"BB", 4, 0}, Case{"BB", 5, 1}, Case{"MAFB", 4, 0},
+                                           Case{"BMAB", 3, 1}),
+                         [](const auto& info) {
+                           return info.param.layers + "_W" + std::to_string(info.param.window) + "_Hk" +
+                                  std::to_string(info.param.kv_heads);
+                         });
+
+TEST(Streaming, UntiedFadingAndFifoEvictionMatchParallel) {
+  ModelConfig cfg = config_for("BFB", 4);
+  cfg.tie_fading = false;
+  cfg.eviction = "fifo";
+  cfg.tau = 0.5;
+  Model m(cfg);
+  randomize(m, 3);
+  const auto tokens = random_tokens(41, cfg.vocab_size, 9);
+  const auto ref = parallel_logits(m, tokens);
+  EXPECT_LT(test::relative_error(streamed_logits(m, tokens, 1), ref), 1e-4);
+  EXPECT_LT(test::relative_error(streamed_logits(m, tokens, 6), ref), 1e-4);
+}
+
+TEST(Streaming, EideticMemoryMatchesTheParallelPlan) {
+  const ModelConfig cfg = config_for("BB", 4);
+  Model m(cfg);
+  randomize(m, 21);
+  const int T = 23;  // chunks 0..4 complete
+  const auto tokens = random_tokens(T, cfg.vocab_size, 2);
+  parallel_logits(m, tokens);
+  Session s(m);
+  s.feed(tokens.data(), T, nullptr, false, 1);
+  for (size_t l = 0; l < 2; ++l) {
+    const auto& plan = m.eidetic_plan(l).positions.at(0);
+    ASSERT_EQ(plan.size(), 6u);  // memory before each of the 6 chunks
+    std::vector<int32_t> held;
+    for (const EideticEntry& e : s.state().layers[l].memory.entries()) held.push_back(e.position);
+    EXPECT_EQ(held, plan.back()) << "layer " << l;
+    EXPECT_EQ(held.size(), 3u);
+  }
+}
+
+TEST(Streaming, SavedRestoredAndCopiedStatesContinueExactly) {
+  const ModelConfig cfg = config_for("BMAF", 4);
+  Model m(cfg);
+  randomize(m, 8);
+  const auto tokens = random_tokens(50, cfg.vocab_size, 4);
+  const int V = cfg.vocab_size;
+  const int split = 17;
+
+  Session whole(m);
+  std::vector<float> ref(tokens.size() * V);
+  whole.feed(tokens.data(), split, ref.data(), true, 5);
+  whole.feed(tokens.data() + split, 50 - split, ref.data() + split * V, true, 5);
+
+  Session first(m);
+  std::vector<float> prefix(split * V);
+  first.feed(tokens.data(), split, prefix.data(), true, 5);
+  const std::string path = ::testing::TempDir() + "bmojo_state_test.bin";
+  first.save(path);
+  Session copy = first;  // a copy continues independently of the original
+
+  Session restored(m);
+  restored.load(path);
+  EXPECT_EQ(restored.position(), split);
+  std::vector<float> a((50 - split) * V), b((50 - split) * V);
+  restored.feed(tokens.data() + split, 50 - split, a.data(), true, 5);
+  copy.feed(tokens.data() + split, 50 - split, b.data(), true, 5);
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i], ref[split * V + i]) << "restored, logit " << i;
+    ASSERT_EQ(b[i], ref[split * V + i]) << "copy, logit " << i;
+  }
+  // The original was not disturbed by its copy.
+  EXPECT_EQ(first.position(), split);
+  std::remove(path.c_str());
+}
+
+TEST(Streaming, BoundedLayersKeepAConstantStateSize) {
+  for (const std::string layers : {"AA", "MM", "FF", "BB"}) {
+    ModelConfig cfg = config_for(layers, 4);
+    Model m(cfg);
+    randomize(m, 1);
+    Session s(m);
+    const auto tokens = random_tokens(600, cfg.vocab_size, 3);
+    s.feed(tokens.data(), 100, nullptr, false, 1);
+    const size_t at100 = s.state_bytes();
+    s.feed(tokens.data() + 100, 500, nullptr, false, 1);
+    EXPECT_EQ(s.state_bytes(), at100) << layers;
+    EXPECT_GT(at100, 0u);
+  }
+  // Full attention keeps every key: its cache grows.
+  Model full(config_for("AA", 0));
+  full.init_weights(1);
+  Session s(full);
+  const auto tokens = random_tokens(600, 37, 3);
+  s.feed(tokens.data(), 100, nullptr, false, 1);
+  const size_t at100 = s.state_bytes();
+  s.feed(tokens.data() + 100, 500, nullptr, false, 1);
+  EXPECT_GT(s.state_bytes(), at100);
+}
+
+TEST(Streaming, RejectsOutOfVocabularyTokens) {
+  Model m(config_for("BB", 4));
+  m.init_weights(1);
+  Session s(m);
+  const std::vector<int32_t> bad = {1, 2, 37};
+  try {
+    s.feed(bad.data(), 3, nullptr);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("outside the vocabulary"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(s.position(), 0);
+}
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Streaming, RejectsForeignTruncatedAndCorruptedStateFiles) {
+  const ModelConfig cfg = config_for("BM", 4);
+  Model m(cfg), other(cfg), bigger(config_for("BMA", 4));
+  randomize(m, 1);
+  randomize(other, 2);
+  bigger.init_weights(1);
+  const auto tokens = random_tokens(30, cfg.vocab_size, 4);
+  Session s(m);
+  s.feed(tokens.data(), 30, nullptr);
+  const std::string path = ::testing::TempDir() + "bmojo_state_bad.bin";
+  s.save(path);
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const auto write = [&](const std::string& b) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << b;
+  };
+
+  Session other_session(other);
+  EXPECT_NE(message_of([&] { other_session.load(path); }).find("different model"), std::string::npos);
+  Session bigger_session(bigger);
+  EXPECT_NE(message_of([&] { bigger_session.load(path); }).find("different model"), std::string::npos);
+
+  Session fresh(m);
+  write(bytes.substr(0, bytes.size() / 2));
+  EXPECT_NE(message_of([&] { fresh.load(path); }).find("truncated or corrupted"), std::string::npos);
+  std::string flipped = bytes;
+  flipped[flipped.size() / 2] ^= 0x40;
+  write(flipped);
+  EXPECT_NE(message_of([&] { fresh.load(path); }).find("truncated or corrupted"), std::string::npos);
+  write("hello, this is not a state file at all");
+  EXPECT_NE(message_of([&] { fresh.load(path); }).find("not a bmojo inference state"), std::string::npos);
+  EXPECT_NE(message_of([&] { fresh.load(path + ".missing"); }).find("cannot open"), std::string::npos);
+  EXPECT_EQ(fresh.position(), 0);  // a failed load leaves the session as it was
+  std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace bmojo

@@ -1,0 +1,182 @@
+#include "generate.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <utility>
+
+#include "core/blas.hpp"
+#include "core/error.hpp"
+#include "data/tokenizer.hpp"
+#include "infer/sampler.hpp"
+#include "infer/session.hpp"
+#include "model/model.hpp"
+#include "train/checkpoint.hpp"
+
+namespace bmojo {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string read_prompt(const GenerateOptions& o) {
+  check(o.prompt.empty() || o.prompt_file.empty(), "give either --prompt or --prompt-file, not both");
+  if (!o.prompt.empty()) return o.prompt;
+  std::istream* in = &std::cin;
+  std::ifstream file;
+  if (!o.prompt_file.empty() && o.prompt_file != "-") {
+    file.open(o.prompt_file, std::ios::binary);
+    check(static_cast<bool>(file), "cannot open prompt file '" + o.prompt_file + "'");
+    in = &file;
+  } else if (o.prompt_file.empty() && ::isatty(STDIN_FILENO)) {
+    fail("no prompt: give --prompt TEXT, --prompt-file FILE, or pipe the prompt on stdin");
+  }
+  return std::string(std::istreambuf_iterator<char>(*in), {});
+}
+
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  std::istringstream s(text);
+  std::string word;
+  while (s >> word) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    check(used == word.size() && v >= 0 && v <= INT32_MAX,
+          "--ids: prompt word '" + word + "' is not a token id (a non-negative integer)");
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  return ids;
+}
+
+// Holds back output that may be the start of a stop string, so a stop string is never printed.
+class StopFilter {
+ public:
+  explicit StopFilter(const std::vector<std::string>& stops) : stops_(stops) {}
+  // Adds text; returns what can be printed now. Sets stopped when a stop string completed.
+  std::string push(const std::string& text, bool& stopped) {
+    pending_ += text;
+    for (const std::string& s : stops_) {
+      const size_t at = pending_.find(s);
+      if (!s.empty() && at != std::string::npos) {
+        stopped = true;
+        std::string out = pending_.substr(0, at);
+        pending_.clear();
+        return out;
+      }
+    }
+    size_t hold = 0;  // longest suffix of pending that is a proper prefix of a stop string
+    for (const std::string& s : stops_)
+      for (size_t n = std::min(s.size() - 1, pending_.size()); n > hold; --n)
+        if (pending_.compare(pending_.size() - n, n, s, 0, n) == 0) {
+          hold = n;
+          break;
+        }
+    std::string out = pending_.substr(0, pending_.size() - hold);
+    pending_.erase(0, pending_.size() - hold);
+    return out;
+  }
+  std::string flush() { return std::exchange(pending_, {}); }
+
+ private:
+  std::vector<std::string> stops_;
+  std::string pending_;
+};
+
+}  // namespace
+
+int run_generate(const GenerateOptions& o) {
+  set_num_threads(o.threads > 0 ? o.threads : num_cores());
+  o.sampling.validate();
+  check(o.max_tokens >= 0, "--max-tokens must be >= 0");
+  check(o.prefill_block >= 1, "--prefill-block must be >= 1");
+  const CheckpointInfo info = read_checkpoint_info(o.checkpoint);
+  Model model(info.config.model);
+  load_checkpoint(o.checkpoint, model, nullptr);
+  const int V = model.config().vocab_size;
+  if (!o.ids)
+    check(V >= ByteTokenizer::kVocab, "this model's vocabulary has " + std::to_string(V) +
+                                          " tokens, too few for byte-level text (256); give the prompt as "
+                                          "token ids with --ids");
+
+  const std::string prompt_text = read_prompt(o);
+  const std::vector<int32_t> prompt = o.ids ? parse_ids(prompt_text) : ByteTokenizer::encode(prompt_text);
+  Session session(model);
+  if (!o.load_state.empty()) session.load(o.load_state);
+  check(!prompt.empty(), session.position() > 0
+                             ? "empty prompt: continuing a saved state needs at least one new token"
+                             : "empty prompt: nothing to continue from");
+
+  std::vector<float> logits(V);
+  const auto t0 = Clock::now();
+  session.feed(prompt.data(), static_cast<int64_t>(prompt.size()), logits.data(), false, o.prefill_block);
+  const double prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (!o.save_state.empty()) session.save(o.save_state);
+
+  Sampler sampler(o.sampling);
+  StopFilter filter(o.stop);
+  std::vector<int32_t> generated;
+  std::string text;
+  std::string stop_reason = "max_tokens";
+  double decode_s = 0.0;
+  const auto emit = [&](const std::string& s) {
+    text += s;
+    if (!o.json && !s.empty()) {
+      std::fwrite(s.data(), 1, s.size(), stdout);
+      std::fflush(stdout);
+    }
+  };
+  for (int64_t i = 0; i < o.max_tokens; ++i) {
+    const auto ts = Clock::now();
+    const int32_t tok = sampler.sample(logits.data(), V);
+    decode_s += std::chrono::duration<double>(Clock::now() - ts).count();
+    generated.push_back(tok);
+    if (std::find(o.stop_ids.begin(), o.stop_ids.end(), tok) != o.stop_ids.end()) {
+      stop_reason = "stop_id";
+      break;
+    }
+    bool stopped = false;
+    emit(filter.push(o.ids ? (i ? " " : "") + std::to_string(tok) : ByteTokenizer::decode(tok), stopped));
+    if (stopped) {
+      stop_reason = "stop_string";
+      break;
+    }
+    if (i + 1 == o.max_tokens) break;
+    const auto tf = Clock::now();
+    session.feed(&tok, 1, logits.data(), false, 1);
+    decode_s += std::chrono::duration<double>(Clock::now() - tf).count();
+  }
+  emit(filter.flush());
+  const double prefill_tps = prompt.size() / std::max(prefill_s, 1e-9);
+  const double decode_tps = generated.size() / std::max(decode_s, 1e-9);
+  if (o.json) {
+    nlohmann::json j = {{"prompt_tokens", prompt.size()},       {"generated_tokens", generated.size()},
+                        {"prefill_tokens_per_s", prefill_tps},  {"decode_tokens_per_s", decode_tps},
+                        {"state_bytes", session.state_bytes()}, {"position", session.position()},
+                        {"stop_reason", stop_reason},           {"tokens", generated}};
+    if (!o.ids) j["text"] = text;
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+  } else {
+    std::printf("\n");
+    std::fprintf(stderr,
+                 "[generate] prompt %zu tokens, prefill %.0f tokens/s | %zu tokens generated, decode %.0f "
+                 "tokens/s | stop: %s | state %zu bytes at position %lld\n",
+                 prompt.size(), prefill_tps, generated.size(), decode_tps, stop_reason.c_str(),
+                 session.state_bytes(), static_cast<long long>(session.position()));
+  }
+  return 0;
+}
+
+}  // namespace bmojo
