@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/rng.hpp"
+#include "model/model.hpp"
 
 namespace bmojo::test {
 
@@ -14,6 +15,23 @@ std::vector<float> random_vector(size_t n, uint64_t seed, float scale) {
   std::vector<float> v(n);
   for (auto& x : v) x = static_cast<float>(rng.normal()) * scale;
   return v;
+}
+
+std::vector<int32_t> random_tokens(int n, int V, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = static_cast<int32_t>(rng.below(V));
+  return t;
+}
+
+void randomize_model(Model& m, uint64_t seed) {
+  m.init_weights(seed);
+  Rng rng(seed + 1);
+  for (const TensorSpec& t : m.layout().tensors()) {
+    if (t.name.find("A_log") != std::string::npos || t.name.find("dt_bias") != std::string::npos) continue;
+    float* p = m.params() + t.offset;
+    for (size_t i = 0; i < t.numel; ++i) p[i] += static_cast<float>(rng.normal() * 0.2);
+  }
 }
 
 double relative_error(const float* a, const float* b, size_t n) {

@@ -5,9 +5,18 @@
 #include <string>
 #include <vector>
 
+namespace bmojo {
+class Model;
+}
+
 namespace bmojo::test {
 
 std::vector<float> random_vector(size_t n, uint64_t seed, float scale = 1.0f);
+// n tokens uniform in [0, V).
+std::vector<int32_t> random_tokens(int n, int V, uint64_t seed);
+// init_weights(seed), then every parameter moved well away from the init (distinct innovation scores, a
+// non-zero predictor P); the SSM's A_log and dt_bias are left alone so the scan stays stable.
+void randomize_model(Model& m, uint64_t seed);
 
 // max_i |a_i - b_i| / max(max_i |b_i|, 1e-6): error relative to the reference's magnitude.
 double relative_error(const float* a, const float* b, size_t n);

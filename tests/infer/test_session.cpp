@@ -31,24 +31,6 @@ ModelConfig config_for(const std::string& layers, int window) {
   return c;
 }
 
-std::vector<int32_t> random_tokens(int n, int V, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = static_cast<int32_t>(rng.below(V));
-  return t;
-}
-
-// Weights well away from the init (every score distinct, a non-zero innovation predictor).
-void randomize(Model& m, uint64_t seed) {
-  m.init_weights(seed);
-  Rng rng(seed + 1);
-  for (const TensorSpec& t : m.layout().tensors()) {
-    if (t.name.find("A_log") != std::string::npos || t.name.find("dt_bias") != std::string::npos) continue;
-    float* p = m.params() + t.offset;
-    for (size_t i = 0; i < t.numel; ++i) p[i] += static_cast<float>(rng.normal() * 0.2);
-  }
-}
-
 std::vector<float> parallel_logits(Model& m, const std::vector<int32_t>& tokens) {
   std::vector<float> out(tokens.size() * m.config().vocab_size);
   m.logits(tokens.data(), 1, static_cast<int>(tokens.size()), out.data());
@@ -75,10 +57,10 @@ TEST_P(StreamingEqualsParallel, ForEveryBlockSize) {
   ModelConfig cfg = config_for(c.layers, c.window);
   cfg.n_kv_heads = c.kv_heads;
   Model m(cfg);
-  randomize(m, 11);
+  test::randomize_model(m, 11);
   const int W = std::max(c.window, 4);
   const int T = 5 * W + 3;  // several chunks, the last one incomplete
-  const auto tokens = random_tokens(T, cfg.vocab_size, 5);
+  const auto tokens = test::random_tokens(T, cfg.vocab_size, 5);
   const auto ref = parallel_logits(m, tokens);
   for (int64_t block : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{W}, int64_t{W + 1}, int64_t{T}}) {
     const auto got = streamed_logits(m, tokens, block);
@@ -102,8 +84,8 @@ TEST(Streaming, UntiedFadingAndFifoEvictionMatchParallel) {
   cfg.eviction = "fifo";
   cfg.tau = 0.5;
   Model m(cfg);
-  randomize(m, 3);
-  const auto tokens = random_tokens(41, cfg.vocab_size, 9);
+  test::randomize_model(m, 3);
+  const auto tokens = test::random_tokens(41, cfg.vocab_size, 9);
   const auto ref = parallel_logits(m, tokens);
   EXPECT_LT(test::relative_error(streamed_logits(m, tokens, 1), ref), 1e-4);
   EXPECT_LT(test::relative_error(streamed_logits(m, tokens, 6), ref), 1e-4);
@@ -112,9 +94,9 @@ TEST(Streaming, UntiedFadingAndFifoEvictionMatchParallel) {
 TEST(Streaming, EideticMemoryMatchesTheParallelPlan) {
   const ModelConfig cfg = config_for("BB", 4);
   Model m(cfg);
-  randomize(m, 21);
+  test::randomize_model(m, 21);
   const int T = 23;  // chunks 0..4 complete
-  const auto tokens = random_tokens(T, cfg.vocab_size, 2);
+  const auto tokens = test::random_tokens(T, cfg.vocab_size, 2);
   parallel_logits(m, tokens);
   Session s(m);
   s.feed(tokens.data(), T, nullptr, false, 1);
@@ -131,8 +113,8 @@ TEST(Streaming, EideticMemoryMatchesTheParallelPlan) {
 TEST(Streaming, SavedRestoredAndCopiedStatesContinueExactly) {
   const ModelConfig cfg = config_for("BMAF", 4);
   Model m(cfg);
-  randomize(m, 8);
-  const auto tokens = random_tokens(50, cfg.vocab_size, 4);
+  test::randomize_model(m, 8);
+  const auto tokens = test::random_tokens(50, cfg.vocab_size, 4);
   const int V = cfg.vocab_size;
   const int split = 17;
 
@@ -167,9 +149,9 @@ TEST(Streaming, BoundedLayersKeepAConstantStateSize) {
   for (const std::string layers : {"AA", "MM", "FF", "BB"}) {
     ModelConfig cfg = config_for(layers, 4);
     Model m(cfg);
-    randomize(m, 1);
+    test::randomize_model(m, 1);
     Session s(m);
-    const auto tokens = random_tokens(600, cfg.vocab_size, 3);
+    const auto tokens = test::random_tokens(600, cfg.vocab_size, 3);
     s.feed(tokens.data(), 100, nullptr, false, 1);
     const size_t at100 = s.state_bytes();
     s.feed(tokens.data() + 100, 500, nullptr, false, 1);
@@ -180,7 +162,7 @@ TEST(Streaming, BoundedLayersKeepAConstantStateSize) {
   Model full(config_for("AA", 0));
   full.init_weights(1);
   Session s(full);
-  const auto tokens = random_tokens(600, 37, 3);
+  const auto tokens = test::random_tokens(600, 37, 3);
   s.feed(tokens.data(), 100, nullptr, false, 1);
   const size_t at100 = s.state_bytes();
   s.feed(tokens.data() + 100, 500, nullptr, false, 1);
@@ -213,10 +195,10 @@ std::string message_of(const std::function<void()>& f) {
 TEST(Streaming, RejectsForeignTruncatedAndCorruptedStateFiles) {
   const ModelConfig cfg = config_for("BM", 4);
   Model m(cfg), other(cfg), bigger(config_for("BMA", 4));
-  randomize(m, 1);
-  randomize(other, 2);
+  test::randomize_model(m, 1);
+  test::randomize_model(other, 2);
   bigger.init_weights(1);
-  const auto tokens = random_tokens(30, cfg.vocab_size, 4);
+  const auto tokens = test::random_tokens(30, cfg.vocab_size, 4);
   Session s(m);
   s.feed(tokens.data(), 30, nullptr);
   const std::string path = ::testing::TempDir() + "bmojo_state_bad.bin";

@@ -46,44 +46,26 @@ std::vector<float> logits_of(Model& m, const std::vector<int32_t>& tokens, int B
   return out;
 }
 
-std::vector<int32_t> random_tokens(int n, int V, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = static_cast<int32_t>(rng.below(V));
-  return t;
-}
-
-// Random weights well away from the init, and a non-zero innovation predictor.
-void randomize(Model& m, uint64_t seed) {
-  m.init_weights(seed);
-  Rng rng(seed + 1);
-  for (const TensorSpec& t : m.layout().tensors()) {
-    if (t.name.find("A_log") != std::string::npos || t.name.find("dt_bias") != std::string::npos) continue;
-    float* p = m.params() + t.offset;
-    for (size_t i = 0; i < t.numel; ++i) p[i] += static_cast<float>(rng.normal() * 0.2);
-  }
-}
-
 TEST(BmojoLayers, BWithoutMemoryComputesWhatFComputes) {
   const int B = 2, T = 23;  // T not a multiple of W = 5
   ModelConfig f_cfg = base_config("FBF");
   f_cfg.layers = "FFF";
   Model f(f_cfg);
-  randomize(f, 3);
-  const auto tokens = random_tokens(B * T, f_cfg.vocab_size, 4);
+  test::randomize_model(f, 3);
+  const auto tokens = test::random_tokens(B * T, f_cfg.vocab_size, 4);
   const auto expected = logits_of(f, tokens, B, T);
   for (auto [k, m] : {std::pair{0, 4}, std::pair{2, 0}}) {
     ModelConfig b_cfg = base_config("FBF");
     b_cfg.eidetic_per_chunk = k;
     b_cfg.eidetic_capacity = m;
     Model b(b_cfg);
-    randomize(b, 5);
+    test::randomize_model(b, 5);
     EXPECT_EQ(copy_shared_weights(b, f), static_cast<int>(f.layout().tensors().size()));
     EXPECT_LT(test::relative_error(logits_of(b, tokens, B, T), expected), 1e-6) << "k=" << k << " m=" << m;
   }
   // With memory the B layer does read entries, so the equality above is not vacuous.
   Model b(base_config("FBF"));
-  randomize(b, 5);
+  test::randomize_model(b, 5);
   copy_shared_weights(b, f);
   EXPECT_GT(test::relative_error(logits_of(b, tokens, B, T), expected), 1e-4);
 }
@@ -92,19 +74,19 @@ TEST(BmojoLayers, FWithoutSsmBranchComputesWhatWindowedAComputes) {
   const int B = 2, T = 27;
   ModelConfig a_cfg = base_config("AMA");
   Model a(a_cfg);
-  randomize(a, 6);
+  test::randomize_model(a, 6);
   ModelConfig f_cfg = base_config("FMF");
   f_cfg.fading = false;
   Model f(f_cfg);
-  randomize(f, 7);
+  test::randomize_model(f, 7);
   copy_shared_weights(f, a);
-  const auto tokens = random_tokens(B * T, a_cfg.vocab_size, 8);
+  const auto tokens = test::random_tokens(B * T, a_cfg.vocab_size, 8);
   EXPECT_LT(test::relative_error(logits_of(f, tokens, B, T), logits_of(a, tokens, B, T)), 1e-6);
   // And with the branch on, the fading keys change the result.
   ModelConfig on = f_cfg;
   on.fading = true;
   Model g(on);
-  randomize(g, 7);
+  test::randomize_model(g, 7);
   copy_shared_weights(g, a);
   EXPECT_GT(test::relative_error(logits_of(g, tokens, B, T), logits_of(a, tokens, B, T)), 1e-4);
 }
@@ -113,9 +95,9 @@ TEST(BmojoLayers, FutureTokensDoNotChangePastLogits) {
   for (const char* layers : {"FB", "BMA"}) {
     ModelConfig cfg = base_config(layers);
     Model model(cfg);
-    randomize(model, 9);
+    test::randomize_model(model, 9);
     const int T = 26, V = cfg.vocab_size;
-    auto tokens = random_tokens(T, V, 10);
+    auto tokens = test::random_tokens(T, V, 10);
     const auto a = logits_of(model, tokens, 1, T);
     tokens[17] = (tokens[17] + 1) % V;
     const auto b = logits_of(model, tokens, 1, T);
@@ -126,9 +108,9 @@ TEST(BmojoLayers, FutureTokensDoNotChangePastLogits) {
 TEST(BmojoLayers, ModelPlansObeyVisibilityAndCapacity) {
   ModelConfig cfg = base_config("BB");
   Model model(cfg);
-  randomize(model, 11);
+  test::randomize_model(model, 11);
   const int B = 3, T = 33;
-  const auto tokens = random_tokens(B * T, cfg.vocab_size, 12);
+  const auto tokens = test::random_tokens(B * T, cfg.vocab_size, 12);
   logits_of(model, tokens, B, T);
   for (size_t l = 0; l < 2; ++l) {
     const EideticPlan& plan = model.eidetic_plan(l);
