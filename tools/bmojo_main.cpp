@@ -14,6 +14,7 @@
 #include "core/runtime.hpp"
 #include "data/mqar.hpp"
 #include "generate.hpp"
+#include "infer_bench.hpp"
 #include "model/config.hpp"
 #include "model/flops.hpp"
 #include "model/model.hpp"
@@ -334,6 +335,28 @@ int main(int argc, char** argv) {
   generate->add_flag("--json", gen.json,
                      "Print one JSON line (text, tokens, speeds, state bytes) instead of streaming");
 
+  InferBenchOptions ib;
+  auto* infer_bench = app.add_subcommand(
+      "infer-bench",
+      "Measure inference: prefill and decode tokens/s and state bytes at several context lengths");
+  infer_bench
+      ->add_option("-c,--config", ib.config_path, "JSON config file (default: the built-in demo config)")
+      ->check(CLI::ExistingFile);
+  infer_bench->add_option("--checkpoint", ib.checkpoint, "Benchmark this trained model instead of a config")
+      ->check(CLI::ExistingFile);
+  infer_bench->add_option("-s,--set", ib.overrides, "Override a config value (repeatable)");
+  infer_bench->add_option("--contexts", ib.contexts, "Context lengths (default 1024,4096,16384,65536)")
+      ->delimiter(',');
+  infer_bench->add_option("--decode", ib.decode_tokens, "Tokens decoded at each context (default 128)")
+      ->check(CLI::PositiveNumber);
+  infer_bench->add_option("--repeats", ib.repeats, "Repetitions for mean and spread (default 3)")
+      ->check(CLI::PositiveNumber);
+  infer_bench->add_option("--prefill-block", ib.prefill_block, "Prefill block size (default 512)")
+      ->check(CLI::PositiveNumber);
+  infer_bench->add_option("--threads", ib.threads, "Threads (default: all cores)")
+      ->check(CLI::PositiveNumber);
+  infer_bench->add_flag("--json", ib.json, "One JSON line per context length");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -345,6 +368,10 @@ int main(int argc, char** argv) {
     if (*info) return run_info(info_o, info_ckpt, info_tensors);
     if (*bench) return run_bench(bench_o, bench_steps, bench_warmup);
     if (*generate) return run_generate(gen);
+    if (*infer_bench) {
+      ib.fallback = default_config();
+      return run_infer_bench(ib);
+    }
   } catch (const bmojo::Error& e) {
     std::fprintf(stderr, "bmojo: error: %s\n", e.what());
     return 1;

@@ -156,9 +156,9 @@ void PositionRows::append(const float* rows, int64_t ld, int64_t n) {
 }
 
 size_t LayerState::bytes() const {
-  const auto vec = [](const std::vector<float>& v) { return v.capacity() * sizeof(float); };
+  const auto vec = [](const std::vector<float>& v) { return v.size() * sizeof(float); };
   return vec(ssm.conv) + vec(ssm.ssm) + kv.bytes() + kvf.bytes() + vec(y_prev) + vec(chunk_scores) +
-         vec(chunk_kv) + memory.entries().capacity() * sizeof(EideticEntry) + vec(memory_kv);
+         vec(chunk_kv) + memory.entries().size() * sizeof(EideticEntry) + vec(memory_kv);
 }
 
 Session::Session(const Model& model) : model_(&model), fingerprint_(model.fingerprint()) {

@@ -8,6 +8,7 @@
 //   B: as F, plus y_{t-1}, the current chunk's scores and raw keys/values, and the eidetic memory.
 // A Session is copyable (continue one prompt many ways) and its state can be saved to a file and loaded.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -33,7 +34,11 @@ struct PositionRows {
   void append(const float* rows, int64_t ld, int64_t n);
   const float* row(int64_t position) const { return data.data() + (position - first) * width; }
   int64_t end() const { return first + count; }
-  size_t bytes() const { return data.capacity() * sizeof(float); }
+  // Bytes of the rows a future query can read (the last `keep`, or all): the state proper. The buffer
+  // itself also has room for one block of appended rows.
+  size_t bytes() const {
+    return static_cast<size_t>(keep > 0 ? std::min<int64_t>(count, keep) : count) * width * sizeof(float);
+  }
 };
 
 struct LayerState {
@@ -65,7 +70,8 @@ class Session {
   void feed(const int32_t* tokens, int64_t n, float* logits, bool all_logits = false, int64_t block = 256);
   int64_t position() const { return state_.position; }
   const SessionState& state() const { return state_; }
-  // Bytes the state holds now (buffers at their allocated size).
+  // Bytes of the state proper (what save() writes, without its header): bounded for every layer but
+  // full-span attention.
   size_t state_bytes() const;
 
   // Binary state file, written atomically, tagged with the model's fingerprint and a checksum.

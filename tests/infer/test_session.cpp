@@ -50,6 +50,10 @@ struct Case {
   int kv_heads;
 };
 
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.layers << " W=" << c.window << " Hk=" << c.kv_heads;
+}
+
 class StreamingEqualsParallel : public ::testing::TestWithParam<Case> {};
 
 TEST_P(StreamingEqualsParallel, ForEveryBlockSize) {
@@ -154,9 +158,14 @@ TEST(Streaming, BoundedLayersKeepAConstantStateSize) {
     const auto tokens = test::random_tokens(600, cfg.vocab_size, 3);
     s.feed(tokens.data(), 100, nullptr, false, 1);
     const size_t at100 = s.state_bytes();
+    std::vector<size_t> buffers;
+    for (const LayerState& st : s.state().layers) buffers.push_back(st.kv.data.size() + st.kvf.data.size());
     s.feed(tokens.data() + 100, 500, nullptr, false, 1);
     EXPECT_EQ(s.state_bytes(), at100) << layers;
     EXPECT_GT(at100, 0u);
+    for (size_t l = 0; l < buffers.size(); ++l)  // the buffers behind the state do not grow either
+      EXPECT_EQ(s.state().layers[l].kv.data.size() + s.state().layers[l].kvf.data.size(), buffers[l])
+          << layers;
   }
   // Full attention keeps every key: its cache grows.
   Model full(config_for("AA", 0));

@@ -128,7 +128,7 @@ TEST_F(Cli, BadBmojoKnobs) {
 }
 
 TEST_F(Cli, HelpForEveryCommand) {
-  for (const char* cmd : {"", "train ", "eval ", "info ", "bench "}) {
+  for (const char* cmd : {"", "train ", "eval ", "info ", "bench ", "generate ", "infer-bench "}) {
     const Result r = run(std::string(cmd) + "--help");
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << cmd;
@@ -186,6 +186,100 @@ TEST_F(Cli, BadFlags) {
   expect_error("train --steps many", "--steps");
   expect_error("", "subcommand");
   expect_error("train --set nodot", "section.key=value");
+}
+
+// A tiny trained B'MOJO model to run generate on.
+class Generate : public Cli {
+ protected:
+  void SetUp() override {
+    Cli::SetUp();
+    write("c.json", R"({"model": {"vocab_size": 300, "d_model": 16, "n_heads": 2, "layers": "BM", "window": 4,
+                                   "k": 1, "m": 2},
+                        "train": {"steps": 2, "batch_size": 2, "eval_batches": 1},
+                        "data": {"seq_len": 16, "num_kv_pairs": 2}})");
+    ASSERT_EQ(run("train --config " + path("c.json") + " --out " + path("run") + " --threads 1").exit_code,
+              0);
+    ckpt_ = path("run/checkpoint.safetensors");
+  }
+  std::string ckpt_;
+};
+
+TEST_F(Generate, SavedStateContinuesLikeTheWholePrompt) {
+  const Result whole = run("generate " + ckpt_ + " --ids -p '1 2 3 4 5 6 7 8 9 10 11' -n 12 --json");
+  ASSERT_EQ(whole.exit_code, 0) << whole.err;
+  const Result first =
+      run("generate " + ckpt_ + " --ids -p '1 2 3 4 5 6 7' -n 1 --save-state " + path("s.bin"));
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const Result rest =
+      run("generate " + ckpt_ + " --ids -p '8 9 10 11' -n 12 --json --load-state " + path("s.bin"));
+  ASSERT_EQ(rest.exit_code, 0) << rest.err;
+  const auto a = nlohmann::json::parse(whole.out), b = nlohmann::json::parse(rest.out);
+  EXPECT_EQ(a["tokens"], b["tokens"]);
+  EXPECT_EQ(a["tokens"].size(), 12u);
+  EXPECT_EQ(b["position"], 22);
+  EXPECT_GT(a["state_bytes"].get<int64_t>(), 0);
+}
+
+TEST_F(Generate, TextPromptsStreamAndStopStringsAreNotPrinted) {
+  const Result r = run("generate " + ckpt_ + " -p 'hello' -n 20 -t 0.9 --top-k 50 --top-p 0.95 --seed 7");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("prefill"), std::string::npos);
+  EXPECT_NE(r.err.find("decode"), std::string::npos);
+  // Stop at the first byte the model produced: nothing of it is printed.
+  const Result j = run("generate " + ckpt_ + " -p 'hello' -n 20 -t 0.9 --seed 7 --json");
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  const auto tokens = nlohmann::json::parse(j.out)["tokens"];
+  const int first = tokens[0].get<int>();
+  if (first < 256 && first != '\'' && first != 0) {
+    const std::string stop(1, static_cast<char>(first));
+    const Result s =
+        run("generate " + ckpt_ + " -p 'hello' -n 20 -t 0.9 --seed 7 --json --stop '" + stop + "'");
+    ASSERT_EQ(s.exit_code, 0) << s.err;
+    const auto js = nlohmann::json::parse(s.out);
+    EXPECT_EQ(js["stop_reason"], "stop_string");
+    EXPECT_EQ(js["text"], "");
+  }
+  const Result ids = run("generate " + ckpt_ + " --ids -p '3 4' -n 5 --stop-id " + std::to_string(first) +
+                         " --json -t 0.9 --seed 7");
+  ASSERT_EQ(ids.exit_code, 0) << ids.err;
+}
+
+TEST_F(Generate, BadInput) {
+  expect_error("generate " + ckpt_ + " --ids -p '1 2 300'", "outside the vocabulary");
+  expect_error("generate " + ckpt_ + " --ids -p '1 x 3'", "not a token id");
+  expect_error("generate " + ckpt_ + " -p 'a' --top-p 0", "top-p");
+  expect_error("generate " + ckpt_ + " -p 'a' -t -1", "temperature");
+  expect_error("generate " + ckpt_ + " -p 'a' --prompt-file " + path("none.txt"), "prompt");
+  // A state file from another model, a corrupted one, and one that is not a state at all.
+  ASSERT_EQ(run("train --config " + path("c.json") + " --out " + path("other") + " --seed 99 --threads 1")
+                .exit_code,
+            0);
+  ASSERT_EQ(run("generate " + path("other/checkpoint.safetensors") + " --ids -p '1 2' -n 1 --save-state " +
+                path("other.bin"))
+                .exit_code,
+            0);
+  expect_error("generate " + ckpt_ + " --ids -p '3' --load-state " + path("other.bin"), "different model");
+  std::string bytes;
+  {
+    std::ifstream in(path("other.bin"), std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  bytes[bytes.size() / 2] ^= 1;
+  std::ofstream(path("bad.bin"), std::ios::binary) << bytes;
+  expect_error(
+      "generate " + path("other/checkpoint.safetensors") + " --ids -p '3' --load-state " + path("bad.bin"),
+      "corrupted");
+  write("junk.bin", "junk");
+  expect_error("generate " + ckpt_ + " --ids -p '3' --load-state " + path("junk.bin"),
+               "not a bmojo inference state");
+  // A model whose vocabulary cannot hold bytes needs --ids.
+  write("small.json", R"({"model": {"vocab_size": 64, "d_model": 16, "n_heads": 2, "layers": "A"},
+                          "train": {"steps": 1, "batch_size": 2, "eval_batches": 1},
+                          "data": {"seq_len": 16, "num_kv_pairs": 2}})");
+  ASSERT_EQ(
+      run("train --config " + path("small.json") + " --out " + path("small") + " --threads 1").exit_code, 0);
+  expect_error("generate " + path("small/checkpoint.safetensors") + " -p 'hi'", "--ids");
+  expect_error("infer-bench --contexts 0", "contexts");
 }
 
 }  // namespace

@@ -1,0 +1,28 @@
+// `bmojo infer-bench`: llama-bench-style inference speed. For each context length N: prefill N tokens in
+// blocks, then decode tokens one at a time at that context; repeated to give mean and spread; reports the
+// resident state bytes after the prefill.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.hpp"
+
+namespace bmojo {
+
+struct InferBenchOptions {
+  std::string config_path;             // empty: the built-in demo config
+  std::string checkpoint;              // or a trained model
+  std::vector<std::string> overrides;  // section.key=value
+  std::vector<int64_t> contexts = {1024, 4096, 16384, 65536};
+  int64_t decode_tokens = 128;
+  int repeats = 3;
+  int64_t prefill_block = 512;
+  int threads = 0;
+  bool json = false;
+  Config fallback;  // used when neither config_path nor checkpoint is given
+};
+
+int run_infer_bench(const InferBenchOptions& o);
+
+}  // namespace bmojo
