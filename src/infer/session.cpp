@@ -158,7 +158,38 @@ void PositionRows::append(const float* rows, int64_t ld, int64_t n) {
 size_t LayerState::bytes() const {
   const auto vec = [](const std::vector<float>& v) { return v.size() * sizeof(float); };
   return vec(ssm.conv) + vec(ssm.ssm) + kv.bytes() + kvf.bytes() + vec(y_prev) + vec(chunk_scores) +
-         vec(chunk_kv) + memory.entries().size() * sizeof(EideticEntry) + vec(memory_kv);
+         vec(chunk_kv) + memory.entries().size() * sizeof(EideticEntry) + vec(memory_kv) + vec(chunk_qsum) +
+         [&] {
+           size_t n = 0;
+           for (const auto& head : retrieved)
+             for (const RetrievedEntry& e : head) n += sizeof(int64_t) + e.kv.size() * sizeof(float);
+           return n;
+         }();
+}
+
+std::vector<std::string> Session::attach_store(const std::string& dir, int retrieve, bool synchronous) {
+  check(retrieve >= 0, "store: entries retrieved per chunk must be >= 0, got " + std::to_string(retrieve));
+  const ModelConfig& cfg = model_->config();
+  std::vector<std::string> notices;
+  std::vector<std::shared_ptr<MemoryStore>> stores(cfg.layers.size());
+  bool any = false;
+  for (size_t l = 0; l < cfg.layers.size(); ++l) {
+    if (!uses_eidetic_memory(cfg.layers[l], cfg)) continue;
+    std::string notice;
+    stores[l] = std::make_shared<MemoryStore>(dir + "/layer" + std::to_string(l) + ".bmstore", fingerprint_,
+                                              cfg.kv_heads(), cfg.head_dim(), synchronous, &notice);
+    if (!notice.empty()) notices.push_back(notice);
+    any = true;
+  }
+  check(any, "store: this model has no B layer with an eidetic memory (k > 0, m > 0) to back with a store");
+  stores_ = std::move(stores);
+  retrieve_ = retrieve;
+  return notices;
+}
+
+void Session::flush_stores() {
+  for (auto& s : stores_)
+    if (s) s->flush();
 }
 
 Session::Session(const Model& model) : model_(&model), fingerprint_(model.fingerprint()) {
@@ -182,6 +213,8 @@ void Session::reset() {
       st.chunk_kv.assign(static_cast<size_t>(d.W) * 2 * d.kvd, 0.0f);
       st.memory = EideticMemory(selection_rule_of(cfg));
       st.memory_kv.clear();
+      st.chunk_qsum.assign(d.kvd, 0.0f);
+      st.retrieved.assign(d.Hk, {});
     }
   }
 }
@@ -322,8 +355,23 @@ void Session::attention_mixer(size_t l, LayerState& st, int64_t n) {
         float* dst = st.chunk_kv.data() + slot * 2 * d.kvd;
         std::memcpy(dst, qk_raw_.data() + i * qk + d.qd, sizeof(float) * d.kvd);
         std::memcpy(dst + d.kvd, qkv_.data() + i * d.width + d.qd + d.kvd, sizeof(float) * d.kvd);
+        const int group = d.H / d.Hk;
+        for (int h = 0; h < d.H; ++h) {
+          const float* qh = qk_raw_.data() + i * qk + h * d.Dh;
+          float* sum = st.chunk_qsum.data() + (h / group) * d.Dh;
+          for (int c = 0; c < d.Dh; ++c) sum[c] += qh[c];
+        }
       }
-      if (seg_end % d.W == 0) promote_chunk(st, seg_end - d.W);
+      if (seg_end % d.W == 0) {
+        const MemoryStore* store = l < stores_.size() ? stores_[l].get() : nullptr;
+        promote_chunk(st, seg_end - d.W, stores_.empty() ? nullptr : stores_[l].get());
+        if (store != nullptr) {
+          const float inv = 1.0f / static_cast<float>(d.W * (d.H / d.Hk));
+          for (float& v : st.chunk_qsum) v *= inv;
+          st.retrieved = store->retrieve(st.chunk_qsum.data(), retrieve_);
+        }
+        std::fill(st.chunk_qsum.begin(), st.chunk_qsum.end(), 0.0f);
+      }
       t = seg_end;
     }
   }
@@ -357,7 +405,14 @@ void Session::attend(const LayerState& st, int64_t t0, int64_t t1, const float* 
         if (entries != nullptr)
           for (const EideticEntry& e : *entries)
             if (e.position <= t - d.W) ++ne;  // ascending positions: the visible ones come first
-        sc.resize(t - lo + 1 + nf + ne);
+        // Entries retrieved from the store for this chunk, under the same visibility rule.
+        const std::vector<RetrievedEntry>* fetched =
+            q_raw != nullptr && !st.retrieved.empty() && !st.retrieved[g].empty() ? &st.retrieved[g]
+                                                                                  : nullptr;
+        int64_t nr = 0;
+        if (fetched != nullptr)
+          for (const RetrievedEntry& e : *fetched) nr += e.position <= t - d.W ? 1 : 0;
+        sc.resize(t - lo + 1 + nf + ne + nr);
         float mx = -std::numeric_limits<float>::infinity();
         int64_t k = 0;
         for (int64_t j = lo; j <= t; ++j, ++k)
@@ -368,6 +423,11 @@ void Session::attend(const LayerState& st, int64_t t0, int64_t t1, const float* 
           const float* qr = q_raw + i * qk + h * d.Dh;
           for (int64_t e = 0; e < ne; ++e, ++k)
             mx = std::max(mx, sc[k] = dot(qr, st.memory_kv.data() + e * 2 * d.kvd + g * d.Dh, d.Dh) * scale);
+        }
+        if (nr > 0) {
+          const float* qr = q_raw + i * qk + h * d.Dh;
+          for (const RetrievedEntry& e : *fetched)
+            if (e.position <= t - d.W) mx = std::max(mx, sc[k++] = dot(qr, e.kv.data(), d.Dh) * scale);
         }
         float sum = 0.0f;
         for (float& s : sc) sum += (s = std::exp(s - mx));
@@ -383,16 +443,34 @@ void Session::attend(const LayerState& st, int64_t t0, int64_t t1, const float* 
         for (int64_t j = flo; j < flo + nf; ++j, ++k) acc(st.kvf.row(j) + d.kvd + g * d.Dh, sc[k] * inv);
         for (int64_t e = 0; e < ne; ++e, ++k)
           acc(st.memory_kv.data() + e * 2 * d.kvd + d.kvd + g * d.Dh, sc[k] * inv);
+        if (nr > 0)
+          for (const RetrievedEntry& e : *fetched)
+            if (e.position <= t - d.W) acc(e.kv.data() + d.Dh, sc[k++] * inv);
       }
   }
 }
 
-void Session::promote_chunk(LayerState& st, int64_t chunk_start) const {
+void Session::promote_chunk(LayerState& st, int64_t chunk_start, MemoryStore* store) const {
   const Dims d = dims_of(model_->config());
   const int row = 2 * d.kvd;
   const std::vector<EideticEntry> before = st.memory.entries();
   const std::vector<float> before_kv = st.memory_kv;
-  st.memory.promote_chunk(st.chunk_scores.data(), static_cast<int32_t>(chunk_start));
+  std::vector<EideticEntry> evicted;
+  st.memory.promote_chunk(st.chunk_scores.data(), static_cast<int32_t>(chunk_start), &evicted);
+  // Evicted entries go to the store: their rows come from the old memory or, if promoted and evicted at
+  // once, from the chunk.
+  if (store != nullptr)
+    for (const EideticEntry& e : evicted) {
+      const float* src = nullptr;
+      if (e.position >= chunk_start) {
+        src = st.chunk_kv.data() + (e.position - chunk_start) * row;
+      } else {
+        const auto it = std::lower_bound(before.begin(), before.end(), e.position,
+                                         [](const EideticEntry& a, int32_t p) { return a.position < p; });
+        src = before_kv.data() + (it - before.begin()) * row;
+      }
+      store->add(e.position, e.score, src);
+    }
   const std::vector<EideticEntry>& after = st.memory.entries();
   st.memory_kv.resize(after.size() * row);
   size_t old = 0;
@@ -435,6 +513,15 @@ void Session::save(const std::string& path) const {
       w.put<float>(e.score);
     }
     w.floats(st.memory_kv.data(), st.memory_kv.size());
+    w.floats(st.chunk_qsum.data(), st.chunk_qsum.size());
+    w.put<uint64_t>(st.retrieved.size());
+    for (const auto& head : st.retrieved) {
+      w.put<uint64_t>(head.size());
+      for (const RetrievedEntry& e : head) {
+        w.put<int64_t>(e.position);
+        w.floats(e.kv.data(), e.kv.size());
+      }
+    }
   }
   const uint64_t sum = fnv1a64(w.bytes().data(), w.bytes().size());
   w.put<uint64_t>(sum);
@@ -508,6 +595,20 @@ void Session::load(const std::string& path) {
             where + ": " + layer + " eidetic entries are not ascending positions of the past");
     st.memory.set_entries(std::move(list));
     st.memory_kv = r.floats(static_cast<int64_t>(entries * 2 * d.kvd), layer + " eidetic keys");
+    st.chunk_qsum = r.floats(static_cast<int64_t>(st.chunk_qsum.size()), layer + " chunk query sum");
+    const uint64_t heads = r.get<uint64_t>();
+    check(heads == st.retrieved.size(), where + ": " + layer + " retrieved entries for " +
+                                            std::to_string(heads) + " KV heads, the model has " +
+                                            std::to_string(st.retrieved.size()));
+    for (auto& head : st.retrieved) {
+      const uint64_t count = r.get<uint64_t>();
+      check(count <= (1u << 20), where + ": " + layer + " holds an implausible number of retrieved entries");
+      head.resize(count);
+      for (RetrievedEntry& e : head) {
+        e.position = r.get<int64_t>();
+        e.kv = r.floats(2 * d.Dh, layer + " retrieved entry");
+      }
+    }
   }
   check(r.at() == body.size(),
         where + " has " + std::to_string(body.size() - r.at()) + " unexpected trailing bytes");

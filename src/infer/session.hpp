@@ -10,9 +10,11 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "infer/memory_store.hpp"
 #include "model/innovation.hpp"
 #include "model/mamba_layer.hpp"
 #include "model/model.hpp"
@@ -51,6 +53,8 @@ struct LayerState {
   std::vector<float> chunk_kv;      // B: [raw k | v] of the current chunk's positions (W, 2 Hk Dh)
   EideticMemory memory;             // B: entries (position, score), ascending by position
   std::vector<float> memory_kv;     // B: [raw k | v] of each entry, in the same order
+  std::vector<float> chunk_qsum;    // B: sum of the current chunk's unrotated queries per KV head (Hk Dh)
+  std::vector<std::vector<RetrievedEntry>> retrieved;  // B with a store: per KV head, read in this chunk
   size_t bytes() const;
 };
 
@@ -74,6 +78,16 @@ class Session {
   // full-span attention.
   size_t state_bytes() const;
 
+  // Long-term memory in storage (SPEC section 6): a store per B layer under dir (layer<l>.bmstore) receives
+  // the entries evicted from the bounded memory; at each chunk boundary the r entries per KV head whose
+  // keys best match the finished chunk's mean unrotated query are read by the next chunk. synchronous
+  // writes in the token loop (reproducible); otherwise a background thread writes. Returns notices for the
+  // user (torn tails dropped). Copies of the session share the stores.
+  std::vector<std::string> attach_store(const std::string& dir, int retrieve, bool synchronous);
+  // Waits until every store has committed what it was given.
+  void flush_stores();
+  const std::vector<std::shared_ptr<MemoryStore>>& stores() const { return stores_; }
+
   // Binary state file, written atomically, tagged with the model's fingerprint and a checksum.
   void save(const std::string& path) const;
   // Throws bmojo::Error if the file is not a state file, is truncated or corrupted, or was saved by
@@ -85,10 +99,12 @@ class Session {
   void attention_mixer(size_t l, LayerState& st, int64_t n);
   void attend(const LayerState& st, int64_t t0, int64_t t1, const float* q, const float* q_raw,
               float* out) const;
-  void promote_chunk(LayerState& st, int64_t chunk_start) const;
+  void promote_chunk(LayerState& st, int64_t chunk_start, MemoryStore* store) const;
 
   const Model* model_;
   uint64_t fingerprint_ = 0;
+  std::vector<std::shared_ptr<MemoryStore>> stores_;  // per layer; null where none
+  int retrieve_ = 0;
   SessionState state_;
   // Block scratch, not part of the state.
   int64_t pos0_ = 0;

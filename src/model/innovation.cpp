@@ -18,7 +18,8 @@ const char* eviction_name(Eviction e) {
   return e == Eviction::kFifo ? "fifo" : "lowest_score";
 }
 
-void EideticMemory::promote_chunk(const float* scores, int32_t chunk_start) {
+void EideticMemory::promote_chunk(const float* scores, int32_t chunk_start,
+                                  std::vector<EideticEntry>* evicted) {
   std::vector<EideticEntry> candidates;
   for (int i = 0; i < rule_.window; ++i)
     if (scores[i] >= rule_.tau) candidates.push_back({chunk_start + i, scores[i]});
@@ -34,6 +35,7 @@ void EideticMemory::promote_chunk(const float* scores, int32_t chunk_start) {
     if (rule_.eviction == Eviction::kLowestScore)
       for (auto it = entries_.begin(); it != entries_.end(); ++it)
         if (it->score < victim->score) victim = it;  // strict: ties keep the smaller position
+    if (evicted != nullptr) evicted->push_back(*victim);
     entries_.erase(victim);
   }
 }

@@ -44,8 +44,9 @@ class EideticMemory {
   explicit EideticMemory(const SelectionRule& rule) : rule_(rule) {}
   // Replaces the entries (restoring a saved inference state); they must ascend by position.
   void set_entries(std::vector<EideticEntry> entries) { entries_ = std::move(entries); }
-  // Promotes from the W scores of the chunk starting at position chunk_start, then evicts.
-  void promote_chunk(const float* scores, int32_t chunk_start);
+  // Promotes from the W scores of the chunk starting at position chunk_start, then evicts; the evicted
+  // entries (possibly some just promoted) are appended to *evicted when given.
+  void promote_chunk(const float* scores, int32_t chunk_start, std::vector<EideticEntry>* evicted = nullptr);
   // Entries held, ascending by position.
   std::vector<int32_t> positions() const;
   const std::vector<EideticEntry>& entries() const { return entries_; }
