@@ -14,6 +14,7 @@
 #include "core/runtime.hpp"
 #include "data/mqar.hpp"
 #include "generate.hpp"
+#include "infer/streaming_eval.hpp"
 #include "infer_bench.hpp"
 #include "model/config.hpp"
 #include "model/flops.hpp"
@@ -123,35 +124,61 @@ int run_train(const CommonOptions& o, const std::string& out_dir, const std::str
   return 0;
 }
 
-int run_eval(const CommonOptions& o, const std::string& checkpoint, int batches) {
+struct EvalOptions {
+  std::string checkpoint;
+  int batches = 0;
+  bool streaming = false;
+  std::string store_dir;
+  int retrieve = 8;
+  int64_t block = 256;
+};
+
+int run_eval(const CommonOptions& o, const EvalOptions& e) {
   apply_threads(o.threads);
-  CheckpointInfo info = read_checkpoint_info(checkpoint);
+  CheckpointInfo info = read_checkpoint_info(e.checkpoint);
   Config c = info.config;
+  // Data, evaluation size and the memory knobs that do not change parameter shapes may be overridden.
   for (const auto& a : o.overrides) {
-    check(a.rfind("data.", 0) == 0 || a.rfind("train.eval_batches", 0) == 0 ||
-              a.rfind("train.batch_size", 0) == 0 || a.rfind("train.seed", 0) == 0,
-          "eval: only data.*, train.batch_size, train.seed and train.eval_batches can be overridden, not '" +
+    const bool allowed = a.rfind("data.", 0) == 0 || a.rfind("train.eval_batches", 0) == 0 ||
+                         a.rfind("train.batch_size", 0) == 0 || a.rfind("train.seed", 0) == 0 ||
+                         a.rfind("model.m=", 0) == 0 || a.rfind("model.k=", 0) == 0 ||
+                         a.rfind("model.tau=", 0) == 0 || a.rfind("model.eviction=", 0) == 0;
+    check(allowed,
+          "eval: only data.*, train.batch_size, train.seed, train.eval_batches and the memory knobs model.m, "
+          "model.k, model.tau, model.eviction can be overridden, not '" +
               a + "'");
     apply_override(c, a);
   }
   c.validate();
   Model model(c.model);
-  load_checkpoint(checkpoint, model, nullptr);
+  load_checkpoint(e.checkpoint, model, nullptr);
+  const int batches = e.batches > 0 ? e.batches : c.train.eval_batches;
+  const bool streaming = e.streaming || !e.store_dir.empty();
   const auto t0 = std::chrono::steady_clock::now();
-  const EvalResult r = evaluate_model(model, c, batches > 0 ? batches : c.train.eval_batches);
+  EvalResult r;
+  if (streaming) {
+    StreamingEvalOptions so;
+    so.batches = batches;
+    so.block = e.block;
+    so.store_dir = e.store_dir;
+    so.retrieve = e.retrieve;
+    r = evaluate_streaming(model, c, so);
+  } else {
+    r = evaluate_model(model, c, batches);
+  }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string mode = !e.store_dir.empty() ? "streaming+store" : streaming ? "streaming" : "parallel";
   if (o.json)
-    std::cout << json{{"loss", r.loss},
-                      {"accuracy", r.accuracy},
-                      {"labelled", r.labelled},
-                      {"params", model.num_params()},
+    std::cout << json{{"loss", r.loss},         {"accuracy", r.accuracy},
+                      {"labelled", r.labelled}, {"params", model.num_params()},
+                      {"mode", mode},           {"seq_len", c.data.total_length()},
                       {"seconds", secs}}
                      .dump()
               << std::endl;
   else
-    std::printf("eval %s | step %lld | loss %.4f | accuracy %.4f (%lld queries) | %.2f s\n",
-                checkpoint.c_str(), static_cast<long long>(info.state.step), r.loss, r.accuracy,
-                static_cast<long long>(r.labelled), secs);
+    std::printf("eval %s | step %lld | %s | T %d | loss %.4f | accuracy %.4f (%lld queries) | %.2f s\n",
+                e.checkpoint.c_str(), static_cast<long long>(info.state.step), mode.c_str(),
+                c.data.total_length(), r.loss, r.accuracy, static_cast<long long>(r.labelled), secs);
   return 0;
 }
 
@@ -263,12 +290,13 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("bmojo ") + BMOJO_VERSION);
 
   CommonOptions train_o, eval_o, info_o, bench_o;
-  std::string out_dir, resume, eval_ckpt, info_ckpt;
+  std::string out_dir, resume, info_ckpt;
+  EvalOptions eval_e;
   std::optional<int> steps;
   std::optional<double> lr;
   std::optional<uint64_t> seed;
   int64_t stop_after = -1;
-  int eval_batches = 0, bench_steps = 10, bench_warmup = 2;
+  int bench_steps = 10, bench_warmup = 2;
   bool info_tensors = false;
 
   auto* train = app.add_subcommand("train", "Train a model (default: the built-in MQAR demo)");
@@ -289,9 +317,21 @@ int main(int argc, char** argv) {
 
   auto* eval = app.add_subcommand("eval", "Evaluate a checkpoint on held-out batches of its task");
   add_common(eval, eval_o, false);
-  eval->add_option("checkpoint", eval_ckpt, "Checkpoint file")->required()->check(CLI::ExistingFile);
-  eval->add_option("-s,--set", eval_o.overrides, "Override data.* (e.g. data.gap=64) or train.eval_batches");
-  eval->add_option("--batches", eval_batches, "Number of evaluation batches (default train.eval_batches)")
+  eval->add_option("checkpoint", eval_e.checkpoint, "Checkpoint file")->required()->check(CLI::ExistingFile);
+  eval->add_option("-s,--set", eval_o.overrides,
+                   "Override data.* (e.g. data.gap=1024), train.eval_batches, or model.m/k/tau/eviction");
+  eval->add_option("--batches", eval_e.batches, "Number of evaluation batches (default train.eval_batches)")
+      ->check(CLI::PositiveNumber);
+  eval->add_flag(
+      "--streaming", eval_e.streaming,
+      "Evaluate through streaming inference (a session per sequence) instead of the parallel forward");
+  eval->add_option(
+      "--store", eval_e.store_dir,
+      "Streaming with a long-term memory store per sequence under this directory (removed after)");
+  eval->add_option("--retrieve", eval_e.retrieve,
+                   "Store entries read per KV head at each chunk boundary (default 8)")
+      ->check(CLI::NonNegativeNumber);
+  eval->add_option("--prefill-block", eval_e.block, "Streaming block size (default 256)")
       ->check(CLI::PositiveNumber);
 
   auto* info = app.add_subcommand("info", "Show the build, the BLAS kernels in use, and a model's size");
@@ -331,6 +371,13 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   generate->add_option("--save-state", gen.save_state,
                        "Save the state after the prompt, to continue it later with --load-state");
+  generate->add_option("--store", gen.store_dir,
+                       "Long-term memory store directory for the B layers (created; reopened by later runs)");
+  generate
+      ->add_option("--retrieve", gen.retrieve,
+                   "Store entries read per KV head at each chunk boundary (default 8)")
+      ->check(CLI::NonNegativeNumber);
+  generate->add_flag("--store-sync", gen.store_sync, "Write the store in the token loop (reproducible runs)");
   generate->add_option("--threads", gen.threads, "Threads (default: all cores)")->check(CLI::PositiveNumber);
   generate->add_flag("--json", gen.json,
                      "Print one JSON line (text, tokens, speeds, state bytes) instead of streaming");
@@ -364,7 +411,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (*train) return run_train(train_o, out_dir, resume, steps, lr, seed, stop_after);
-    if (*eval) return run_eval(eval_o, eval_ckpt, eval_batches);
+    if (*eval) return run_eval(eval_o, eval_e);
     if (*info) return run_info(info_o, info_ckpt, info_tensors);
     if (*bench) return run_bench(bench_o, bench_steps, bench_warmup);
     if (*generate) return run_generate(gen);

@@ -114,6 +114,9 @@ int run_generate(const GenerateOptions& o) {
   const std::string prompt_text = read_prompt(o);
   const std::vector<int32_t> prompt = o.ids ? parse_ids(prompt_text) : ByteTokenizer::encode(prompt_text);
   Session session(model);
+  if (!o.store_dir.empty())
+    for (const std::string& notice : session.attach_store(o.store_dir, o.retrieve, o.store_sync))
+      std::fprintf(stderr, "[generate] %s\n", notice.c_str());
   if (!o.load_state.empty()) session.load(o.load_state);
   check(!prompt.empty(), session.position() > 0
                              ? "empty prompt: continuing a saved state needs at least one new token"
@@ -159,6 +162,7 @@ int run_generate(const GenerateOptions& o) {
     decode_s += std::chrono::duration<double>(Clock::now() - tf).count();
   }
   emit(filter.flush());
+  session.flush_stores();
   const double prefill_tps = prompt.size() / std::max(prefill_s, 1e-9);
   const double decode_tps = generated.size() / std::max(decode_s, 1e-9);
   if (o.json) {

@@ -19,6 +19,9 @@ struct GenerateOptions {
   std::vector<int32_t> stop_ids;  // stop tokens
   int64_t prefill_block = 256;
   std::string load_state, save_state;
+  std::string store_dir;  // long-term memory store (B layers); empty: none
+  int retrieve = 8;
+  bool store_sync = false;
   int threads = 0;
   bool json = false;
 };

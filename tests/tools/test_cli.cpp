@@ -244,6 +244,35 @@ TEST_F(Generate, TextPromptsStreamAndStopStringsAreNotPrinted) {
   ASSERT_EQ(ids.exit_code, 0) << ids.err;
 }
 
+TEST_F(Generate, StreamingEvaluationAndStores) {
+  const Result p = run("eval " + ckpt_ + " --json --batches 2");
+  const Result s = run("eval " + ckpt_ + " --json --batches 2 --streaming --prefill-block 3");
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  const auto pj = nlohmann::json::parse(p.out), sj = nlohmann::json::parse(s.out);
+  EXPECT_EQ(sj["mode"], "streaming");
+  EXPECT_EQ(pj["accuracy"], sj["accuracy"]);
+  EXPECT_NEAR(pj["loss"].get<double>(), sj["loss"].get<double>(), 1e-4);
+  const Result st = run("eval " + ckpt_ + " --json --batches 1 --store " + path("evalstore") +
+                        " --set data.gap=40 --set model.eviction=lowest_score");
+  ASSERT_EQ(st.exit_code, 0) << st.err;
+  EXPECT_EQ(nlohmann::json::parse(st.out)["mode"], "streaming+store");
+  expect_error("eval " + ckpt_ + " --set model.d_model=32", "memory knobs");
+  // generate with a store: a second run reopens what the first one wrote.
+  std::string longp;
+  for (int i = 0; i < 40; ++i) longp += std::to_string(i % 7 + 1) + " ";
+  ASSERT_EQ(run("generate " + ckpt_ + " --ids -p '" + longp + "' -n 2 --store-sync --store " + path("gs"))
+                .exit_code,
+            0);
+  EXPECT_TRUE(fs::exists(path("gs/layer0.bmstore")));
+  EXPECT_GT(fs::file_size(path("gs/layer0.bmstore")), 100u);
+  const auto size = fs::file_size(path("gs/layer0.bmstore"));
+  fs::resize_file(path("gs/layer0.bmstore"), size - 3);  // a killed writer's torn record
+  const Result again = run("generate " + ckpt_ + " --ids -p '1 2 3' -n 1 --store " + path("gs"));
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.err.find("dropped"), std::string::npos) << again.err;
+}
+
 TEST_F(Generate, BadInput) {
   expect_error("generate " + ckpt_ + " --ids -p '1 2 300'", "outside the vocabulary");
   expect_error("generate " + ckpt_ + " --ids -p '1 x 3'", "not a token id");
@@ -280,6 +309,16 @@ TEST_F(Generate, BadInput) {
       run("train --config " + path("small.json") + " --out " + path("small") + " --threads 1").exit_code, 0);
   expect_error("generate " + path("small/checkpoint.safetensors") + " -p 'hi'", "--ids");
   expect_error("infer-bench --contexts 0", "contexts");
+  // Stores: a directory that cannot be made, and a store written by another model.
+  write("file.txt", "x");
+  expect_error("generate " + ckpt_ + " --ids -p '1 2' --store " + path("file.txt") + "/sub",
+               "cannot create directory");
+  expect_error("eval " + ckpt_ + " --store " + path("file.txt") + "/sub", "cannot create directory");
+  ASSERT_EQ(run("generate " + path("other/checkpoint.safetensors") +
+                " --ids -p '1 2 3 4 5 6 7 8 9' -n 1 --store " + path("store"))
+                .exit_code,
+            0);
+  expect_error("generate " + ckpt_ + " --ids -p '1 2' --store " + path("store"), "different model");
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "infer/streaming_eval.hpp"
 #include "train/trainer.hpp"
 
 namespace bmojo {
@@ -44,6 +45,15 @@ TEST(Training, BmojoLearnsMqar) {
   Trainer trainer(c, TrainOptions{});
   const TrainSummary s = trainer.run();
   EXPECT_GE(s.eval.accuracy, 0.9) << "2-layer B'MOJO on MQAR L=64 K=4";
+  // The trained model answers the same through streaming inference, one session per sequence.
+  StreamingEvalOptions so;
+  so.batches = 2;
+  so.block = 5;
+  const EvalResult parallel = evaluate_model(trainer.model(), c, 2);
+  const EvalResult streamed = evaluate_streaming(trainer.model(), c, so);
+  EXPECT_EQ(streamed.labelled, parallel.labelled);
+  EXPECT_NEAR(streamed.accuracy, parallel.accuracy, 1.0 / parallel.labelled + 1e-9);
+  EXPECT_NEAR(streamed.loss, parallel.loss, 1e-3 * std::max(1.0, parallel.loss));
 }
 
 // Within this budget a 2-layer Mamba learns to answer with a value from its context (accuracy about 0.26:
