@@ -378,74 +378,95 @@ void Session::attention_mixer(size_t l, LayerState& st, int64_t n) {
   linear_forward(residual_.data(), d.D, out_.data(), d.qd, lw.attn.wo, d.D, n, d.qd, d.D, 1.0f);
 }
 
-// Queries t0..t1-1 (rows of q with stride `width`, unrotated rows of q_raw for the eidetic scores).
+// Queries t0..t1-1 (rows of q with stride `width`, unrotated rows of q_raw for the eidetic scores). Blocks
+// of up to 64 queries and one head: the scores against the block's key span (window, fading, eidetic,
+// retrieved) are one matrix product, masked per query, then one softmax and products with the values.
 void Session::attend(const LayerState& st, int64_t t0, int64_t t1, const float* q, const float* q_raw,
                      float* out) const {
   const ModelConfig& cfg = model_->config();
   const Dims d = dims_of(cfg);
   const int group = d.H / d.Hk;
+  const int ld = 2 * d.kvd;  // row stride of the key/value buffers and the memory
+  const int qk = d.qd + d.kvd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.Dh));
   const bool fading = has_fading(st.kind, cfg);
   const std::vector<EideticEntry>* entries = q_raw != nullptr ? &st.memory.entries() : nullptr;
-  const int64_t nq = t1 - t0;
-  const int qk = d.qd + d.kvd;
+  constexpr int64_t kBlock = 64;
+  const int64_t nq = t1 - t0, blocks = (nq + kBlock - 1) / kBlock;
 #pragma omp parallel
   {
-    std::vector<float> sc;
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t i = 0; i < nq; ++i)
+    std::vector<float> S;
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t blk = 0; blk < blocks; ++blk)
       for (int h = 0; h < d.H; ++h) {
-        const int64_t t = t0 + i;
+        const int64_t a = t0 + blk * kBlock, b = std::min(t1, a + kBlock), nb = b - a;
         const int g = h / group;
-        const float* qh = q + i * d.width + h * d.Dh;
-        const int64_t lo = d.W > 0 ? std::max<int64_t>(0, t - d.W + 1) : 0;
-        const int64_t flo = std::max<int64_t>(0, t - 2 * d.W + 1), fhi = t - d.W;  // fading [flo, fhi]
-        const int64_t nf = fading && fhi >= flo ? fhi - flo + 1 : 0;
+        const float* qb = q + (a - t0) * d.width + h * d.Dh;
+        // Column spans: window keys [wlo, b), fading keys [flo, fend), eidetic entries [0, ne), retrieved.
+        const int64_t wlo = d.W > 0 ? std::max<int64_t>(0, a - d.W + 1) : 0, nw = b - wlo;
+        const int64_t flo = std::max<int64_t>(0, a - 2 * d.W + 1);
+        const int64_t nf = fading ? std::max<int64_t>(0, (b - d.W) - flo) : 0;
         int64_t ne = 0;
         if (entries != nullptr)
-          for (const EideticEntry& e : *entries)
-            if (e.position <= t - d.W) ++ne;  // ascending positions: the visible ones come first
-        // Entries retrieved from the store for this chunk, under the same visibility rule.
+          while (ne < static_cast<int64_t>(entries->size()) && (*entries)[ne].position <= b - 1 - d.W) ++ne;
         const std::vector<RetrievedEntry>* fetched =
             q_raw != nullptr && !st.retrieved.empty() && !st.retrieved[g].empty() ? &st.retrieved[g]
                                                                                   : nullptr;
-        int64_t nr = 0;
-        if (fetched != nullptr)
-          for (const RetrievedEntry& e : *fetched) nr += e.position <= t - d.W ? 1 : 0;
-        sc.resize(t - lo + 1 + nf + ne + nr);
-        float mx = -std::numeric_limits<float>::infinity();
-        int64_t k = 0;
-        for (int64_t j = lo; j <= t; ++j, ++k)
-          mx = std::max(mx, sc[k] = dot(qh, st.kv.row(j) + g * d.Dh, d.Dh) * scale);
-        for (int64_t j = flo; j < flo + nf; ++j, ++k)
-          mx = std::max(mx, sc[k] = dot(qh, st.kvf.row(j) + g * d.Dh, d.Dh) * scale);
-        if (ne > 0) {
-          const float* qr = q_raw + i * qk + h * d.Dh;
-          for (int64_t e = 0; e < ne; ++e, ++k)
-            mx = std::max(mx, sc[k] = dot(qr, st.memory_kv.data() + e * 2 * d.kvd + g * d.Dh, d.Dh) * scale);
+        const int64_t nr = fetched != nullptr ? static_cast<int64_t>(fetched->size()) : 0;
+        const int64_t cols = nw + nf + ne + nr;
+        S.resize(nb * cols);
+        float* Sw = S.data();
+        matmul(false, true, static_cast<int>(nb), static_cast<int>(nw), d.Dh, scale, qb, d.width,
+               st.kv.row(wlo) + g * d.Dh, ld, 0.0f, Sw, static_cast<int>(cols));
+        if (nf > 0)
+          matmul(false, true, static_cast<int>(nb), static_cast<int>(nf), d.Dh, scale, qb, d.width,
+                 st.kvf.row(flo) + g * d.Dh, ld, 0.0f, Sw + nw, static_cast<int>(cols));
+        const float* qr = q_raw != nullptr ? q_raw + (a - t0) * qk + h * d.Dh : nullptr;
+        if (ne > 0)
+          matmul(false, true, static_cast<int>(nb), static_cast<int>(ne), d.Dh, scale, qr, qk,
+                 st.memory_kv.data() + g * d.Dh, ld, 0.0f, Sw + nw + nf, static_cast<int>(cols));
+        for (int64_t i = 0; i < nb && nr > 0; ++i)
+          for (int64_t e = 0; e < nr; ++e)
+            Sw[i * cols + nw + nf + ne + e] = dot(qr + i * qk, (*fetched)[e].kv.data(), d.Dh) * scale;
+        // Mask what query t may not read, then softmax each row (masked weights are exactly 0).
+        for (int64_t i = 0; i < nb; ++i) {
+          const int64_t t = a + i;
+          float* row = Sw + i * cols;
+          const auto visible = [&](int64_t c) {
+            if (c < nw) return wlo + c <= t && (d.W == 0 || wlo + c >= t - d.W + 1);
+            if (c < nw + nf) {
+              const int64_t p = flo + (c - nw);
+              return p >= t - 2 * d.W + 1 && p <= t - d.W;
+            }
+            if (c < nw + nf + ne) return (*entries)[c - nw - nf].position <= t - d.W;
+            return (*fetched)[c - nw - nf - ne].position <= t - d.W;
+          };
+          float mx = -std::numeric_limits<float>::infinity();
+          for (int64_t c = 0; c < cols; ++c)
+            if (visible(c)) mx = std::max(mx, row[c]);
+          float sum = 0.0f;
+          for (int64_t c = 0; c < cols; ++c) {
+            row[c] = visible(c) ? std::exp(row[c] - mx) : 0.0f;
+            sum += row[c];
+          }
+          const float inv = 1.0f / sum;
+          for (int64_t c = 0; c < cols; ++c) row[c] *= inv;
         }
-        if (nr > 0) {
-          const float* qr = q_raw + i * qk + h * d.Dh;
-          for (const RetrievedEntry& e : *fetched)
-            if (e.position <= t - d.W) mx = std::max(mx, sc[k++] = dot(qr, e.kv.data(), d.Dh) * scale);
-        }
-        float sum = 0.0f;
-        for (float& s : sc) sum += (s = std::exp(s - mx));
-        const float inv = 1.0f / sum;
-        float* o = out + i * d.qd + h * d.Dh;
-        std::fill(o, o + d.Dh, 0.0f);
-        const auto acc = [&](const float* v, float p) {
-#pragma omp simd
-          for (int c = 0; c < d.Dh; ++c) o[c] += p * v[c];
-        };
-        k = 0;
-        for (int64_t j = lo; j <= t; ++j, ++k) acc(st.kv.row(j) + d.kvd + g * d.Dh, sc[k] * inv);
-        for (int64_t j = flo; j < flo + nf; ++j, ++k) acc(st.kvf.row(j) + d.kvd + g * d.Dh, sc[k] * inv);
-        for (int64_t e = 0; e < ne; ++e, ++k)
-          acc(st.memory_kv.data() + e * 2 * d.kvd + d.kvd + g * d.Dh, sc[k] * inv);
-        if (nr > 0)
-          for (const RetrievedEntry& e : *fetched)
-            if (e.position <= t - d.W) acc(e.kv.data() + d.Dh, sc[k++] * inv);
+        float* ob = out + (a - t0) * d.qd + h * d.Dh;
+        matmul(false, false, static_cast<int>(nb), d.Dh, static_cast<int>(nw), 1.0f, Sw,
+               static_cast<int>(cols), st.kv.row(wlo) + d.kvd + g * d.Dh, ld, 0.0f, ob, d.qd);
+        if (nf > 0)
+          matmul(false, false, static_cast<int>(nb), d.Dh, static_cast<int>(nf), 1.0f, Sw + nw,
+                 static_cast<int>(cols), st.kvf.row(flo) + d.kvd + g * d.Dh, ld, 1.0f, ob, d.qd);
+        if (ne > 0)
+          matmul(false, false, static_cast<int>(nb), d.Dh, static_cast<int>(ne), 1.0f, Sw + nw + nf,
+                 static_cast<int>(cols), st.memory_kv.data() + d.kvd + g * d.Dh, ld, 1.0f, ob, d.qd);
+        for (int64_t i = 0; i < nb && nr > 0; ++i)
+          for (int64_t e = 0; e < nr; ++e) {
+            const float p = Sw[i * cols + nw + nf + ne + e];
+            const float* v = (*fetched)[e].kv.data() + d.Dh;
+            for (int c = 0; c < d.Dh; ++c) ob[i * d.qd + c] += p * v[c];
+          }
       }
   }
 }
