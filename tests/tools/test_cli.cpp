@@ -217,6 +217,14 @@ TEST_F(Generate, SavedStateContinuesLikeTheWholePrompt) {
   EXPECT_EQ(a["tokens"], b["tokens"]);
   EXPECT_EQ(a["tokens"].size(), 12u);
   EXPECT_EQ(b["position"], 22);
+  // The same prompt from a file and from stdin.
+  write("prompt.txt", "1 2 3 4 5 6 7 8 9 10 11\n");
+  const Result file = run("generate " + ckpt_ + " --ids --prompt-file " + path("prompt.txt") + " -n 12 --json");
+  const Result in = run("generate " + ckpt_ + " --ids -n 12 --json < " + path("prompt.txt"));
+  ASSERT_EQ(file.exit_code, 0) << file.err;
+  ASSERT_EQ(in.exit_code, 0) << in.err;
+  EXPECT_EQ(nlohmann::json::parse(file.out)["tokens"], a["tokens"]);
+  EXPECT_EQ(nlohmann::json::parse(in.out)["tokens"], a["tokens"]);
   EXPECT_GT(a["state_bytes"].get<int64_t>(), 0);
 }
 
