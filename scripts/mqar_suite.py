@@ -238,7 +238,9 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     lines = ["# MQAR results", "",
              f"Command: `scripts/mqar_suite.py --out {os.path.relpath(args.out, ROOT)} --lrs {args.lrs}"
-             + (f" --steps {args.steps}" if args.steps else "") + f" --threads {args.threads} --jobs {args.jobs}`", "",
+             + (f" --steps {args.steps}" if args.steps else "")
+             + f" --capacities {args.capacities}" + (f" --capacity-lrs {args.capacity_lrs}" if args.capacity_lrs else "")
+             + f" --threads {args.threads} --jobs {args.jobs}`", "",
              "Best final accuracy over the learning-rate sweep (learning rate of the best run in brackets); "
              "each run evaluates on held-out batches at its last step.", "",
              "| model | params | " + " | ".join(labels[t] for t in tasks) + " |",

@@ -19,6 +19,7 @@
 #include "model/config.hpp"
 #include "model/flops.hpp"
 #include "model/model.hpp"
+#include "parity_dump.hpp"
 #include "train/adamw.hpp"
 #include "train/checkpoint.hpp"
 #include "train/trainer.hpp"
@@ -404,6 +405,24 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   infer_bench->add_flag("--json", ib.json, "One JSON line per context length");
 
+  ParityDumpOptions pd;
+  auto* parity = app.add_subcommand(
+      "parity-dump",
+      "Write logits, loss and gradients of one batch (for the PyTorch reference's parity tests)");
+  parity->add_option("checkpoint", pd.checkpoint, "Checkpoint file")->required()->check(CLI::ExistingFile);
+  parity->add_option("--tokens", pd.tokens, "Input token ids, raw int32")
+      ->required()
+      ->check(CLI::ExistingFile);
+  parity->add_option("--targets", pd.targets, "Target ids, raw int32 (-100 = not scored)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  parity->add_option("--batch", pd.batch, "Sequences in the batch")->check(CLI::PositiveNumber);
+  parity->add_option("--adam-steps", pd.adam_steps, "AdamW steps on the batch afterwards")
+      ->check(CLI::NonNegativeNumber);
+  parity->add_flag("--reference-kernels", pd.reference_kernels, "Use the plain reference kernels");
+  parity->add_option("-o,--out", pd.out, "Output safetensors file")->required();
+  parity->add_option("--threads", pd.threads, "Threads (default: all cores)")->check(CLI::PositiveNumber);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -415,6 +434,7 @@ int main(int argc, char** argv) {
     if (*info) return run_info(info_o, info_ckpt, info_tensors);
     if (*bench) return run_bench(bench_o, bench_steps, bench_warmup);
     if (*generate) return run_generate(gen);
+    if (*parity) return run_parity_dump(pd);
     if (*infer_bench) {
       ib.fallback = default_config();
       return run_infer_bench(ib);

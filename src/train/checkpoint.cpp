@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/safetensors.hpp"
 
 namespace bmojo {
 
@@ -46,17 +47,6 @@ Rng::State rng_from_string(const std::string& text, const std::string& path) {
   for (auto& w : s)
     check(static_cast<bool>(in >> w), "checkpoint '" + path + "': malformed rng state '" + text + "'");
   return s;
-}
-
-void write_all(int fd, const void* data, size_t n, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    check(w > 0, "checkpoint: writing '" + path + "' failed: " + std::strerror(errno));
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
 }
 
 ParsedFile parse_file(const std::string& path) {
@@ -148,63 +138,23 @@ CheckpointInfo info_from(const ParsedFile& f, const std::string& path) {
 
 void save_checkpoint(const std::string& path, const Config& config, const Model& model,
                      const AdamW* optimizer, const TrainingState& state) {
-  struct Item {
-    std::string name;
-    const TensorSpec* spec;
-    const float* base;
-  };
-  std::vector<Item> items;
-  for (const TensorSpec& t : model.layout().tensors()) items.push_back({t.name, &t, model.params()});
+  std::vector<SafetensorsItem> items;
+  for (const TensorSpec& t : model.layout().tensors())
+    items.push_back({t.name, t.shape, model.params() + t.offset});
   if (optimizer != nullptr)
     for (const TensorSpec& t : model.layout().tensors()) {
-      items.push_back({"optimizer.m." + t.name, &t, optimizer->first_moment().data()});
-      items.push_back({"optimizer.v." + t.name, &t, optimizer->second_moment().data()});
+      items.push_back({"optimizer.m." + t.name, t.shape, optimizer->first_moment().data() + t.offset});
+      items.push_back({"optimizer.v." + t.name, t.shape, optimizer->second_moment().data() + t.offset});
     }
-  json header;
-  uint64_t offset = 0;
-  for (const Item& it : items) {
-    const uint64_t bytes = it.spec->numel * 4;
-    header[it.name] = {
-        {"dtype", "F32"}, {"shape", it.spec->shape}, {"data_offsets", {offset, offset + bytes}}};
-    offset += bytes;
-  }
-  header["__metadata__"] = {{"format", kCheckpointFormat},
-                            {"format_version", std::to_string(kCheckpointVersion)},
-                            {"config", config_to_json(config).dump()},
-                            {"step", std::to_string(state.step)},
-                            {"data_position", std::to_string(state.data_position)},
-                            {"rng", rng_to_string(state.rng)},
-                            {"optimizer", optimizer ? "adamw" : "none"}};
-  std::string text = header.dump();
-  text.append((8 - text.size() % 8) % 8, ' ');
-  unsigned char len[8];
-  for (int i = 0; i < 8; ++i)
-    len[i] = static_cast<unsigned char>(static_cast<uint64_t>(text.size()) >> (8 * i));
-
-  const std::filesystem::path target(path);
-  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  check(fd >= 0, "checkpoint: cannot create '" + tmp + "': " + std::strerror(errno));
-  try {
-    write_all(fd, len, 8, tmp);
-    write_all(fd, text.data(), text.size(), tmp);
-    for (const Item& it : items) write_all(fd, it.base + it.spec->offset, it.spec->numel * 4, tmp);
-    check(::fsync(fd) == 0, "checkpoint: fsync of '" + tmp + "' failed: " + std::strerror(errno));
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  ::close(fd);
-  check(::rename(tmp.c_str(), path.c_str()) == 0,
-        "checkpoint: cannot rename '" + tmp + "' to '" + path + "': " + std::strerror(errno));
-  const std::string dir = target.has_parent_path() ? target.parent_path().string() : ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  write_safetensors(path, items,
+                    {{"format", kCheckpointFormat},
+                     {"format_version", std::to_string(kCheckpointVersion)},
+                     {"config", config_to_json(config).dump()},
+                     {"step", std::to_string(state.step)},
+                     {"data_position", std::to_string(state.data_position)},
+                     {"rng", rng_to_string(state.rng)},
+                     {"optimizer", optimizer ? "adamw" : "none"}},
+                    "checkpoint");
 }
 
 CheckpointInfo read_checkpoint_info(const std::string& path) {
