@@ -21,7 +21,7 @@ std::vector<int32_t> read_ids(const std::string& path) {
   const std::string bytes = read_file(path);
   check(bytes.size() % 4 == 0, "parity-dump: '" + path + "' is not a whole number of int32 token ids");
   std::vector<int32_t> ids(bytes.size() / 4);
-  std::memcpy(ids.data(), bytes.data(), bytes.size());
+  if (!ids.empty()) std::memcpy(ids.data(), bytes.data(), bytes.size());
   return ids;
 }
 

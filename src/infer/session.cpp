@@ -106,7 +106,7 @@ class Reader {
                                 " values, more than this model can hold (" + std::to_string(max_count) + ")");
     need(n * sizeof(float));
     std::vector<float> v(n);
-    std::memcpy(v.data(), s_.data() + at_, n * sizeof(float));
+    if (n > 0) std::memcpy(v.data(), s_.data() + at_, n * sizeof(float));
     at_ += n * sizeof(float);
     return v;
   }
