@@ -8,7 +8,8 @@ runs without OPENBLAS_CORETYPE (so both OpenBLAS builds pick their AVX-512 kerne
 counts bmojo's model FLOPs per token (src/model/flops.cpp) for both.
 
 Usage: /usr/bin/python3 reference/bench_vs_torch.py --config configs/bench/attention_4l_256.json
-                                                   [--steps 10] [--warmup 2] [--threads 2] [--json]
+                                                   [--steps 10] [--warmup 2] [--threads 2] [--bf16] [--json]
+--bf16 runs bmojo with its bf16 matmul path (train.bf16_matmul); PyTorch stays fp32.
 """
 import argparse
 import json
@@ -65,6 +66,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "bmojo"))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--bf16", action="store_true", help="bmojo with its bf16 matmul path (PyTorch stays fp32)")
     ap.add_argument("--torch-side", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -77,7 +79,8 @@ def main():
         sys.exit("bench_vs_torch: use a config with data.task = random (every position scored on both sides)")
     common = ["--threads", str(args.threads)]
     bm = json.loads(subprocess.run([args.binary, "bench", "--config", args.config, "--steps", str(args.steps),
-                                    "--warmup", str(args.warmup), "--json"] + common,
+                                    "--warmup", str(args.warmup), "--json"] + common
+                                   + (["--set", "train.bf16_matmul=true"] if args.bf16 else []),
                                    check=True, capture_output=True, text=True).stdout)
     with tempfile.TemporaryDirectory() as tmp:
         # The same initial weights on both sides: bmojo writes them, the reference reads them.
@@ -93,6 +96,7 @@ def main():
         pt = json.loads(out.stdout.strip().splitlines()[-1])
     flops = bm["model_flops_per_token"]
     result = {"config": os.path.relpath(args.config, ROOT), "layers": bm["layers"], "threads": args.threads,
+              "bmojo_bf16_matmul": args.bf16,
               "blas_core": bm["blas_core"], "bmojo_tokens_per_s": bm["tokens_per_s"],
               "torch_tokens_per_s": pt["tokens_per_s"], "ratio": bm["tokens_per_s"] / pt["tokens_per_s"],
               "bmojo_gflops": bm["gflops"], "torch_gflops": flops * pt["tokens_per_s"] / 1e9,
@@ -103,7 +107,7 @@ def main():
     else:
         print(f"{result['config']}: {bm['layers']}, T {bm['T']}, batch {bm['batch']}, {args.threads} threads, "
               f"{args.steps} steps (median)")
-        print(f"  bmojo   {bm['tokens_per_s']:9.0f} tokens/s  {bm['ms_per_step_median']:8.1f} ms/step  "
+        print(f"  bmojo{' bf16' if args.bf16 else '     '}{bm['tokens_per_s']:9.0f} tokens/s  {bm['ms_per_step_median']:8.1f} ms/step  "
               f"{bm['gflops']:6.1f} GFLOP/s ({100 * bm['gflops'] / PEAK_GFLOPS:.0f}% of fp32 peak)")
         print(f"  PyTorch {pt['tokens_per_s']:9.0f} tokens/s  {pt['ms_per_step_median']:8.1f} ms/step  "
               f"{result['torch_gflops']:6.1f} GFLOP/s ({100 * result['torch_gflops'] / PEAK_GFLOPS:.0f}% of peak)"

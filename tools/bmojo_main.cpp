@@ -225,6 +225,7 @@ int run_info(const CommonOptions& o, const std::string& checkpoint, bool tensors
 int run_bench(const CommonOptions& o, int steps, int warmup) {
   apply_threads(o.threads);
   const Config c = build_config(o);
+  set_matmul_bf16(c.train.bf16_matmul);
   Model model(c.model);
   model.init_weights(c.train.seed);
   AdamW opt(model.layout().slab_size());
@@ -260,6 +261,7 @@ int run_bench(const CommonOptions& o, int steps, int warmup) {
                       {"batch", B},
                       {"threads", num_threads()},
                       {"blas_core", blas_core_name()},
+                      {"bf16_matmul", c.train.bf16_matmul},
                       {"params", model.num_params()},
                       {"ms_per_step_median", median},
                       {"ms_per_step_mean", mean},
@@ -271,9 +273,9 @@ int run_bench(const CommonOptions& o, int steps, int warmup) {
                      .dump()
               << std::endl;
   } else {
-    std::printf("bench | layers %s | d_model %d | T %d | batch %d | params %zu | threads %d | BLAS %s\n",
+    std::printf("bench | layers %s | d_model %d | T %d | batch %d | params %zu | threads %d | BLAS %s%s\n",
                 c.model.layers.c_str(), c.model.d_model, T, B, model.num_params(), num_threads(),
-                blas_core_name().c_str());
+                blas_core_name().c_str(), c.train.bf16_matmul ? " | bf16 matmuls (oneDNN)" : "");
     std::printf(
         "ms/step median %.2f (min %.2f, max %.2f, %d steps) | %.0f tokens/s | %.2f MFLOP/token | %.1f "
         "GFLOP/s\n",

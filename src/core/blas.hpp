@@ -8,6 +8,17 @@ namespace bmojo {
 void matmul(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
             const float* B, int ldb, float beta, float* C, int ldc);
 
+// Matrix products with bf16 inputs and fp32 accumulation (oneDNN, fpmath mode bf16; about twice the fp32
+// rate on CPUs with AVX-512 BF16). Off by default; when on, matmul() uses it for products of at least
+// kBf16MinFlops multiply-adds and OpenBLAS fp32 for the small ones. Parameters, gradients, optimizer state
+// and every other kernel stay fp32.
+void set_matmul_bf16(bool on);
+bool matmul_bf16();
+inline constexpr double kBf16MinFlops = 32.0 * 32 * 32;
+// The oneDNN implementation chosen for a bf16 product of this shape (e.g. "brg:avx512_core_bf16"): for
+// `bmojo info` and tests.
+std::string bf16_matmul_impl(int M, int N, int K);
+
 // The CPU kernel family OpenBLAS picked (e.g. "Cooperlake", "Haswell").
 std::string blas_core_name();
 

@@ -169,10 +169,10 @@ Config config_from_json(const json& j) {
   }
   if (j.contains("train")) {
     const json& t = j["train"];
-    reject_unknown(
-        t, "train",
-        {"steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio", "weight_decay", "beta1", "beta2",
-         "adam_eps", "grad_clip", "eval_every", "eval_batches", "log_every", "checkpoint_every", "seed"});
+    reject_unknown(t, "train",
+                   {"steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio", "weight_decay", "beta1",
+                    "beta2", "adam_eps", "grad_clip", "eval_every", "eval_batches", "log_every",
+                    "checkpoint_every", "seed", "bf16_matmul"});
     auto& o = c.train;
     read(t, "train", "steps", o.steps);
     read(t, "train", "batch_size", o.batch_size);
@@ -189,6 +189,7 @@ Config config_from_json(const json& j) {
     read(t, "train", "log_every", o.log_every);
     read(t, "train", "checkpoint_every", o.checkpoint_every);
     read(t, "train", "seed", o.seed);
+    read(t, "train", "bf16_matmul", o.bf16_matmul);
   }
   if (j.contains("data")) {
     const json& d = j["data"];
@@ -245,7 +246,8 @@ json config_to_json(const Config& c) {
                 {"eval_batches", t.eval_batches},
                 {"log_every", t.log_every},
                 {"checkpoint_every", t.checkpoint_every},
-                {"seed", t.seed}}},
+                {"seed", t.seed},
+                {"bf16_matmul", t.bf16_matmul}}},
               {"data",
                {{"task", d.task},
                 {"seq_len", d.seq_len},

@@ -56,6 +56,7 @@ struct TrainConfig {
   int log_every = 10;
   int checkpoint_every = 0;  // 0 = only at the end
   uint64_t seed = 1234;
+  bool bf16_matmul = false;  // matrix products with bf16 inputs, fp32 accumulation (core/blas.hpp)
   void validate() const;
 };
 

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 
+#include "core/blas.hpp"
 #include "core/error.hpp"
 #include "data/mqar.hpp"
 #include "model/flops.hpp"
@@ -69,8 +70,20 @@ void Trainer::save(const std::string& path) {
   save_checkpoint(path, config_, *model_, optimizer_.get(), state_);
 }
 
+namespace {
+
+// Sets the matrix-product precision for the duration of a run.
+struct MatmulPrecision {
+  explicit MatmulPrecision(bool bf16) : previous(matmul_bf16()) { set_matmul_bf16(bf16); }
+  ~MatmulPrecision() { set_matmul_bf16(previous); }
+  bool previous;
+};
+
+}  // namespace
+
 TrainSummary Trainer::run() {
   const TrainConfig& tc = config_.train;
+  const MatmulPrecision precision(tc.bf16_matmul);
   const int64_t last = options_.stop_after >= 0 ? std::min<int64_t>(options_.stop_after, tc.steps) : tc.steps;
   std::ostream* out = options_.progress;
   if (!options_.out_dir.empty()) std::filesystem::create_directories(options_.out_dir);
