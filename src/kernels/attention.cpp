@@ -8,6 +8,7 @@
 
 #include "core/blas.hpp"
 #include "core/error.hpp"
+#include "kernels/vector_math.hpp"
 
 namespace bmojo {
 
@@ -314,7 +315,12 @@ void attention_forward(float* out, int64_t ldo, float* lse, const AttentionInput
             float mx = -std::numeric_limits<float>::infinity();
             for (int j = 0; j < nk; ++j) mx = std::max(mx, s[j]);
             float sum = 0.0f;
-            for (int j = 0; j < nk; ++j) sum += (s[j] = std::exp(s[j] - mx));
+#pragma omp simd reduction(+ : sum)
+            for (int j = 0; j < nk; ++j) {
+              const float x = s[j] - mx;  // masked columns hold -inf: exactly 0
+              s[j] = x == -std::numeric_limits<float>::infinity() ? 0.0f : fast_exp(x);
+              sum += s[j];
+            }
             const float inv = 1.0f / sum;
             for (int j = 0; j < nk; ++j) s[j] *= inv;
             lse_row[k.t0 + i] = mx + std::log(sum);
@@ -392,8 +398,10 @@ void attention_backward(const AttentionGrads& gr, const float* dout, const float
               float delta = 0.0f;
               for (int c = 0; c < d.Dh; ++c) delta += dob[i * ldo + c] * ob[i * ldo + c];
               const float l = lse_row[t0 + i];
+#pragma omp simd
               for (int j = 0; j < nk; ++j) {
-                p[j] = std::exp(p[j] - l);  // masked columns: exp(-inf) = 0
+                const float x = p[j] - l;  // masked columns hold -inf: exactly 0
+                p[j] = x == -std::numeric_limits<float>::infinity() ? 0.0f : fast_exp(x);
                 dp[j] = p[j] * (dp[j] - delta) * scale;
               }
             }

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/parallel.hpp"
+#include "kernels/vector_math.hpp"
 
 namespace bmojo {
 
@@ -22,14 +23,26 @@ CrossEntropyResult cross_entropy_forward_backward(float* logits, const int32_t* 
     int arg = 0;
     for (int c = 1; c < V; ++c)
       if (z[c] > mx) mx = z[c], arg = c;
-    double sum = 0.0;
-    for (int c = 0; c < V; ++c) sum += std::exp(static_cast<double>(z[c] - mx));
     const int y = targets[i];
-    losses[i] = std::log(sum) - (z[y] - mx);
+    const float zy = z[y];
+    // One vectorised exp pass; with want_grad z then holds exp(z - max) (the softmax numerators).
+    float sum = 0.0f;
+    if (want_grad) {
+#pragma omp simd reduction(+ : sum)
+      for (int c = 0; c < V; ++c) {
+        z[c] = fast_exp(z[c] - mx);
+        sum += z[c];
+      }
+    } else {
+#pragma omp simd reduction(+ : sum)
+      for (int c = 0; c < V; ++c) sum += fast_exp(z[c] - mx);
+    }
+    losses[i] = std::log(static_cast<double>(sum)) - (zy - mx);
     hits[i] = (arg == y);
     if (want_grad) {
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int c = 0; c < V; ++c) z[c] = std::exp(z[c] - mx) * inv * grad_scale;
+      const float scale = grad_scale / sum;
+#pragma omp simd
+      for (int c = 0; c < V; ++c) z[c] *= scale;
       z[y] -= grad_scale;
     }
   }

@@ -8,6 +8,7 @@ void swiglu_forward(float* act, const float* gate_up, int64_t N, int F) {
     const float* g = gate_up + i * 2 * F;
     const float* u = g + F;
     float* a = act + i * F;
+#pragma omp simd
     for (int c = 0; c < F; ++c) a[c] = siluf(g[c]) * u[c];
   }
 }
@@ -20,6 +21,7 @@ void swiglu_backward(float* dgate_up, const float* dact, const float* gate_up, i
     const float* da = dact + i * F;
     float* dg = dgate_up + i * 2 * F;
     float* du = dg + F;
+#pragma omp simd
     for (int c = 0; c < F; ++c) {
       dg[c] = da[c] * u[c] * silu_grad(g[c]);
       du[c] = da[c] * siluf(g[c]);

@@ -61,7 +61,7 @@ void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn
     causal_conv_continue(act.conv.data(), act.xz.data(), w, *state, B, T, C, K);
   else
     causal_conv_forward(act.conv.data(), act.xz.data(), 2 * C, w.conv_weight, w.conv_bias, B, T, C, K);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < N * C; ++i) act.x[i] = siluf(act.conv[i]);
   linear_forward(act.dbc.data(), bc, act.x.data(), C, w.x_proj, bc, N, C, bc);
   linear_forward(act.dt_raw.data(), C, act.dbc.data(), bc, w.dt_proj, C, N, R, C);
@@ -86,6 +86,7 @@ void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn
     selective_scan_forward(act.y.data(), act.x.data(), act.dt.data(), act.A.data(), Bm, Cm, bc, w.D, sd);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < N; ++i)
+#pragma omp simd
     for (int c = 0; c < C; ++c) act.gated[i * C + c] = act.y[i * C + c] * siluf(act.xz[i * 2 * C + C + c]);
   linear_forward(residual, D, act.gated.data(), C, w.out_proj, D, N, C, D, 1.0f);
 }
@@ -109,6 +110,7 @@ void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& s, c
   float* dy = s.dgated.data();
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < N; ++i)
+#pragma omp simd
     for (int c = 0; c < C; ++c) {
       const float z = act.xz[i * 2 * C + C + c];
       const float g = dy[i * C + c];
@@ -139,7 +141,7 @@ void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& s, c
                   false);
   linear_backward(s.dx.data(), C, dw.x_proj, bc, s.ddbc.data(), bc, act.x.data(), C, w.x_proj, N, C, bc,
                   true);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < N * C; ++i) s.dx[i] *= silu_grad(act.conv[i]);
   causal_conv_backward(s.dxz.data(), 2 * C, dw.conv_weight, dw.conv_bias, s.dx.data(), act.xz.data(), 2 * C,
                        w.conv_weight, B, T, C, K);
