@@ -12,7 +12,11 @@ namespace bmojo {
 #pragma omp declare simd notinbranch
 inline float fast_exp(float x) {
   x = x < -87.3f ? -87.3f : (x > 88.37f ? 88.37f : x);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  // floor(t) through integer conversion: GCC does not vectorise std::floor (trapping-math semantics).
+  const float t = x * 1.44269504088896341f + 0.5f;
+  int32_t ni = static_cast<int32_t>(t);
+  ni -= static_cast<int32_t>(t < static_cast<float>(ni));
+  const float n = static_cast<float>(ni);
   const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
   float p = 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
