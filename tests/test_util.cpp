@@ -1,9 +1,11 @@
 #include "test_util.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "core/rng.hpp"
 #include "model/model.hpp"
@@ -71,6 +73,19 @@ void expect_gradient(const std::function<double()>& f, float* x, const float* an
                     << " (largest |grad| " << scale << ")";
   }
   EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << count << " sampled entries disagree";
+}
+
+void ScratchDirTest::SetUp() {
+  dir_ = std::filesystem::temp_directory_path() /
+         ("bmojo_" + std::to_string(::getpid()) + "_" +
+          ::testing::UnitTest::GetInstance()->current_test_info()->test_suite_name() + "_" +
+          ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  std::filesystem::remove_all(dir_);
+  std::filesystem::create_directories(dir_);
+}
+
+void ScratchDirTest::TearDown() {
+  std::filesystem::remove_all(dir_);
 }
 
 }  // namespace bmojo::test

@@ -1,6 +1,9 @@
 // Helpers for kernel tests: random data, error metrics, finite-difference gradient checks.
 #pragma once
+#include <gtest/gtest.h>
+
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -31,5 +34,15 @@ double dot(const float* out, const float* weight, size_t n);
 // indices of x spread over [0, n). f recomputes the objective from the current x.
 void expect_gradient(const std::function<double()>& f, float* x, const float* analytic, size_t n,
                      const std::string& what, int samples = 24, float eps = 1e-3f, double tolerance = 2e-2);
+
+// A fixture with a fresh, empty scratch directory per test (named after the test and the process),
+// removed afterwards.
+class ScratchDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::filesystem::path dir_;
+};
 
 }  // namespace bmojo::test

@@ -12,10 +12,13 @@
 #include "core/blas.hpp"
 #include "core/error.hpp"
 #include "core/runtime.hpp"
+#include "data/batches.hpp"
 #include "data/mqar.hpp"
+#include "data_cmd.hpp"
 #include "generate.hpp"
 #include "infer/streaming_eval.hpp"
 #include "infer_bench.hpp"
+#include "lengthgen.hpp"
 #include "model/config.hpp"
 #include "model/flops.hpp"
 #include "model/model.hpp"
@@ -128,6 +131,7 @@ int run_train(const CommonOptions& o, const std::string& out_dir, const std::str
 struct EvalOptions {
   std::string checkpoint;
   int batches = 0;
+  bool all = false;
   bool streaming = false;
   std::string store_dir;
   int retrieve = 8;
@@ -150,10 +154,17 @@ int run_eval(const CommonOptions& o, const EvalOptions& e) {
               a + "'");
     apply_override(c, a);
   }
+  if (c.data.task == "text") c.data.tokenizer = checkpoint_tokenizer_spec(e.checkpoint, info);
   c.validate();
   Model model(c.model);
   load_checkpoint(e.checkpoint, model, nullptr);
-  const int batches = e.batches > 0 ? e.batches : c.train.eval_batches;
+  int batches = e.batches > 0 ? e.batches : c.train.eval_batches;
+  if (e.all) {
+    check(c.data.task == "text", "eval: --all applies to the text task (every window of the token file)");
+    const BatchSource data(c);
+    const int64_t windows = text_windows(*data.eval_file(), c.data.seq_len);
+    batches = static_cast<int>((windows + c.train.batch_size - 1) / c.train.batch_size);
+  }
   const bool streaming = e.streaming || !e.store_dir.empty();
   const auto t0 = std::chrono::steady_clock::now();
   EvalResult r;
@@ -169,14 +180,26 @@ int run_eval(const CommonOptions& o, const EvalOptions& e) {
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string mode = !e.store_dir.empty() ? "streaming+store" : streaming ? "streaming" : "parallel";
-  if (o.json)
-    std::cout << json{{"loss", r.loss},         {"accuracy", r.accuracy},
-                      {"labelled", r.labelled}, {"params", model.num_params()},
-                      {"mode", mode},           {"seq_len", c.data.total_length()},
-                      {"seconds", secs}}
-                     .dump()
-              << std::endl;
-  else
+  const bool text = c.data.task == "text";
+  if (o.json) {
+    json j{{"loss", r.loss},         {"accuracy", r.accuracy},
+           {"labelled", r.labelled}, {"params", model.num_params()},
+           {"mode", mode},           {"seq_len", c.data.total_length()},
+           {"seconds", secs}};
+    if (text) {
+      j["perplexity"] = r.perplexity();
+      j["bits_per_byte"] = r.bits_per_byte;
+      j["bytes"] = r.bytes;
+    }
+    std::cout << j.dump() << std::endl;
+  } else if (text) {
+    std::printf(
+        "eval %s | step %lld | %s | T %d | loss %.4f | perplexity %.3f | bits/byte %.4f | next-token "
+        "accuracy %.4f (%lld tokens, %lld bytes) | %.2f s\n",
+        e.checkpoint.c_str(), static_cast<long long>(info.state.step), mode.c_str(), c.data.seq_len, r.loss,
+        r.perplexity(), r.bits_per_byte, r.accuracy, static_cast<long long>(r.labelled),
+        static_cast<long long>(r.bytes), secs);
+  } else
     std::printf("eval %s | step %lld | %s | T %d | loss %.4f | accuracy %.4f (%lld queries) | %.2f s\n",
                 e.checkpoint.c_str(), static_cast<long long>(info.state.step), mode.c_str(),
                 c.data.total_length(), r.loss, r.accuracy, static_cast<long long>(r.labelled), secs);
@@ -229,12 +252,13 @@ int run_bench(const CommonOptions& o, int steps, int warmup) {
   Model model(c.model);
   model.init_weights(c.train.seed);
   AdamW opt(model.layout().slab_size());
+  const BatchSource data(c);
   const int T = c.data.total_length(), B = c.train.batch_size;
   std::vector<double> ms;
   double head_fraction = 1.0;
   if (c.data.task == "mqar") head_fraction = static_cast<double>(c.data.num_kv_pairs) / T;
   for (int i = 0; i < warmup + steps; ++i) {
-    const Batch batch = make_batch(c.data, c.model.vocab_size, B, c.train.seed, Split::kTrain, i);
+    const Batch batch = data.train(static_cast<uint64_t>(i));
     const auto t0 = std::chrono::steady_clock::now();
     model.zero_grads();
     model.forward(batch.inputs.data(), batch.targets.data(), B, T);
@@ -336,6 +360,55 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   eval->add_option("--prefill-block", eval_e.block, "Streaming block size (default 256)")
       ->check(CLI::PositiveNumber);
+  eval->add_flag("--all", eval_e.all,
+                 "Text task: score every window of the validation token file (e.g. --set "
+                 "data.valid_tokens=test.bmtok), not train.eval_batches of them");
+
+  auto* data = app.add_subcommand("data", "Prepare text: train a BPE tokenizer, tokenize into token files");
+  data->require_subcommand(1);
+  DataTokenizerOptions dt;
+  auto* data_tok = data->add_subcommand("tokenizer", "Train a SentencePiece BPE tokenizer on text files");
+  data_tok->add_option("-i,--input", dt.inputs, "Text files (one document each) or directories of them")
+      ->required();
+  data_tok->add_option("-o,--out", dt.out, "Tokenizer model file to write")->required();
+  data_tok->add_option("--vocab", dt.vocab_size, "Vocabulary size (default 4096)")
+      ->check(CLI::Range(260, 1 << 20));
+  data_tok
+      ->add_option("--max-sentences", dt.max_sentences, "Sentences sampled for training (default 2000000)")
+      ->check(CLI::PositiveNumber);
+  data_tok->add_option("--threads", dt.threads, "Threads (default: all cores)")->check(CLI::PositiveNumber);
+  data_tok->add_flag("--verbose", dt.verbose, "Show SentencePiece's log");
+  DataEncodeOptions de;
+  auto* data_enc = data->add_subcommand("encode", "Tokenize text files into a token file for training");
+  data_enc->add_option("-i,--input", de.inputs, "Text files (one document each) or directories of them")
+      ->required();
+  data_enc->add_option("-t,--tokenizer", de.tokenizer, "\"byte\" or a tokenizer model file (default byte)");
+  data_enc->add_option("-o,--out", de.out, "Token file to write")->required();
+  std::string data_info_path;
+  bool data_info_json = false;
+  auto* data_info = data->add_subcommand("info", "Describe a token file");
+  data_info->add_option("file", data_info_path, "Token file")->required()->check(CLI::ExistingFile);
+  data_info->add_flag("--json", data_info_json, "One JSON line");
+
+  LengthGenOptions lg;
+  auto* lengthgen = app.add_subcommand(
+      "lengthgen", "Length generalisation: loss at T, 2T, 4T, 8T and per position bucket, on long documents");
+  lengthgen->add_option("checkpoint", lg.checkpoint, "Checkpoint file")->required()->check(CLI::ExistingFile);
+  lengthgen->add_option("--tokens", lg.tokens, "Token file of held-out documents")
+      ->required()
+      ->check(CLI::ExistingFile);
+  lengthgen->add_option("--multiples", lg.multiples, "Multiples of T (default 1,2,4,8)")->delimiter(',');
+  lengthgen->add_option("--train-length", lg.train_length, "T (default: the checkpoint's data.seq_len)")
+      ->check(CLI::PositiveNumber);
+  lengthgen->add_option("--bucket", lg.bucket, "Positions per bucket (default T/4)")
+      ->check(CLI::PositiveNumber);
+  lengthgen->add_option("--max-docs", lg.max_docs, "Documents to score (default 16)")
+      ->check(CLI::PositiveNumber);
+  lengthgen->add_option("--prefill-block", lg.block, "Streaming block size (default 256)")
+      ->check(CLI::PositiveNumber);
+  lengthgen->add_option("--threads", lg.threads, "Threads (default: all cores)")->check(CLI::PositiveNumber);
+  lengthgen->add_option("-o,--out", lg.out, "Also write the JSON result to this file");
+  lengthgen->add_flag("--json", lg.json, "Print the result as one JSON line");
 
   auto* info = app.add_subcommand("info", "Show the build, the BLAS kernels in use, and a model's size");
   add_common(info, info_o, true);
@@ -437,6 +510,10 @@ int main(int argc, char** argv) {
     if (*bench) return run_bench(bench_o, bench_steps, bench_warmup);
     if (*generate) return run_generate(gen);
     if (*parity) return run_parity_dump(pd);
+    if (*data_tok) return run_data_tokenizer(dt);
+    if (*data_enc) return run_data_encode(de);
+    if (*data_info) return run_data_info(data_info_path, data_info_json);
+    if (*lengthgen) return run_lengthgen(lg);
     if (*infer_bench) {
       ib.fallback = default_config();
       return run_infer_bench(ib);

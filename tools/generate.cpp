@@ -106,13 +106,18 @@ int run_generate(const GenerateOptions& o) {
   Model model(info.config.model);
   load_checkpoint(o.checkpoint, model, nullptr);
   const int V = model.config().vocab_size;
+  // Text in and out goes through the tokenizer the model was trained with (byte-level for the synthetic
+  // tasks); a missing or different tokenizer is an error, not silent garbage.
+  const Tokenizer tokenizer =
+      o.ids ? Tokenizer() : Tokenizer::load(checkpoint_tokenizer_spec(o.checkpoint, info));
   if (!o.ids)
-    check(V >= ByteTokenizer::kVocab, "this model's vocabulary has " + std::to_string(V) +
-                                          " tokens, too few for byte-level text (256); give the prompt as "
-                                          "token ids with --ids");
+    check(V >= tokenizer.vocab_size(), "this model's vocabulary has " + std::to_string(V) +
+                                           " tokens, too few for " + tokenizer.kind_name() + " text (" +
+                                           std::to_string(tokenizer.vocab_size()) +
+                                           "); give the prompt as token ids with --ids");
 
   const std::string prompt_text = read_prompt(o);
-  const std::vector<int32_t> prompt = o.ids ? parse_ids(prompt_text) : ByteTokenizer::encode(prompt_text);
+  const std::vector<int32_t> prompt = o.ids ? parse_ids(prompt_text) : tokenizer.encode(prompt_text);
   Session session(model);
   if (!o.store_dir.empty())
     for (const std::string& notice : session.attach_store(o.store_dir, o.retrieve, o.store_sync))
@@ -151,7 +156,7 @@ int run_generate(const GenerateOptions& o) {
       break;
     }
     bool stopped = false;
-    emit(filter.push(o.ids ? (i ? " " : "") + std::to_string(tok) : ByteTokenizer::decode(tok), stopped));
+    emit(filter.push(o.ids ? (i ? " " : "") + std::to_string(tok) : tokenizer.decode(tok), stopped));
     if (stopped) {
       stop_reason = "stop_string";
       break;

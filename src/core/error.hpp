@@ -19,4 +19,10 @@ inline void check(bool condition, const std::string& message) {
   if (!condition) fail(message);
 }
 
+// A literal message is turned into a string only on failure (hot paths call check() every step; a message
+// built from pieces is still built every time: write `if (!ok) fail(...)` there).
+inline void check(bool condition, const char* message) {
+  if (!condition) fail(message);
+}
+
 }  // namespace bmojo

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "core/error.hpp"
 #include "core/rng.hpp"
 #include "model/model.hpp"
 
@@ -63,6 +64,7 @@ void mqar_example(int32_t* inputs, int32_t* targets, const DataConfig& d, int vo
 Batch make_batch(const DataConfig& d, int vocab_size, int batch_size, uint64_t seed, Split split,
                  uint64_t index) {
   Batch batch;
+  check(d.task != "text", "make_batch: the text task's batches come from token files (data/batches.hpp)");
   batch.B = batch_size;
   batch.T = d.total_length();
   batch.inputs.resize(static_cast<size_t>(batch.B) * batch.T);

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <filesystem>
 
-#include "data/mqar.hpp"
+#include "data/batches.hpp"
 #include "infer/session.hpp"
 
 namespace bmojo {
@@ -13,10 +13,22 @@ EvalResult evaluate_streaming(const Model& model, const Config& config, const St
   EvalResult r;
   double loss_sum = 0.0;
   int64_t correct = 0, sequence = 0;
-  std::vector<float> logits(V);
+  const BatchSource data(config);
+  const auto score = [&](const float* row, int32_t target) {
+    float mx = row[0];
+    int best = 0;
+    for (int v = 1; v < V; ++v)
+      if (row[v] > mx) mx = row[v], best = v;
+    double z = 0.0;
+    for (int v = 0; v < V; ++v) z += std::exp(static_cast<double>(row[v]) - mx);
+    loss_sum += std::log(z) + mx - row[target];
+    correct += best == target ? 1 : 0;
+    ++r.labelled;
+    if (data.text()) r.bytes += data.eval_token_bytes(target);
+  };
+  std::vector<float> logits(data.text() ? static_cast<size_t>(config.data.seq_len) * V : V);
   for (int i = 0; i < options.batches; ++i) {
-    const Batch b = make_batch(config.data, V, config.train.batch_size, config.train.seed, Split::kEval,
-                               static_cast<uint64_t>(i));
+    const Batch b = data.eval(static_cast<uint64_t>(i));
     for (int s = 0; s < b.B; ++s, ++sequence) {
       const int32_t* in = b.inputs.data() + static_cast<int64_t>(s) * b.T;
       const int32_t* tg = b.targets.data() + static_cast<int64_t>(s) * b.T;
@@ -28,21 +40,20 @@ EvalResult evaluate_streaming(const Model& model, const Config& config, const St
         std::filesystem::remove_all(dir, ec);  // a leftover of an interrupted run; errors surface below
         session.attach_store(dir, options.retrieve, true);
       }
-      // Feed up to each labelled position and score the logits there.
-      int64_t fed = 0;
-      for (int t = 0; t < b.T; ++t) {
-        if (tg[t] == kIgnoreLabel) continue;
-        session.feed(in + fed, t + 1 - fed, logits.data(), false, options.block);
-        fed = t + 1;
-        float mx = logits[0];
-        int best = 0;
-        for (int v = 1; v < V; ++v)
-          if (logits[v] > mx) mx = logits[v], best = v;
-        double z = 0.0;
-        for (int v = 0; v < V; ++v) z += std::exp(static_cast<double>(logits[v]) - mx);
-        loss_sum += std::log(z) + mx - logits[tg[t]];
-        correct += best == tg[t] ? 1 : 0;
-        ++r.labelled;
+      if (data.text()) {
+        // Every position is labelled: one pass with the logits of every position.
+        session.feed(in, b.T, logits.data(), true, options.block);
+        for (int t = 0; t < b.T; ++t)
+          if (tg[t] != kIgnoreLabel) score(logits.data() + static_cast<size_t>(t) * V, tg[t]);
+      } else {
+        // Feed up to each labelled position and score the logits there.
+        int64_t fed = 0;
+        for (int t = 0; t < b.T; ++t) {
+          if (tg[t] == kIgnoreLabel) continue;
+          session.feed(in + fed, t + 1 - fed, logits.data(), false, options.block);
+          fed = t + 1;
+          score(logits.data(), tg[t]);
+        }
       }
       if (!dir.empty()) {
         session = Session(model);  // closes the stores before their files go
@@ -55,6 +66,7 @@ EvalResult evaluate_streaming(const Model& model, const Config& config, const St
     r.loss = loss_sum / r.labelled;
     r.accuracy = static_cast<double>(correct) / r.labelled;
   }
+  if (r.bytes > 0) r.bits_per_byte = loss_sum / std::log(2.0) / static_cast<double>(r.bytes);
   return r;
 }
 

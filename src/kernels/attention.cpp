@@ -61,8 +61,10 @@ const std::vector<int32_t>* entries_of(const AttentionInputs& in, const Attentio
 
 // Query blocks: at most kQueryBlock rows; with eidetic entries they never straddle a chunk of W, so that
 // every row of a block reads the same memory snapshot.
-std::vector<std::pair<int, int>> query_blocks(const AttentionInputs& in, const AttentionDims& d) {
-  std::vector<std::pair<int, int>> blocks;
+// The vector is the calling thread's, reused from call to call (no allocation in the training step).
+const std::vector<std::pair<int, int>>& query_blocks(const AttentionInputs& in, const AttentionDims& d) {
+  thread_local std::vector<std::pair<int, int>> blocks;
+  blocks.clear();
   const int step = has_eidetic(in, d) ? d.window : d.T;
   for (int c0 = 0; c0 < d.T; c0 += step) {
     const int c1 = std::min(d.T, c0 + step);
@@ -115,10 +117,15 @@ void mask_row(float* s, const Block& k, int t, int W) {
     if (k.pos[j] > t - W) e[j] = ninf;
 }
 
-// Per-thread buffers of the fast kernel.
+// Per-thread buffers of the fast kernel, kept from call to call: they only grow.
 struct Workspace {
   std::vector<float> S, dS, ke, ve, dke, dve;
 };
+
+Workspace& thread_workspace() {
+  thread_local Workspace ws;
+  return ws;
+}
 
 void gather_entries(Workspace& ws, const AttentionInputs& in, const AttentionDims& d, const Block& k, int b,
                     int g) {
@@ -293,11 +300,11 @@ void attention_forward(float* out, int64_t ldo, float* lse, const AttentionInput
   check_inputs(in, d);
   const int group = d.H / d.Hk;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.Dh));
-  const auto blocks = query_blocks(in, d);
+  const auto& blocks = query_blocks(in, d);
   const int nblocks = static_cast<int>(blocks.size());
 #pragma omp parallel
   {
-    Workspace ws;
+    Workspace& ws = thread_workspace();
 #pragma omp for collapse(3) schedule(static)
     for (int b = 0; b < d.B; ++b)
       for (int h = 0; h < d.H; ++h)
@@ -345,14 +352,14 @@ void attention_backward(const AttentionGrads& gr, const float* dout, const float
   const int group = d.H / d.Hk;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.Dh));
   const bool fading = has_fading(in, d), eidetic = has_eidetic(in, d);
-  const auto blocks = query_blocks(in, d);
+  const auto& blocks = query_blocks(in, d);
   const int ldq = static_cast<int>(in.ldq), ldkv = static_cast<int>(in.ldkv), ldf = static_cast<int>(in.ldf);
   const int ld_o = static_cast<int>(ldo);
   // One task per (b, KV head): every write to that head's key and value gradients happens in one thread, in
   // a fixed order, so results do not depend on the thread count.
 #pragma omp parallel
   {
-    Workspace ws;
+    Workspace& ws = thread_workspace();
 #pragma omp for collapse(2) schedule(static)
     for (int b = 0; b < d.B; ++b)
       for (int g = 0; g < d.Hk; ++g) {

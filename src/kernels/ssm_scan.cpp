@@ -131,7 +131,8 @@ void scan_forward_fast(float* y, const float* x, const float* dt, const float* A
   const int blocks = (d.C + kChannelBlock - 1) / kChannelBlock;
 #pragma omp parallel
   {
-    std::vector<float> s(static_cast<size_t>(kChannelBlock) * N);
+    thread_local std::vector<float> s;  // per-thread, kept between calls
+    s.resize(static_cast<size_t>(kChannelBlock) * N);
 #pragma omp for collapse(2) schedule(static)
     for (int b = 0; b < d.B; ++b)
       for (int blk = 0; blk < blocks; ++blk) {
@@ -192,9 +193,11 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
   {
     float* my_dB = partial_base + static_cast<size_t>(omp_get_thread_num()) * 2 * bc_size;
     float* my_dC = my_dB + bc_size;
-    std::vector<float> states(static_cast<size_t>(d.T) * kChannelBlock * N);
-    std::vector<float> g(static_cast<size_t>(kChannelBlock) * N);
-    const std::vector<float> zeros(static_cast<size_t>(kChannelBlock) * N, 0.0f);  // s_{-1}
+    // Per-thread buffers, kept between calls (no allocation in the training step).
+    thread_local std::vector<float> states, g, zeros;
+    states.resize(static_cast<size_t>(d.T) * kChannelBlock * N);
+    g.resize(static_cast<size_t>(kChannelBlock) * N);
+    zeros.assign(static_cast<size_t>(kChannelBlock) * N, 0.0f);  // s_{-1}
     // Channel blocks are split statically across threads; each thread does every batch row of its blocks,
     // so dA and dDskip for a channel are summed by one thread in a fixed order.
 #pragma omp for schedule(static)

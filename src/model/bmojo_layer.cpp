@@ -111,14 +111,15 @@ void bmojo_layer_forward(float* residual, BmojoActivations& act, const float* xn
     rope_apply(act.kvf.data(), 2 * s.kvd, B, T, s.d.Hk, 0, rope, false);
   }
 
-  if (!keep_selection) act.plan = EideticPlan{};
+  // A plan about to be recomputed keeps its buffers (no allocation in the training step).
+  if (!keep_selection && !(innovation && eidetic)) act.plan = EideticPlan{};
   if (innovation) {
     act.innovation_error.resize(s.N * s.D);
     act.scores.resize(s.N);
     act.innovation_mean = innovation_forward(act.scores.data(), act.innovation_error.data(), xn, act.y.data(),
                                              w.bmojo.innovation, B, T, s.D);
     if (eidetic && !keep_selection)
-      act.plan = plan_eidetic_memory(act.scores.data(), B, T, selection_rule_of(cfg));
+      plan_eidetic_memory(act.plan, act.scores.data(), B, T, selection_rule_of(cfg));
   }
 
   act.output.resize(s.N * s.qd);

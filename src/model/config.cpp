@@ -109,8 +109,15 @@ void TrainConfig::validate() const {
 }
 
 void DataConfig::validate(int vocab_size) const {
-  check(task == "mqar" || task == "random",
-        "config: 'data.task' must be \"mqar\" or \"random\", got \"" + task + "\"");
+  check(task == "mqar" || task == "random" || task == "text",
+        "config: 'data.task' must be \"mqar\", \"random\" or \"text\", got \"" + task + "\"");
+  if (task == "text") {
+    check(!train_tokens.empty(),
+          "config: 'data.train_tokens' (a token file from `bmojo data encode`) is "
+          "required when data.task is \"text\"");
+    check(gap == 0, "config: 'data.gap' must be 0 for the text task");
+    check(!tokenizer.empty(), "config: 'data.tokenizer' must be \"byte\" or a SentencePiece model path");
+  }
   positive(seq_len, "data.seq_len");
   check(gap >= 0, "config: 'data.gap' must be >= 0");
   if (task == "mqar") {
@@ -193,7 +200,9 @@ Config config_from_json(const json& j) {
   }
   if (j.contains("data")) {
     const json& d = j["data"];
-    reject_unknown(d, "data", {"task", "seq_len", "num_kv_pairs", "random_non_queries", "gap", "power_a"});
+    reject_unknown(d, "data",
+                   {"task", "seq_len", "num_kv_pairs", "random_non_queries", "gap", "power_a", "train_tokens",
+                    "valid_tokens", "tokenizer"});
     auto& o = c.data;
     read(d, "data", "task", o.task);
     read(d, "data", "seq_len", o.seq_len);
@@ -201,6 +210,9 @@ Config config_from_json(const json& j) {
     read(d, "data", "random_non_queries", o.random_non_queries);
     read(d, "data", "gap", o.gap);
     read(d, "data", "power_a", o.power_a);
+    read(d, "data", "train_tokens", o.train_tokens);
+    read(d, "data", "valid_tokens", o.valid_tokens);
+    read(d, "data", "tokenizer", o.tokenizer);
   }
   return c;
 }
@@ -254,7 +266,10 @@ json config_to_json(const Config& c) {
                 {"num_kv_pairs", d.num_kv_pairs},
                 {"random_non_queries", d.random_non_queries},
                 {"gap", d.gap},
-                {"power_a", d.power_a}}}};
+                {"power_a", d.power_a},
+                {"train_tokens", d.train_tokens},
+                {"valid_tokens", d.valid_tokens},
+                {"tokenizer", d.tokenizer}}}};
 }
 
 Config load_config_file(const std::string& path) {

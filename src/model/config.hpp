@@ -61,12 +61,17 @@ struct TrainConfig {
 };
 
 struct DataConfig {
-  std::string task = "mqar";  // mqar | random (uniform tokens, every position labelled: for benchmarks)
-  int seq_len = 64;           // L
+  std::string task = "mqar";  // mqar | random (uniform tokens, for benchmarks) | text (token files)
+  int seq_len = 64;           // L; for text, the training length T
   int num_kv_pairs = 4;       // K
   bool random_non_queries = false;
   int gap = 0;  // G filler tokens between the pairs and the queries (long-range variant)
   double power_a = 0.01;
+  // task "text": token files made by `bmojo data encode` (paths relative to the working directory) and
+  // the tokenizer they were made with ("byte" or a SentencePiece model file).
+  std::string train_tokens;
+  std::string valid_tokens;
+  std::string tokenizer = "byte";
   int total_length() const { return seq_len + gap; }
   void validate(int vocab_size) const;
 };

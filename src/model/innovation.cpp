@@ -20,12 +20,15 @@ const char* eviction_name(Eviction e) {
 
 void EideticMemory::promote_chunk(const float* scores, int32_t chunk_start,
                                   std::vector<EideticEntry>* evicted) {
-  std::vector<EideticEntry> candidates;
+  std::vector<EideticEntry>& candidates = candidates_;
+  candidates.clear();
   for (int i = 0; i < rule_.window; ++i)
     if (scores[i] >= rule_.tau) candidates.push_back({chunk_start + i, scores[i]});
-  // Highest score first, earlier position on ties; NaN scores never pass the threshold above.
-  std::stable_sort(candidates.begin(), candidates.end(),
-                   [](const EideticEntry& a, const EideticEntry& b) { return a.score > b.score; });
+  // Highest score first, earlier position on ties (a total order, so std::sort needs no temporary
+  // buffer, unlike stable_sort); NaN scores never pass the threshold above.
+  std::sort(candidates.begin(), candidates.end(), [](const EideticEntry& a, const EideticEntry& b) {
+    return a.score > b.score || (a.score == b.score && a.position < b.position);
+  });
   if (static_cast<int>(candidates.size()) > rule_.per_chunk) candidates.resize(rule_.per_chunk);
   std::sort(candidates.begin(), candidates.end(),
             [](const EideticEntry& a, const EideticEntry& b) { return a.position < b.position; });
@@ -42,28 +45,38 @@ void EideticMemory::promote_chunk(const float* scores, int32_t chunk_start,
 
 std::vector<int32_t> EideticMemory::positions() const {
   std::vector<int32_t> p;
-  p.reserve(entries_.size());
-  for (const EideticEntry& e : entries_) p.push_back(e.position);
+  positions(p);
   return p;
 }
 
+void EideticMemory::positions(std::vector<int32_t>& out) const {
+  out.clear();
+  for (const EideticEntry& e : entries_) out.push_back(e.position);
+}
+
 EideticPlan plan_eidetic_memory(const float* scores, int B, int T, const SelectionRule& rule) {
+  EideticPlan plan;
+  plan_eidetic_memory(plan, scores, B, T, rule);
+  return plan;
+}
+
+void plan_eidetic_memory(EideticPlan& plan, const float* scores, int B, int T, const SelectionRule& rule) {
   check(rule.window >= 1, "eidetic memory: window must be >= 1");
   const int chunks = (T + rule.window - 1) / rule.window;
-  EideticPlan plan;
   plan.positions.resize(B);
+  thread_local EideticMemory memory;
   for (int b = 0; b < B; ++b) {
-    EideticMemory memory(rule);
+    memory.reset(rule);
     auto& per_chunk = plan.positions[b];
     per_chunk.resize(chunks);
     for (int c = 0; c < chunks; ++c) {
-      per_chunk[c] = memory.positions();
+      per_chunk[c].reserve(static_cast<size_t>(rule.capacity));  // never more entries than that
+      memory.positions(per_chunk[c]);
       const int start = c * rule.window;
       if (start + rule.window <= T && rule.per_chunk > 0 && rule.capacity > 0)
         memory.promote_chunk(scores + static_cast<int64_t>(b) * T + start, start);
     }
   }
-  return plan;
 }
 
 double innovation_forward(float* scores, float* e, const float* x, const float* y, const float* P, int B,

@@ -49,15 +49,28 @@ class EideticMemory {
   void promote_chunk(const float* scores, int32_t chunk_start, std::vector<EideticEntry>* evicted = nullptr);
   // Entries held, ascending by position.
   std::vector<int32_t> positions() const;
+  // The same into `out` (its capacity reused: no allocation once it is large enough).
+  void positions(std::vector<int32_t>& out) const;
   const std::vector<EideticEntry>& entries() const { return entries_; }
+  // Empties the memory and sets its rule, keeping its buffers.
+  void reset(const SelectionRule& rule) {
+    rule_ = rule;
+    entries_.clear();
+    entries_.reserve(static_cast<size_t>(rule.capacity + rule.per_chunk));
+    candidates_.reserve(static_cast<size_t>(rule.window));
+  }
 
  private:
   SelectionRule rule_;
-  std::vector<EideticEntry> entries_;  // ascending by position
+  std::vector<EideticEntry> entries_;     // ascending by position
+  std::vector<EideticEntry> candidates_;  // promote_chunk's scratch, kept between calls
 };
 
 // scores (B, T) -> plan[b][c]: the memory positions held before chunk c.
 EideticPlan plan_eidetic_memory(const float* scores, int B, int T, const SelectionRule& rule);
+// The same into an existing plan, reusing its buffers (the training step's form: no allocation once the
+// plan has been sized by a first step).
+void plan_eidetic_memory(EideticPlan& plan, const float* scores, int B, int T, const SelectionRule& rule);
 
 // scores (B, T) and e (B, T, D) = x - y_prev P from x (B, T, D), y (B, T, D), P (D, D). Returns mean_t s_t.
 double innovation_forward(float* scores, float* e, const float* x, const float* y, const float* P, int B,

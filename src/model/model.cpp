@@ -155,14 +155,15 @@ void Model::init_weights(uint64_t seed) {
 }
 
 void Model::forward_trunk(const int32_t* tokens, int B, int T) {
-  check(B > 0 && T > 0,
-        "forward: batch and length must be positive, got B=" + std::to_string(B) + " T=" + std::to_string(T));
+  if (B <= 0 || T <= 0)
+    fail("forward: batch and length must be positive, got B=" + std::to_string(B) +
+         " T=" + std::to_string(T));
   const int D = config_.d_model, V = config_.vocab_size;
   const int64_t N = static_cast<int64_t>(B) * T;
   for (int64_t i = 0; i < N; ++i)
-    check(tokens[i] >= 0 && tokens[i] < V, "token " + std::to_string(tokens[i]) + " at position " +
-                                               std::to_string(i) + " is outside the vocabulary [0, " +
-                                               std::to_string(V) + ")");
+    if (tokens[i] < 0 || tokens[i] >= V)  // not check(): its message would be built for every token
+      fail("token " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
+           " is outside the vocabulary [0, " + std::to_string(V) + ")");
   const bool keep_selection = frozen_selection_ && B == B_ && T == T_;
   B_ = B;
   T_ = T;
@@ -226,9 +227,9 @@ LossResult Model::forward(const int32_t* tokens, const int32_t* targets, int B, 
   labelled_targets_.clear();
   for (int64_t i = 0; i < N; ++i) {
     if (targets[i] == kIgnoreLabel) continue;
-    check(targets[i] >= 0 && targets[i] < V, "label " + std::to_string(targets[i]) + " at position " +
-                                                 std::to_string(i) + " is outside the vocabulary [0, " +
-                                                 std::to_string(V) + ") and is not the ignore label -100");
+    if (targets[i] < 0 || targets[i] >= V)
+      fail("label " + std::to_string(targets[i]) + " at position " + std::to_string(i) +
+           " is outside the vocabulary [0, " + std::to_string(V) + ") and is not the ignore label -100");
     labelled_rows_.push_back(i);
     labelled_targets_.push_back(targets[i]);
   }

@@ -17,14 +17,18 @@ float learning_rate(const TrainConfig& t, int64_t step) {
 
 double global_norm(const float* g, size_t n) {
   const int threads = omp_get_max_threads();
-  std::vector<double> partial(threads, 0.0);
+  // The calling thread's buffer, reused (no allocation in the training step); the workers write through
+  // a pointer to it, not through the thread_local name, which would name their own.
+  thread_local std::vector<double> partial;
+  partial.assign(threads, 0.0);
+  double* sums = partial.data();
 #pragma omp parallel num_threads(threads)
   {
     int64_t begin, end;
     split_range(static_cast<int64_t>(n), omp_get_thread_num(), omp_get_num_threads(), begin, end);
     double s = 0.0;
     for (int64_t i = begin; i < end; ++i) s += static_cast<double>(g[i]) * g[i];
-    partial[omp_get_thread_num()] = s;
+    sums[omp_get_thread_num()] = s;
   }
   double total = 0.0;
   for (double s : partial) total += s;

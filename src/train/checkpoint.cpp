@@ -14,6 +14,7 @@
 
 #include "core/error.hpp"
 #include "core/safetensors.hpp"
+#include "data/tokenizer.hpp"
 
 namespace bmojo {
 
@@ -126,8 +127,9 @@ CheckpointInfo info_from(const ParsedFile& f, const std::string& path) {
   try {
     info.state.step = std::stoll(m.value("step", "0"));
     info.state.data_position = std::stoull(m.value("data_position", "0"));
+    info.state.tokenizer_hash = std::stoull(m.value("tokenizer_hash", "0"));
   } catch (const std::exception&) {
-    fail(where + "malformed step or data_position in metadata");
+    fail(where + "malformed step, data_position or tokenizer_hash in metadata");
   }
   info.state.rng = rng_from_string(m.value("rng", "0 0 0 0"), path);
   info.has_optimizer = m.value("optimizer", "") == "adamw";
@@ -153,6 +155,7 @@ void save_checkpoint(const std::string& path, const Config& config, const Model&
                      {"step", std::to_string(state.step)},
                      {"data_position", std::to_string(state.data_position)},
                      {"rng", rng_to_string(state.rng)},
+                     {"tokenizer_hash", std::to_string(state.tokenizer_hash)},
                      {"optimizer", optimizer ? "adamw" : "none"}},
                     "checkpoint");
 }
@@ -196,6 +199,27 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt
   check(model_tensors == expected, where + "tensor count does not match the configured model");
   if (optimizer != nullptr) optimizer->set_steps_taken(info.state.step);
   return info;
+}
+
+std::string checkpoint_tokenizer_spec(const std::string& checkpoint_path, const CheckpointInfo& info) {
+  const uint64_t want = info.state.tokenizer_hash;
+  if (want == 0) return "byte";
+  if (want == byte_tokenizer_hash()) return "byte";
+  std::vector<std::string> candidates;
+  candidates.push_back((std::filesystem::path(checkpoint_path).parent_path() / "tokenizer.model").string());
+  if (info.config.data.tokenizer != "byte") candidates.push_back(info.config.data.tokenizer);
+  std::string tried;
+  for (const std::string& c : candidates) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(c, ec)) {
+      tried += (tried.empty() ? "" : ", ") + c + " (missing)";
+      continue;
+    }
+    if (Tokenizer::load(c).hash() == want) return c;
+    tried += (tried.empty() ? "" : ", ") + c + " (a different tokenizer)";
+  }
+  fail("checkpoint '" + checkpoint_path + "': the tokenizer it was trained with was not found: tried " +
+       tried);
 }
 
 }  // namespace bmojo

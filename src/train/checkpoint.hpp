@@ -20,6 +20,9 @@ struct TrainingState {
   int64_t step = 0;            // optimizer updates done
   uint64_t data_position = 0;  // next training batch index
   Rng::State rng{};
+  // Hash of the tokenizer of the text the model was trained on (data/tokenizer.hpp); 0 for the synthetic
+  // tasks. Evaluation and generation check the tokenizer they load against it.
+  uint64_t tokenizer_hash = 0;
 };
 
 struct CheckpointInfo {
@@ -38,5 +41,11 @@ CheckpointInfo read_checkpoint_info(const std::string& path);
 // Loads weights (and moments when optimizer is given) into a model built from a config; every tensor's
 // shape must match what the model expects.
 CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* optimizer);
+
+// The tokenizer a checkpoint was trained with: "byte", the tokenizer.model next to the checkpoint (the
+// trainer copies it there), or the config's data.tokenizer path. Throws when none of them matches the hash
+// the checkpoint records (a model never runs with a tokenizer it was not trained with). For checkpoints
+// of the synthetic tasks (no hash) it returns "byte".
+std::string checkpoint_tokenizer_spec(const std::string& checkpoint_path, const CheckpointInfo& info);
 
 }  // namespace bmojo

@@ -1,6 +1,7 @@
 #include "train/trainer.hpp"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -9,6 +10,7 @@
 
 #include "core/blas.hpp"
 #include "core/error.hpp"
+#include "core/file_io.hpp"
 #include "data/mqar.hpp"
 #include "model/flops.hpp"
 
@@ -24,27 +26,41 @@ std::string format(const char* fmt, double a) {
 
 }  // namespace
 
+double EvalResult::perplexity() const {
+  return std::exp(loss);
+}
+
 EvalResult evaluate_model(Model& model, const Config& config, int batches) {
+  const BatchSource data(config);
+  return evaluate_model(model, config, data, batches);
+}
+
+EvalResult evaluate_model(Model& model, const Config& config, const BatchSource& data, int batches) {
+  (void)config;
   EvalResult r;
   double loss_sum = 0.0;
   int64_t correct = 0;
   for (int i = 0; i < batches; ++i) {
-    const Batch b = make_batch(config.data, config.model.vocab_size, config.train.batch_size,
-                               config.train.seed, Split::kEval, static_cast<uint64_t>(i));
+    const Batch b = data.eval(static_cast<uint64_t>(i));
     const LossResult l = model.forward(b.inputs.data(), b.targets.data(), b.B, b.T);
     loss_sum += l.loss * l.labelled;
     correct += l.correct;
     r.labelled += l.labelled;
+    if (data.text())
+      for (int32_t t : b.targets)
+        if (t != kIgnoreLabel) r.bytes += data.eval_token_bytes(t);
   }
   if (r.labelled > 0) {
     r.loss = loss_sum / r.labelled;
     r.accuracy = static_cast<double>(correct) / r.labelled;
   }
+  if (r.bytes > 0) r.bits_per_byte = loss_sum / std::log(2.0) / static_cast<double>(r.bytes);
   return r;
 }
 
 Trainer::Trainer(const Config& config, TrainOptions options) : config_(config), options_(std::move(options)) {
   config_.validate();
+  data_ = std::make_unique<BatchSource>(config_);
   model_ = std::make_unique<Model>(config_.model);
   optimizer_ = std::make_unique<AdamW>(model_->layout().slab_size());
   if (options_.resume_from.empty()) {
@@ -53,11 +69,14 @@ Trainer::Trainer(const Config& config, TrainOptions options) : config_(config), 
   } else {
     const CheckpointInfo info = load_checkpoint(options_.resume_from, *model_, optimizer_.get());
     state_ = info.state;
+    check(state_.tokenizer_hash == data_->tokenizer_hash(),
+          "cannot resume from " + options_.resume_from + ": it was trained on text of another tokenizer");
   }
+  state_.tokenizer_hash = data_->tokenizer_hash();
 }
 
 EvalResult Trainer::evaluate() {
-  return evaluate_model(*model_, config_, config_.train.eval_batches);
+  return evaluate_model(*model_, config_, *data_, config_.train.eval_batches);
 }
 
 void Trainer::log_line(const std::string& line) {
@@ -86,7 +105,13 @@ TrainSummary Trainer::run() {
   const MatmulPrecision precision(tc.bf16_matmul);
   const int64_t last = options_.stop_after >= 0 ? std::min<int64_t>(options_.stop_after, tc.steps) : tc.steps;
   std::ostream* out = options_.progress;
-  if (!options_.out_dir.empty()) std::filesystem::create_directories(options_.out_dir);
+  if (!options_.out_dir.empty()) {
+    std::filesystem::create_directories(options_.out_dir);
+    // The tokenizer travels with the model: generation and evaluation load it from next to the checkpoint.
+    if (data_->text() && config_.data.tokenizer != "byte")
+      write_file_atomic((std::filesystem::path(options_.out_dir) / "tokenizer.model").string(),
+                        read_file(config_.data.tokenizer));
+  }
   const std::string ckpt =
       options_.out_dir.empty()
           ? ""
@@ -108,8 +133,7 @@ TrainSummary Trainer::run() {
   if (out && state_.step > 0) *out << "resuming at step " << state_.step << "\n";
   while (state_.step < last) {
     const auto t0 = std::chrono::steady_clock::now();
-    const Batch batch = make_batch(config_.data, config_.model.vocab_size, tc.batch_size, tc.seed,
-                                   Split::kTrain, state_.data_position);
+    const Batch batch = data_->train(state_.data_position);
     model_->zero_grads();
     const LossResult r = model_->forward(batch.inputs.data(), batch.targets.data(), batch.B, batch.T);
     model_->backward();
@@ -150,26 +174,38 @@ TrainSummary Trainer::run() {
     const bool eval_now = tc.eval_every > 0 && state_.step % tc.eval_every == 0 && state_.step != last;
     if (eval_now) {
       const EvalResult e = evaluate();
-      log_line(
-          nlohmann::json{{"step", state_.step}, {"eval_loss", e.loss}, {"eval_accuracy", e.accuracy}}.dump());
+      nlohmann::json j{{"step", state_.step}, {"eval_loss", e.loss}, {"eval_accuracy", e.accuracy}};
+      if (data_->text()) j["eval_bits_per_byte"] = e.bits_per_byte;
+      log_line(j.dump());
       if (out)
         *out << "eval step " << state_.step << " | loss " << format("%.4f", e.loss) << " | acc "
-             << format("%.3f", e.accuracy) << std::endl;
+             << format("%.3f", e.accuracy)
+             << (data_->text() ? " | ppl " + format("%.2f", e.perplexity()) + " | bpb " +
+                                     format("%.4f", e.bits_per_byte)
+                               : std::string())
+             << std::endl;
     }
     if (!ckpt.empty() && tc.checkpoint_every > 0 && state_.step % tc.checkpoint_every == 0) save(ckpt);
   }
   summary.steps = state_.step;
   summary.eval = evaluate();
-  log_line(nlohmann::json{
-      {"step", state_.step},
-      {"eval_loss", summary.eval.loss},
-      {"eval_accuracy", summary.eval.accuracy},
-      {"final",
-       true}}.dump());
-  if (out)
-    *out << "final eval at step " << state_.step << " | loss " << format("%.4f", summary.eval.loss)
-         << " | accuracy " << format("%.4f", summary.eval.accuracy) << " (" << summary.eval.labelled
-         << " queries)" << std::endl;
+  nlohmann::json fj{{"step", state_.step},
+                    {"eval_loss", summary.eval.loss},
+                    {"eval_accuracy", summary.eval.accuracy},
+                    {"final", true}};
+  if (data_->text()) fj["eval_bits_per_byte"] = summary.eval.bits_per_byte;
+  log_line(fj.dump());
+  if (out) {
+    *out << "final eval at step " << state_.step << " | loss " << format("%.4f", summary.eval.loss);
+    if (data_->text())
+      *out << " | perplexity " << format("%.3f", summary.eval.perplexity()) << " | bits/byte "
+           << format("%.4f", summary.eval.bits_per_byte) << " | next-token accuracy "
+           << format("%.4f", summary.eval.accuracy) << " (" << summary.eval.labelled << " tokens)"
+           << std::endl;
+    else
+      *out << " | accuracy " << format("%.4f", summary.eval.accuracy) << " (" << summary.eval.labelled
+           << " queries)" << std::endl;
+  }
   if (timed_steps > 0) {
     summary.ms_per_step = timed_ms / timed_steps;
     summary.tokens_per_second = tokens_per_step / (summary.ms_per_step / 1000.0);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "data/batches.hpp"
 #include "model/config.hpp"
 #include "model/model.hpp"
 #include "train/adamw.hpp"
@@ -22,9 +23,14 @@ struct TrainOptions {
 };
 
 struct EvalResult {
-  double loss = 0.0;
-  double accuracy = 0.0;
+  double loss = 0.0;      // mean cross-entropy (nats) over labelled positions
+  double accuracy = 0.0;  // top-1 accuracy over labelled positions
   int64_t labelled = 0;
+  // Text task: bytes of text the labelled targets decode to, and the loss in bits per byte
+  // (total nats / ln 2 / bytes), comparable across tokenizers.
+  int64_t bytes = 0;
+  double bits_per_byte = 0.0;
+  double perplexity() const;
 };
 
 struct TrainSummary {
@@ -52,6 +58,7 @@ class Trainer {
 
   Config config_;
   TrainOptions options_;
+  std::unique_ptr<BatchSource> data_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<AdamW> optimizer_;
   TrainingState state_;
@@ -60,5 +67,6 @@ class Trainer {
 
 // Evaluates a model on `batches` held-out batches of the config's task.
 EvalResult evaluate_model(Model& model, const Config& config, int batches);
+EvalResult evaluate_model(Model& model, const Config& config, const BatchSource& data, int batches);
 
 }  // namespace bmojo

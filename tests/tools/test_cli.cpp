@@ -10,6 +10,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "test_util.hpp"
+
 namespace bmojo {
 namespace {
 
@@ -21,18 +23,8 @@ struct Result {
   std::string out, err;
 };
 
-class Cli : public ::testing::Test {
+class Cli : public test::ScratchDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("bmojo_cli_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
   void write(const std::string& name, const std::string& text) const { std::ofstream(path(name)) << text; }
 
   Result run(const std::string& args) const {
@@ -65,8 +57,6 @@ class Cli : public ::testing::Test {
                "train": {"steps": 4, "batch_size": 4, "eval_batches": 1, "log_every": 2},
                "data": {"seq_len": 16, "num_kv_pairs": 2}})";
   }
-
-  fs::path dir_;
 };
 
 TEST_F(Cli, TrainEvalInfoEndToEnd) {
@@ -119,6 +109,87 @@ TEST_F(Cli, MixedLetterPatternsTrainAndEvaluate) {
   EXPECT_EQ(info["config"]["model"]["eviction"], "lowest_score");
 }
 
+// Text end to end: tokenizer, token files, training on text, perplexity (parallel and streaming),
+// the length sweep and generation with the trained tokenizer.
+TEST_F(Cli, TextPipelineEndToEnd) {
+  fs::create_directories(path("corpus"));
+  std::string text;
+  for (int i = 0; i < 400; ++i)
+    text +=
+        (i % 3 ? "the whale and the ship sailed the sea. " : "Our union is strong and our credit good.\n");
+  write("corpus/a.txt", text);
+  write("corpus/b.txt", text.substr(0, 9000));
+  Result r =
+      run("data tokenizer -i " + path("corpus") + " -o " + path("bpe.model") + " --vocab 300 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run("data encode -i " + path("corpus") + " -t " + path("bpe.model") + " -o " + path("t.bmtok"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run("data info " + path("t.bmtok") + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto info = nlohmann::json::parse(r.out);
+  EXPECT_EQ(info["documents"], 2);
+  EXPECT_EQ(info["vocab_size"], 300);
+  EXPECT_EQ(info["bytes"], text.size() + 9000);
+  EXPECT_LT(info["tokens"].get<int64_t>(), static_cast<int64_t>(text.size() + 9000) / 2);
+  write(
+      "c.json",
+      R"({"model": {"vocab_size": 300, "d_model": 16, "n_heads": 2, "layers": "BA", "window": 8, "k": 2, "m": 4},
+                      "train": {"steps": 4, "batch_size": 2, "eval_batches": 2, "log_every": 2},
+                      "data": {"task": "text", "seq_len": 32, "train_tokens": ")" +
+          path("t.bmtok") + R"(", "tokenizer": ")" + path("bpe.model") + R"("}})");
+  r = run("train -c " + path("c.json") + " -o " + path("run") + " --json --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("perplexity"), std::string::npos) << r.err;
+  const std::string ckpt = path("run/checkpoint.safetensors");
+  r = run("eval " + ckpt + " --all --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto parallel = nlohmann::json::parse(r.out);
+  r = run("eval " + ckpt + " --all --streaming --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto streamed = nlohmann::json::parse(r.out);
+  EXPECT_EQ(parallel["labelled"], streamed["labelled"]);
+  EXPECT_EQ(parallel["labelled"].get<int64_t>(), (info["tokens"].get<int64_t>() - 1) / 32 * 32);
+  EXPECT_NEAR(parallel["bits_per_byte"].get<double>(), streamed["bits_per_byte"].get<double>(), 1e-3);
+  r = run("lengthgen " + ckpt + " --tokens " + path("t.bmtok") + " --multiples 1,2,4 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto lg = nlohmann::json::parse(r.out);
+  EXPECT_EQ(lg["per_multiple"].size(), 3u);
+  EXPECT_EQ(lg["buckets"].size(), 16u);  // 4T = 128 positions in buckets of T/4 = 8
+  r = run("generate " + ckpt + " -p \"The whale\" -n 5 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(nlohmann::json::parse(r.out).contains("text"));
+  // The tokenizer is found next to the checkpoint even when the original is gone; a missing one is an error.
+  fs::remove(path("bpe.model"));
+  EXPECT_EQ(run("generate " + ckpt + " -p x -n 2 --json").exit_code, 0);
+  fs::remove(path("run/tokenizer.model"));
+  expect_error("generate " + ckpt + " -p x -n 2", "tokenizer it was trained with was not found");
+  // Length sweep longer than any document.
+  expect_error("lengthgen " + ckpt + " --tokens " + path("t.bmtok") + " --multiples 1,1000", "no document");
+}
+
+TEST_F(Cli, BadTextData) {
+  write("c.json", R"({"model": {"vocab_size": 256, "d_model": 16, "n_heads": 2, "layers": "A"},
+                      "train": {"steps": 1, "batch_size": 2},
+                      "data": {"task": "text", "seq_len": 16, "train_tokens": "/nonexistent/x.bmtok"}})");
+  expect_error("train -c " + path("c.json"), "/nonexistent/x.bmtok");
+  write("d.json", R"({"model": {"vocab_size": 256, "d_model": 16, "n_heads": 2, "layers": "A"},
+                      "data": {"task": "text"}})");
+  expect_error("train -c " + path("d.json"), "data.train_tokens");
+  write("junk.bmtok", "not a token file at all, but long enough to have a header.................");
+  expect_error("data info " + path("junk.bmtok"), "bad magic");
+  write("doc.txt", "short");
+  ASSERT_EQ(run("data encode -i " + path("doc.txt") + " -o " + path("short.bmtok")).exit_code, 0);
+  write("e.json", R"({"model": {"vocab_size": 256, "d_model": 16, "n_heads": 2, "layers": "A"},
+                      "train": {"steps": 1, "batch_size": 2},
+                      "data": {"task": "text", "seq_len": 16, "train_tokens": ")" +
+                      path("short.bmtok") + R"("}})");
+  expect_error("train -c " + path("e.json"), "fewer than seq_len + 1");
+  expect_error("data encode -i " + path("missing_dir") + " -o " + path("x.bmtok"),
+               "neither a file nor a directory");
+  expect_error("data encode -i " + path("doc.txt") + " -t " + path("doc.txt") + " -o " + path("x.bmtok"),
+               "not a SentencePiece model");
+}
+
 TEST_F(Cli, BadBmojoKnobs) {
   expect_error("info --set model.layers=BB --set model.window=0", "need 'model.window' >= 1");
   expect_error("info --set model.layers=BB --set model.window=4 --set model.k=5", "'model.k' (5) must be <=");
@@ -128,7 +199,8 @@ TEST_F(Cli, BadBmojoKnobs) {
 }
 
 TEST_F(Cli, HelpForEveryCommand) {
-  for (const char* cmd : {"", "train ", "eval ", "info ", "bench ", "generate ", "infer-bench "}) {
+  for (const char* cmd : {"", "train ", "eval ", "info ", "bench ", "generate ", "infer-bench ", "data ",
+                          "data tokenizer ", "data encode ", "data info ", "lengthgen "}) {
     const Result r = run(std::string(cmd) + "--help");
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << cmd;
@@ -219,7 +291,8 @@ TEST_F(Generate, SavedStateContinuesLikeTheWholePrompt) {
   EXPECT_EQ(b["position"], 22);
   // The same prompt from a file and from stdin.
   write("prompt.txt", "1 2 3 4 5 6 7 8 9 10 11\n");
-  const Result file = run("generate " + ckpt_ + " --ids --prompt-file " + path("prompt.txt") + " -n 12 --json");
+  const Result file =
+      run("generate " + ckpt_ + " --ids --prompt-file " + path("prompt.txt") + " -n 12 --json");
   const Result in = run("generate " + ckpt_ + " --ids -n 12 --json < " + path("prompt.txt"));
   ASSERT_EQ(file.exit_code, 0) << file.err;
   ASSERT_EQ(in.exit_code, 0) << in.err;

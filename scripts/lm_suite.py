@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Language-modelling suite (issue #5): A, M, a Mamba/attention hybrid, F and B at about the same parameter
+count, trained on the same tokens of real text; test perplexity and bits per byte, the length-generalisation
+sweep (trained at T, evaluated at T, 2T, 4T, 8T), and training throughput at T = 2048.
+
+  python3 scripts/lm_suite.py                 # everything: corpora, tokenizer, 5 trainings, evals, plots
+  python3 scripts/lm_suite.py --models A,B    # a subset
+  python3 scripts/lm_suite.py --steps 50      # a quick smoke run (numbers meaningless)
+
+Writes results/lm/<model>/ (checkpoint, log, eval.json, lengthgen.json), results/lm/bench.json and the
+report results/lm/results.md with results/lm/lengthgen.svg and results/lm/valid_loss.svg. docs/lm.md
+explains the set-up and quotes a run.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = ["A", "M", "hybrid", "F", "B"]
+LABELS = {"A": "A (full attention)", "M": "M (Mamba)", "hybrid": "hybrid (MAMA)", "F": "F (B'MOJO-F)",
+          "B": "B (B'MOJO)"}
+COLORS = {"A": "#4c72b0", "M": "#dd8452", "hybrid": "#55a868", "F": "#8172b3", "B": "#c44e52"}
+
+
+def run(cmd, log=None):
+    print("[lm-suite] $ " + " ".join(cmd), flush=True)
+    if log:
+        with open(log, "w") as f:
+            r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=f, text=True)
+    else:
+        r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.exit(f"lm_suite: command failed ({r.returncode}): {' '.join(cmd)}" + (f"; see {log}" if log else ""))
+    return r.stdout
+
+
+def last_json(text):
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError("no JSON line in output")
+
+
+def prepare(binary, vocab):
+    if not os.path.isdir(os.path.join(ROOT, "data/corpora/train")):
+        run([sys.executable, "scripts/fetch_corpora.py"])
+    os.makedirs(os.path.join(ROOT, "data/lm"), exist_ok=True)
+    model = "data/lm/bpe4096.model"
+    if not os.path.exists(os.path.join(ROOT, model)):
+        print(run([binary, "data", "tokenizer", "-i", "data/corpora/train", "-o", model, "--vocab", str(vocab)]))
+    for split in ("train", "valid", "test"):
+        out = f"data/lm/{split}.bpe.bmtok"
+        if not os.path.exists(os.path.join(ROOT, out)):
+            print(run([binary, "data", "encode", "-i", f"data/corpora/{split}", "-t", model, "-o", out]))
+
+
+def line_chart(path, title, series, xlabel, ylabel, vline=None, vlabel=None):
+    """series: {name: [(x, y), ...]}; linear axes fitted to the data."""
+    width, height, left, right, top, bottom = 720, 420, 70, 150, 40, 50
+    pw, ph = width - left - right, height - top - bottom
+    xs = [x for pts in series.values() for x, _ in pts]
+    ys = [y for pts in series.values() for _, y in pts]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    pad = (y1 - y0) * 0.05 or 0.1
+    y0, y1 = y0 - pad, y1 + pad
+    sx = lambda x: left + pw * (x - x0) / ((x1 - x0) or 1)
+    sy = lambda y: top + ph - ph * (y - y0) / ((y1 - y0) or 1)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+           f'font-size="12">', f'<text x="{left + pw / 2}" y="22" text-anchor="middle" font-size="14">{title}</text>']
+    for i in range(6):
+        yv = y0 + (y1 - y0) * i / 5
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(yv):.1f}" y2="{sy(yv):.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end">{yv:.2f}</text>')
+        xv = x0 + (x1 - x0) * i / 5
+        out.append(f'<text x="{sx(xv):.1f}" y="{top + ph + 18}" text-anchor="middle">{xv:.0f}</text>')
+    if vline is not None:
+        out.append(f'<line x1="{sx(vline):.1f}" x2="{sx(vline):.1f}" y1="{top}" y2="{top + ph}" stroke="#888" '
+                   f'stroke-dasharray="4 3"/>')
+        out.append(f'<text x="{sx(vline) + 4:.1f}" y="{top + 12}" fill="#555">{vlabel or ""}</text>')
+    for i, (name, pts) in enumerate(series.items()):
+        color = COLORS.get(name, "#333")
+        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="' +
+                   " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts) + '"/>')
+        ly = top + 20 + 20 * i
+        out.append(f'<rect x="{left + pw + 12}" y="{ly - 10}" width="12" height="12" fill="{color}"/>')
+        out.append(f'<text x="{left + pw + 30}" y="{ly}">{LABELS.get(name, name)}</text>')
+    out.append(f'<text x="{left + pw / 2}" y="{height - 10}" text-anchor="middle">{xlabel}</text>')
+    out.append(f'<text x="16" y="{top + ph / 2}" transform="rotate(-90 16 {top + ph / 2})" '
+               f'text-anchor="middle">{ylabel}</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--binary", default="build/bmojo")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--steps", type=int, default=0, help="override train.steps (0: the configs' value)")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", default="results/lm")
+    ap.add_argument("--lengthgen-docs", type=int, default=16)
+    ap.add_argument("--bucket", type=int, default=128, help="positions per bucket of the length sweep")
+    ap.add_argument("--bench-len", type=int, default=2048)
+    ap.add_argument("--skip-train", action="store_true", help="reuse existing checkpoints")
+    ap.add_argument("--skip-bench", action="store_true")
+    ap.add_argument("--reuse-bench", action="store_true", help="report the bench.json of an earlier run")
+    args = ap.parse_args()
+    models = [m for m in args.models.split(",") if m]
+    for m in models:
+        if m not in MODELS:
+            sys.exit(f"lm_suite: unknown model {m} (known: {', '.join(MODELS)})")
+    binary = args.binary
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    prepare(binary, 4096)
+    out = os.path.join(ROOT, args.out)
+    os.makedirs(out, exist_ok=True)
+    results = {}
+    for m in models:
+        d = os.path.join(out, m)
+        os.makedirs(d, exist_ok=True)
+        ckpt = os.path.join(d, "checkpoint.safetensors")
+        cfg = f"configs/lm/{m}.json"
+        r = {"config": cfg}
+        if not (args.skip_train and os.path.exists(ckpt)):
+            if os.path.exists(os.path.join(d, "log.jsonl")):
+                os.remove(os.path.join(d, "log.jsonl"))
+            t0 = time.time()
+            cmd = [binary, "train", "-c", cfg, "-o", d, "--json"] + threads
+            if args.steps:
+                cmd += ["--steps", str(args.steps)]
+            s = last_json(run(cmd, log=os.path.join(d, "train.log")))
+            s["wall_s"] = time.time() - t0
+            with open(os.path.join(d, "train.json"), "w") as f:
+                json.dump(s, f)
+        with open(os.path.join(d, "train.json")) as f:
+            r["train"] = json.load(f)
+        ev = last_json(run([binary, "eval", ckpt, "--all", "--set", "data.valid_tokens=data/lm/test.bpe.bmtok",
+                            "--json"] + threads))
+        with open(os.path.join(d, "eval_test.json"), "w") as f:
+            json.dump(ev, f)
+        r["test"] = ev
+        lg = os.path.join(d, "lengthgen.json")
+        run([binary, "lengthgen", ckpt, "--tokens", "data/lm/test.bpe.bmtok", "--max-docs",
+             str(args.lengthgen_docs), "--bucket", str(args.bucket), "-o", lg, "--json"] + threads, log=os.path.join(d, "lengthgen.log"))
+        with open(lg) as f:
+            r["lengthgen"] = json.load(f)
+        with open(os.path.join(d, "log.jsonl")) as f:
+            r["valid_curve"] = [(j["step"], j["eval_loss"]) for j in map(json.loads, f) if "eval_loss" in j]
+        results[m] = r
+        print(f"[lm-suite] {m}: test loss {ev['loss']:.4f} ppl {ev['perplexity']:.2f} bpb {ev['bits_per_byte']:.4f}",
+              flush=True)
+    bench = {}
+    if args.reuse_bench and os.path.exists(os.path.join(out, "bench.json")):
+        with open(os.path.join(out, "bench.json")) as f:
+            bench = json.load(f)
+    elif not args.skip_bench:
+        for m in models:
+            b = last_json(run([binary, "bench", "-c", f"configs/lm/{m}.json", "--set",
+                               f"data.seq_len={args.bench_len}", "--set", "train.batch_size=2", "--steps", "3",
+                               "--warmup", "1", "--json"] + threads))
+            bench[m] = b
+        with open(os.path.join(out, "bench.json"), "w") as f:
+            json.dump(bench, f, indent=1)
+    report(out, models, results, bench, args)
+
+
+def report(out, models, results, bench, args):
+    T = next(iter(results.values()))["lengthgen"]["train_length"]
+    line_chart(os.path.join(out, "lengthgen.svg"), f"Loss per position, trained at T = {T} (test documents)",
+               {m: [((b["start"] + b["end"]) / 2, b["loss"]) for b in results[m]["lengthgen"]["buckets"]]
+                for m in models}, "position (tokens)", "loss (nats/token)", vline=T, vlabel="T")
+    rel = {}
+    for m in models:
+        lg = results[m]["lengthgen"]
+        base = next(p["loss"] for p in lg["per_multiple"] if p["multiple"] == 1) if any(
+            p["multiple"] == 1 for p in lg["per_multiple"]) else 0.0
+        rel[m] = [((b["start"] + b["end"]) / 2, b["loss"] - base) for b in lg["buckets"]]
+    line_chart(os.path.join(out, "lengthgen_relative.svg"),
+               "Loss per position minus the model's own mean loss over [0, T)", rel, "position (tokens)",
+               "loss change (nats/token)", vline=T, vlabel="T")
+    line_chart(os.path.join(out, "valid_loss.svg"), "Validation loss during training",
+               {m: results[m]["valid_curve"] for m in models}, "step", "loss (nats/token)")
+    lines = ["# Language-modelling suite results", "",
+             f"Command: `python3 scripts/lm_suite.py{' --steps ' + str(args.steps) if args.steps else ''}`"
+             f" (configs/lm/*.json). Test split: {results[models[0]]['test']['labelled']} tokens.", "",
+             "| model | params | train tok/s (T=512) | test loss | test ppl | test bits/byte |",
+             "|---|---|---|---|---|---|"]
+    for m in models:
+        r = results[m]
+        lines.append(f"| {LABELS[m]} | {r['train']['params']:,} | {r['train']['tokens_per_s']:,.0f} | "
+                     f"{r['test']['loss']:.4f} | {r['test']['perplexity']:.2f} | {r['test']['bits_per_byte']:.4f} |")
+    mults = [p["multiple"] for p in results[models[0]]["lengthgen"]["per_multiple"]]
+    lines += ["", f"Length generalisation (trained at T = {T}; mean loss over positions [0, mT) of the same "
+              f"{results[models[0]]['lengthgen']['documents']} test documents; in brackets the mean over [T, mT)):", "",
+              "| model | " + " | ".join(f"{m}T" for m in mults) + " |", "|---|" + "---|" * len(mults)]
+    for m in models:
+        cells = []
+        for p in results[m]["lengthgen"]["per_multiple"]:
+            c = f"{p['loss']:.4f}"
+            if "loss_beyond_T" in p:
+                c += f" ({p['loss_beyond_T']:.4f})"
+            cells.append(c)
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+    if bench:
+        lines += ["", f"Training throughput at T = {args.bench_len} (batch 2, `bmojo bench`, median of 3 steps):", "",
+                  "| model | tokens/s | ms/step | GFLOP/s |", "|---|---|---|---|"]
+        for m in models:
+            b = bench[m]
+            lines.append(f"| {LABELS[m]} | {b['tokens_per_s']:,.0f} | {b['ms_per_step_median']:.1f} | {b['gflops']:.1f} |")
+        if "A" in bench and "B" in bench:
+            lines.append(f"\nB / A training tokens/s at T = {args.bench_len}: "
+                         f"{bench['B']['tokens_per_s'] / bench['A']['tokens_per_s']:.3f}")
+    lines += ["", "![loss per position](lengthgen.svg)", "", "![loss change per position](lengthgen_relative.svg)", "", "![validation loss](valid_loss.svg)", ""]
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
