@@ -158,10 +158,10 @@ int run_eval(const CommonOptions& o, const EvalOptions& e) {
   c.validate();
   Model model(c.model);
   load_checkpoint(e.checkpoint, model, nullptr);
+  const BatchSource data(c);
   int batches = e.batches > 0 ? e.batches : c.train.eval_batches;
   if (e.all) {
-    check(c.data.task == "text", "eval: --all applies to the text task (every window of the token file)");
-    const BatchSource data(c);
+    check(data.text(), "eval: --all applies to the text task (every window of the token file)");
     const int64_t windows = text_windows(*data.eval_file(), c.data.seq_len);
     batches = static_cast<int>((windows + c.train.batch_size - 1) / c.train.batch_size);
   }
@@ -174,9 +174,9 @@ int run_eval(const CommonOptions& o, const EvalOptions& e) {
     so.block = e.block;
     so.store_dir = e.store_dir;
     so.retrieve = e.retrieve;
-    r = evaluate_streaming(model, c, so);
+    r = evaluate_streaming(model, c, data, so);
   } else {
-    r = evaluate_model(model, c, batches);
+    r = evaluate_model(model, data, batches);
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string mode = !e.store_dir.empty() ? "streaming+store" : streaming ? "streaming" : "parallel";

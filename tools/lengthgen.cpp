@@ -13,6 +13,7 @@
 #include "data/batches.hpp"
 #include "data/token_file.hpp"
 #include "infer/session.hpp"
+#include "kernels/cross_entropy.hpp"
 #include "model/model.hpp"
 #include "train/checkpoint.hpp"
 
@@ -60,14 +61,12 @@ int run_lengthgen(const LengthGenOptions& o) {
     for (int64_t p = 0; p < L; p += o.block) {
       const int64_t n = std::min<int64_t>(o.block, L - p);
       session.feed(tokens.data() + p, n, logits.data(), true, o.block);
-      for (int64_t j = 0; j < n; ++j) {
-        const float* row = logits.data() + static_cast<size_t>(j) * V;
-        const float mx = *std::max_element(row, row + V);
-        double z = 0.0;
-        for (int v = 0; v < V; ++v) z += std::exp(static_cast<double>(row[v]) - mx);
-        const int32_t target = tokens[p + j + 1];
-        nll[p + j] += std::log(z) + mx - row[target];
-        bytes[p + j] += file.token_bytes(target);
+      for (int64_t j = 0; j < n; ++j) {  // row by row: the loss of every position is kept
+        const int32_t* target = tokens.data() + p + j + 1;
+        nll[p + j] += cross_entropy_forward_backward(logits.data() + static_cast<size_t>(j) * V, target, 1, V,
+                                                     0.0f, false)
+                          .loss_sum;
+        bytes[p + j] += file.token_bytes(*target);
       }
     }
     std::fprintf(stderr, "[lengthgen] document %zu/%zu (%lld tokens scored) | %.1f s\n", i + 1, docs.size(),
@@ -79,7 +78,6 @@ int run_lengthgen(const LengthGenOptions& o) {
                            {"layers", model.config().layers}, {"train_length", T},
                            {"documents", docs.size()},        {"bucket", bucket}};
   nlohmann::json per_multiple = nlohmann::json::array();
-  std::vector<std::string> lines;
   for (int m : o.multiples) {
     const int64_t end = static_cast<int64_t>(m) * T;
     double s = 0.0, b = 0.0, beyond = 0.0;

@@ -58,12 +58,6 @@ Batch text_contiguous_batch(const TokenFile& file, int T, int B, uint64_t index)
   return b;
 }
 
-void check_token_file_vocab(const TokenFile& file, int model_vocab) {
-  check(static_cast<int64_t>(file.header().vocab_size) <= model_vocab,
-        "token file " + file.path() + " has a vocabulary of " + std::to_string(file.header().vocab_size) +
-            " tokens, larger than the model's model.vocab_size = " + std::to_string(model_vocab));
-}
-
 BatchSource::BatchSource(const Config& config) : config_(config) {
   if (config.data.task != "text") return;
   const Tokenizer tokenizer = Tokenizer::load(config.data.tokenizer);

@@ -42,7 +42,4 @@ class BatchSource {
   uint64_t tokenizer_hash_ = 0;
 };
 
-// Checks that a token file fits a model: its vocabulary is not larger than the model's.
-void check_token_file_vocab(const TokenFile& file, int model_vocab);
-
 }  // namespace bmojo

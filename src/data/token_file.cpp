@@ -180,4 +180,10 @@ void check_token_file_tokenizer(const TokenFile& file, const Tokenizer& tokenize
             std::to_string(tokenizer.vocab_size()) + ")");
 }
 
+void check_token_file_vocab(const TokenFile& file, int model_vocab) {
+  check(static_cast<int64_t>(file.header().vocab_size) <= model_vocab,
+        "token file " + file.path() + " has a vocabulary of " + std::to_string(file.header().vocab_size) +
+            " tokens, larger than the model's model.vocab_size = " + std::to_string(model_vocab));
+}
+
 }  // namespace bmojo

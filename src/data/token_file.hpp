@@ -77,5 +77,7 @@ class TokenFile {
 
 // Throws unless the file was made with this tokenizer.
 void check_token_file_tokenizer(const TokenFile& file, const Tokenizer& tokenizer);
+// Throws unless the file fits a model: its vocabulary is not larger than the model's.
+void check_token_file_vocab(const TokenFile& file, int model_vocab);
 
 }  // namespace bmojo

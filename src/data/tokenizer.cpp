@@ -146,7 +146,11 @@ Tokenizer Tokenizer::from_sentencepiece(std::string model_bytes, const std::stri
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
-  if (kind_ == TokenizerKind::kByte) return ByteTokenizer::encode(text);
+  if (kind_ == TokenizerKind::kByte) {
+    std::vector<int32_t> ids(text.size());
+    for (size_t i = 0; i < text.size(); ++i) ids[i] = static_cast<unsigned char>(text[i]);
+    return ids;
+  }
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 4);
   std::vector<int> ids;

@@ -20,25 +20,6 @@ class SentencePieceProcessor;
 
 namespace bmojo {
 
-// The original byte tokenizer, kept as a tiny header-only helper.
-struct ByteTokenizer {
-  static constexpr int kVocab = 256;
-  static std::vector<int32_t> encode(std::string_view text) {
-    std::vector<int32_t> ids(text.size());
-    for (size_t i = 0; i < text.size(); ++i) ids[i] = static_cast<unsigned char>(text[i]);
-    return ids;
-  }
-  static std::string decode(int32_t id) {
-    if (id >= 0 && id < kVocab) return std::string(1, static_cast<char>(id));
-    return "<|" + std::to_string(id) + "|>";
-  }
-  static std::string decode(const std::vector<int32_t>& ids) {
-    std::string s;
-    for (int32_t id : ids) s += decode(id);
-    return s;
-  }
-};
-
 enum class TokenizerKind : uint32_t { kByte = 0, kSentencePiece = 1 };
 
 class Tokenizer {

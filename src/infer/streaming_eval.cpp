@@ -5,26 +5,39 @@
 
 #include "data/batches.hpp"
 #include "infer/session.hpp"
+#include "kernels/cross_entropy.hpp"
 
 namespace bmojo {
 
 EvalResult evaluate_streaming(const Model& model, const Config& config, const StreamingEvalOptions& options) {
+  const BatchSource data(config);
+  return evaluate_streaming(model, config, data, options);
+}
+
+EvalResult evaluate_streaming(const Model& model, const Config& config, const BatchSource& data,
+                              const StreamingEvalOptions& options) {
   const int V = config.model.vocab_size;
   EvalResult r;
   double loss_sum = 0.0;
   int64_t correct = 0, sequence = 0;
-  const BatchSource data(config);
-  const auto score = [&](const float* row, int32_t target) {
-    float mx = row[0];
-    int best = 0;
-    for (int v = 1; v < V; ++v)
-      if (row[v] > mx) mx = row[v], best = v;
-    double z = 0.0;
-    for (int v = 0; v < V; ++v) z += std::exp(static_cast<double>(row[v]) - mx);
-    loss_sum += std::log(z) + mx - row[target];
-    correct += best == target ? 1 : 0;
-    ++r.labelled;
-    if (data.text()) r.bytes += data.eval_token_bytes(target);
+  // Rows of logits (V each) scored by the same kernel as the parallel evaluation; unlabelled rows skipped.
+  const auto score = [&](float* rows, const int32_t* targets, int64_t n) {
+    for (int64_t t = 0; t < n;) {
+      if (targets[t] == kIgnoreLabel) {
+        ++t;
+        continue;
+      }
+      int64_t e = t;  // a run of labelled rows, scored in one call
+      while (e < n && targets[e] != kIgnoreLabel) ++e;
+      const CrossEntropyResult c =
+          cross_entropy_forward_backward(rows + t * V, targets + t, e - t, V, 0.0f, false);
+      loss_sum += c.loss_sum;
+      correct += c.correct;
+      r.labelled += e - t;
+      if (data.text())
+        for (; t < e; ++t) r.bytes += data.eval_token_bytes(targets[t]);
+      t = e;
+    }
   };
   std::vector<float> logits(data.text() ? static_cast<size_t>(config.data.seq_len) * V : V);
   for (int i = 0; i < options.batches; ++i) {
@@ -43,8 +56,7 @@ EvalResult evaluate_streaming(const Model& model, const Config& config, const St
       if (data.text()) {
         // Every position is labelled: one pass with the logits of every position.
         session.feed(in, b.T, logits.data(), true, options.block);
-        for (int t = 0; t < b.T; ++t)
-          if (tg[t] != kIgnoreLabel) score(logits.data() + static_cast<size_t>(t) * V, tg[t]);
+        score(logits.data(), tg, b.T);
       } else {
         // Feed up to each labelled position and score the logits there.
         int64_t fed = 0;
@@ -52,7 +64,7 @@ EvalResult evaluate_streaming(const Model& model, const Config& config, const St
           if (tg[t] == kIgnoreLabel) continue;
           session.feed(in + fed, t + 1 - fed, logits.data(), false, options.block);
           fed = t + 1;
-          score(logits.data(), tg[t]);
+          score(logits.data(), tg + t, 1);
         }
       }
       if (!dir.empty()) {

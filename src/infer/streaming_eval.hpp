@@ -5,6 +5,7 @@
 #pragma once
 #include <string>
 
+#include "data/batches.hpp"
 #include "model/config.hpp"
 #include "model/model.hpp"
 #include "train/trainer.hpp"
@@ -19,5 +20,8 @@ struct StreamingEvalOptions {
 };
 
 EvalResult evaluate_streaming(const Model& model, const Config& config, const StreamingEvalOptions& options);
+// The same on the evaluation batches of an open data source.
+EvalResult evaluate_streaming(const Model& model, const Config& config, const BatchSource& data,
+                              const StreamingEvalOptions& options);
 
 }  // namespace bmojo

@@ -32,11 +32,10 @@ double EvalResult::perplexity() const {
 
 EvalResult evaluate_model(Model& model, const Config& config, int batches) {
   const BatchSource data(config);
-  return evaluate_model(model, config, data, batches);
+  return evaluate_model(model, data, batches);
 }
 
-EvalResult evaluate_model(Model& model, const Config& config, const BatchSource& data, int batches) {
-  (void)config;
+EvalResult evaluate_model(Model& model, const BatchSource& data, int batches) {
   EvalResult r;
   double loss_sum = 0.0;
   int64_t correct = 0;
@@ -76,7 +75,7 @@ Trainer::Trainer(const Config& config, TrainOptions options) : config_(config), 
 }
 
 EvalResult Trainer::evaluate() {
-  return evaluate_model(*model_, config_, *data_, config_.train.eval_batches);
+  return evaluate_model(*model_, *data_, config_.train.eval_batches);
 }
 
 void Trainer::log_line(const std::string& line) {

@@ -67,6 +67,6 @@ class Trainer {
 
 // Evaluates a model on `batches` held-out batches of the config's task.
 EvalResult evaluate_model(Model& model, const Config& config, int batches);
-EvalResult evaluate_model(Model& model, const Config& config, const BatchSource& data, int batches);
+EvalResult evaluate_model(Model& model, const BatchSource& data, int batches);
 
 }  // namespace bmojo
