@@ -4,7 +4,9 @@
 #include <omp.h>
 
 #include <atomic>
+#include <compare>
 #include <cstdint>
+#include <map>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <vector>
 
@@ -24,12 +26,16 @@ Dnnl& dnnl_context() {
   return ctx;
 }
 
-// C (M,N) f32 = alpha * A_bf16 (M,K) B_bf16 (K,N) + beta * C, with plain row-major bf16 operands.
-dnnl::matmul::primitive_desc bf16_desc(int M, int N, int K, float alpha, float beta, int ldc) {
+// C (M,N) f32 = alpha * op(A_bf16) (M,K) op(B_bf16) (K,N) + beta * C. The bf16 operands are dense copies of
+// the f32 ones in their stored layout, so a transposed operand is described by its strides (the brgemm
+// kernels take either layout) instead of being transposed while it is converted, which runs at a quarter
+// of the plain conversion's bandwidth.
+dnnl::matmul::primitive_desc bf16_desc(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                                       float beta, int ldc) {
   using dt = dnnl::memory::data_type;
   using dims = dnnl::memory::dims;
-  const dnnl::memory::desc a({M, K}, dt::bf16, dims{K, 1});
-  const dnnl::memory::desc b({K, N}, dt::bf16, dims{N, 1});
+  const dnnl::memory::desc a({M, K}, dt::bf16, trans_a ? dims{1, M} : dims{K, 1});
+  const dnnl::memory::desc b({K, N}, dt::bf16, trans_b ? dims{1, K} : dims{N, 1});
   const dnnl::memory::desc c({M, N}, dt::f32, dims{ldc, 1});
   dnnl::primitive_attr attr;
   if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
@@ -41,31 +47,75 @@ dnnl::matmul::primitive_desc bf16_desc(int M, int N, int K, float alpha, float b
   return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, dnnl_context().engine);
 }
 
-// Rounds the (rows, cols) f32 operand stored with the given strides into a plain bf16 buffer (a oneDNN
-// reorder: round to nearest even, vectorised, threaded).
-dnnl::memory to_bf16(const float* x, int rows, int cols, bool transposed, int ld,
-                     std::vector<uint16_t>& buf) {
+// Rounds a stored (rows, cols) f32 matrix with leading dimension ld into a dense bf16 copy in the same
+// layout (a oneDNN reorder: round to nearest even, vectorised, threaded).
+struct ReorderKey {
+  int rows, cols, ld;
+  auto operator<=>(const ReorderKey&) const = default;
+};
+
+// (layouts, M, N, K, ldc, alpha, beta) of a bf16 product.
+struct MatmulKey {
+  bool trans_a, trans_b;
+  int M, N, K, ldc;
+  float alpha, beta;
+  auto operator<=>(const MatmulKey&) const = default;
+};
+
+// Primitives are created once per shape and kept: building a primitive descriptor costs far more than
+// oneDNN's own cache lookup suggests (about 5% of a training step when done per call). A model uses a
+// handful of shapes; the caches are cleared if a caller cycles through many.
+constexpr size_t kMaxCachedPrimitives = 512;
+
+dnnl::reorder& reorder_to_bf16(const ReorderKey& key) {
+  thread_local std::map<ReorderKey, dnnl::reorder> cache;
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  if (cache.size() >= kMaxCachedPrimitives) cache.clear();
   using dims = dnnl::memory::dims;
   Dnnl& ctx = dnnl_context();
-  const dnnl::memory::desc src({rows, cols}, dnnl::memory::data_type::f32,
-                               transposed ? dims{1, ld} : dims{ld, 1});
-  const dnnl::memory::desc dst({rows, cols}, dnnl::memory::data_type::bf16, dims{cols, 1});
-  buf.resize(static_cast<size_t>(rows) * cols);
-  dnnl::memory s(src, ctx.engine, const_cast<float*>(x)), d(dst, ctx.engine, buf.data());
-  dnnl::reorder(s, d).execute(ctx.stream, s, d);
-  return d;
+  const dnnl::memory::desc src({key.rows, key.cols}, dnnl::memory::data_type::f32, dims{key.ld, 1});
+  const dnnl::memory::desc dst({key.rows, key.cols}, dnnl::memory::data_type::bf16, dims{key.cols, 1});
+  return cache.emplace(key, dnnl::reorder(dnnl::reorder::primitive_desc(ctx.engine, src, ctx.engine, dst)))
+      .first->second;
 }
 
-// oneDNN caches primitives by descriptor, so creating them per call costs a lookup after the first.
+struct CachedMatmul {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul primitive;
+};
+
+CachedMatmul& bf16_matmul(const MatmulKey& key) {
+  thread_local std::map<MatmulKey, CachedMatmul> cache;
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  if (cache.size() >= kMaxCachedPrimitives) cache.clear();
+  auto pd = bf16_desc(key.trans_a, key.trans_b, key.M, key.N, key.K, key.alpha, key.beta, key.ldc);
+  dnnl::matmul primitive(pd);
+  return cache.emplace(key, CachedMatmul{std::move(pd), std::move(primitive)}).first->second;
+}
+
+// The stored (rows, cols) matrix at x as a dense bf16 buffer.
+void to_bf16(const float* x, int rows, int cols, int ld, std::vector<uint16_t>& buf) {
+  using dims = dnnl::memory::dims;
+  Dnnl& ctx = dnnl_context();
+  const dnnl::memory::desc src({rows, cols}, dnnl::memory::data_type::f32, dims{ld, 1});
+  const dnnl::memory::desc dst({rows, cols}, dnnl::memory::data_type::bf16, dims{cols, 1});
+  if (buf.size() < static_cast<size_t>(rows) * cols) buf.resize(static_cast<size_t>(rows) * cols);
+  dnnl::memory s(src, ctx.engine, const_cast<float*>(x)), d(dst, ctx.engine, buf.data());
+  reorder_to_bf16({rows, cols, ld}).execute(ctx.stream, s, d);
+}
+
 void matmul_bf16_dnnl(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                       const float* B, int ldb, float beta, float* C, int ldc) {
   thread_local std::vector<uint16_t> a_buf, b_buf;
   Dnnl& ctx = dnnl_context();
-  const dnnl::memory am = to_bf16(A, M, K, trans_a, lda, a_buf);
-  const dnnl::memory bm = to_bf16(B, K, N, trans_b, ldb, b_buf);
-  const auto pd = bf16_desc(M, N, K, alpha, beta, ldc);
-  dnnl::memory cm(pd.dst_desc(), ctx.engine, C);
-  dnnl::matmul(pd).execute(ctx.stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  // op(A) = A^T is stored (K, M); op(B) = B^T is stored (N, K).
+  to_bf16(A, trans_a ? K : M, trans_a ? M : K, lda, a_buf);
+  to_bf16(B, trans_b ? N : K, trans_b ? K : N, ldb, b_buf);
+  CachedMatmul& mm = bf16_matmul({trans_a, trans_b, M, N, K, ldc, alpha, beta});
+  dnnl::memory am(mm.pd.src_desc(), ctx.engine, a_buf.data()),
+      bm(mm.pd.weights_desc(), ctx.engine, b_buf.data());
+  dnnl::memory cm(mm.pd.dst_desc(), ctx.engine, C);
+  mm.primitive.execute(ctx.stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
   ctx.stream.wait();
 }
 
@@ -78,8 +128,8 @@ bool matmul_bf16() {
   return g_bf16;
 }
 
-std::string bf16_matmul_impl(int M, int N, int K) {
-  return bf16_desc(M, N, K, 1.0f, 0.0f, N).impl_info_str();
+std::string bf16_matmul_impl(bool trans_a, bool trans_b, int M, int N, int K) {
+  return bf16_desc(trans_a, trans_b, M, N, K, 1.0f, 0.0f, N).impl_info_str();
 }
 
 void matmul(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,

@@ -15,9 +15,9 @@ void matmul(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const 
 void set_matmul_bf16(bool on);
 bool matmul_bf16();
 inline constexpr double kBf16MinFlops = 32.0 * 32 * 32;
-// The oneDNN implementation chosen for a bf16 product of this shape (e.g. "brg:avx512_core_bf16"): for
-// `bmojo info` and tests.
-std::string bf16_matmul_impl(int M, int N, int K);
+// The oneDNN implementation chosen for a bf16 product of this layout and shape (e.g.
+// "brg:avx512_core_bf16"): for tests.
+std::string bf16_matmul_impl(bool trans_a, bool trans_b, int M, int N, int K);
 
 // The CPU kernel family OpenBLAS picked (e.g. "Cooperlake", "Haswell").
 std::string blas_core_name();
