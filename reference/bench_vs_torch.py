@@ -46,7 +46,8 @@ def torch_side(args):
         targets = torch.randint(0, V, (B, T), generator=gen)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        _, ce, inn = model(tokens, targets)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.torch_bf16):
+            _, ce, inn = model(tokens, targets)
         (ce + inn).backward()
         torch.nn.utils.clip_grad_norm_(list(model.params().values()), config["train"].get("grad_clip", 1.0))
         opt.step()
@@ -67,6 +68,8 @@ def main():
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "bmojo"))
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--bf16", action="store_true", help="bmojo with its bf16 matmul path (PyTorch stays fp32)")
+    ap.add_argument("--torch-bf16", action="store_true",
+                    help="PyTorch under torch.autocast(cpu, bfloat16): its matrix products in bf16 through oneDNN")
     ap.add_argument("--torch-side", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -91,7 +94,8 @@ def main():
                     "MKL_NUM_THREADS": str(args.threads)})
         out = subprocess.run(["/usr/bin/python3", os.path.abspath(__file__), "--torch-side", "--config", args.config,
                               "--checkpoint", os.path.join(tmp, "checkpoint.safetensors"), "--steps",
-                              str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)],
+                              str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+                             + (["--torch-bf16"] if args.torch_bf16 else []),
                              check=True, capture_output=True, text=True, env=env)
         pt = json.loads(out.stdout.strip().splitlines()[-1])
     flops = bm["model_flops_per_token"]

@@ -319,16 +319,10 @@ void attention_forward(float* out, int64_t ldo, float* lse, const AttentionInput
           float* lse_row = lse + (static_cast<int64_t>(b) * d.H + h) * d.T;
           for (int i = 0; i < k.nq; ++i) {
             float* s = S + static_cast<int64_t>(i) * nk;
-            float mx = -std::numeric_limits<float>::infinity();
-            for (int j = 0; j < nk; ++j) mx = std::max(mx, s[j]);
-            float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-            for (int j = 0; j < nk; ++j) {
-              const float x = s[j] - mx;  // masked columns hold -inf: exactly 0
-              s[j] = x == -std::numeric_limits<float>::infinity() ? 0.0f : fast_exp(x);
-              sum += s[j];
-            }
+            const float mx = max_of(s, nk);
+            const float sum = exp_shifted(s, nk, mx);  // masked columns hold -inf: exactly 0
             const float inv = 1.0f / sum;
+#pragma omp simd
             for (int j = 0; j < nk; ++j) s[j] *= inv;
             lse_row[k.t0 + i] = mx + std::log(sum);
           }
@@ -403,14 +397,11 @@ void attention_backward(const AttentionGrads& gr, const float* dout, const float
               float* p = P + static_cast<int64_t>(i) * nk;
               float* dp = dP + static_cast<int64_t>(i) * nk;
               float delta = 0.0f;
+#pragma omp simd reduction(+ : delta)
               for (int c = 0; c < d.Dh; ++c) delta += dob[i * ldo + c] * ob[i * ldo + c];
-              const float l = lse_row[t0 + i];
+              exp_shifted(p, nk, lse_row[t0 + i]);  // the probabilities; masked columns hold -inf: exactly 0
 #pragma omp simd
-              for (int j = 0; j < nk; ++j) {
-                const float x = p[j] - l;  // masked columns hold -inf: exactly 0
-                p[j] = x == -std::numeric_limits<float>::infinity() ? 0.0f : fast_exp(x);
-                dp[j] = p[j] * (dp[j] - delta) * scale;
-              }
+              for (int j = 0; j < nk; ++j) dp[j] = p[j] * (dp[j] - delta) * scale;
             }
             float* dqb = gr.dq + row(b, t0, d.T) * in.ldq + h * d.Dh;
             matmul(false, false, k.nq, d.Dh, k.nc, 1.0f, dP, nk, kc, ldkv, 0.0f, dqb, ldq);

@@ -19,10 +19,8 @@ CrossEntropyResult cross_entropy_forward_backward(float* logits, const int32_t* 
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < N; ++i) {
     float* z = logits + i * V;
-    float mx = z[0];
-    int arg = 0;
-    for (int c = 1; c < V; ++c)
-      if (z[c] > mx) mx = z[c], arg = c;
+    const int arg = argmax_of(z, V);
+    const float mx = z[arg];
     const int y = targets[i];
     const float zy = z[y];
     // One vectorised exp pass; with want_grad z then holds exp(z - max) (the softmax numerators).

@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace bmojo {
 
@@ -63,3 +64,63 @@ inline __m512 fast_exp16(__m512 x) {
 
 }  // namespace bmojo
 #endif
+
+// Row helpers of the softmaxes (attention scores, cross-entropy logits): explicit AVX-512 loops where the
+// build has it, because GCC leaves a max reduction scalar and does not vectorise a loop that mixes fast_exp
+// with a test for -inf; plain loops otherwise. Entries equal to -inf are masked-out columns.
+
+namespace bmojo {
+
+// The largest of x[0, n) (-inf when n == 0; NaN entries are not ordered and may be skipped).
+inline float max_of(const float* x, int n) {
+  float m = -std::numeric_limits<float>::infinity();
+  int i = 0;
+#ifdef __AVX512F__
+  __m512 mv = _mm512_set1_ps(m);
+  for (; i + 16 <= n; i += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(x + i));
+  if (i < n) {
+    const __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1);
+    mv = _mm512_mask_max_ps(mv, tail, mv, _mm512_maskz_loadu_ps(tail, x + i));
+    i = n;
+  }
+  m = _mm512_reduce_max_ps(mv);
+#endif
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+// The first index of the largest of x[0, n) (n >= 1): the same index a scan with `>` finds.
+inline int argmax_of(const float* x, int n) {
+  const float m = max_of(x, n);
+  for (int i = 0; i < n; ++i)
+    if (x[i] == m) return i;
+  return 0;  // only when every entry is NaN
+}
+
+// x[j] = exp(x[j] - shift), exactly 0 where x[j] is -inf; returns the sum of the results.
+inline float exp_shifted(float* x, int n, float shift) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  int i = 0;
+  float sum = 0.0f;
+#ifdef __AVX512F__
+  const __m512 sh = _mm512_set1_ps(shift), ninf_v = _mm512_set1_ps(ninf);
+  __m512 acc = _mm512_setzero_ps();
+  for (; i < n; i += 16) {
+    const __mmask16 lanes =
+        n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(lanes, x + i);
+    const __mmask16 keep = _mm512_mask_cmp_ps_mask(lanes, v, ninf_v, _CMP_NEQ_OQ);
+    const __m512 e = _mm512_maskz_mov_ps(keep, fast_exp16(_mm512_sub_ps(v, sh)));
+    _mm512_mask_storeu_ps(x + i, lanes, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  sum = _mm512_reduce_add_ps(acc);
+#endif
+  for (; i < n; ++i) {
+    x[i] = x[i] == ninf ? 0.0f : fast_exp(x[i] - shift);
+    sum += x[i];
+  }
+  return sum;
+}
+
+}  // namespace bmojo

@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
+#include <vector>
 
 #include "kernels/vector_math.hpp"
 
@@ -52,3 +54,46 @@ TEST(FastExp, SixteenLaneVersionMatchesScalar) {
 }  // namespace
 }  // namespace bmojo
 #endif
+
+namespace bmojo {
+namespace {
+
+// Every length around the 16-lane blocks, with masked (-inf) entries at the ends and inside.
+TEST(SoftmaxRowHelpers, MatchPlainLoopsForEveryLength) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (int n = 1; n <= 70; ++n) {
+    std::vector<float> x(n);
+    for (int i = 0; i < n; ++i) x[i] = std::sin(1.7f * i + n) * 6.0f;
+    if (n > 3) x[0] = x[n - 1] = x[n / 2] = ninf;
+    float m = ninf;
+    int arg = 0;
+    for (int i = 0; i < n; ++i)
+      if (x[i] > m) m = x[i], arg = i;
+    EXPECT_EQ(max_of(x.data(), n), m) << n;
+    EXPECT_EQ(argmax_of(x.data(), n), arg) << n;
+    auto y = x;
+    const float sum = exp_shifted(y.data(), n, m);
+    double ref_sum = 0.0;
+    for (int i = 0; i < n; ++i) {
+      // x - m rounds in float first, as in the kernel
+      const double ref = x[i] == ninf ? 0.0 : std::exp(static_cast<double>(x[i] - m));
+      ref_sum += ref;
+      if (x[i] == ninf) {
+        EXPECT_EQ(y[i], 0.0f) << "masked entries must be exactly 0 (n " << n << ")";
+      } else {
+        EXPECT_NEAR(y[i], ref, 4e-7 * ref) << n << " " << i;
+      }
+    }
+    EXPECT_NEAR(sum, ref_sum, 1e-6 * ref_sum) << n;
+  }
+}
+
+TEST(SoftmaxRowHelpers, ArgmaxTakesTheFirstOfTies) {
+  std::vector<float> x(40, 1.0f);
+  x[17] = x[33] = 5.0f;
+  EXPECT_EQ(argmax_of(x.data(), 40), 17);
+  EXPECT_EQ(max_of(x.data(), 0), -std::numeric_limits<float>::infinity());
+}
+
+}  // namespace
+}  // namespace bmojo
