@@ -38,6 +38,8 @@ dnnl::matmul::primitive_desc bf16_desc(bool trans_a, bool trans_b, int M, int N,
   const dnnl::memory::desc b({K, N}, dt::bf16, trans_b ? dims{1, K} : dims{N, 1});
   const dnnl::memory::desc c({M, N}, dt::f32, dims{ldc, 1});
   dnnl::primitive_attr attr;
+  // Our own kept scratchpad (matmul_bf16_dnnl) instead of one the library allocates per execution.
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
   if (beta != 0.0f) {
     dnnl::post_ops ops;
@@ -107,6 +109,7 @@ void to_bf16(const float* x, int rows, int cols, int ld, std::vector<uint16_t>& 
 void matmul_bf16_dnnl(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                       const float* B, int ldb, float beta, float* C, int ldc) {
   thread_local std::vector<uint16_t> a_buf, b_buf;
+  thread_local std::vector<uint8_t> scratch;
   Dnnl& ctx = dnnl_context();
   // op(A) = A^T is stored (K, M); op(B) = B^T is stored (N, K).
   to_bf16(A, trans_a ? K : M, trans_a ? M : K, lda, a_buf);
@@ -115,7 +118,12 @@ void matmul_bf16_dnnl(bool trans_a, bool trans_b, int M, int N, int K, float alp
   dnnl::memory am(mm.pd.src_desc(), ctx.engine, a_buf.data()),
       bm(mm.pd.weights_desc(), ctx.engine, b_buf.data());
   dnnl::memory cm(mm.pd.dst_desc(), ctx.engine, C);
-  mm.primitive.execute(ctx.stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  const dnnl::memory::desc scratch_desc = mm.pd.scratchpad_desc();
+  if (scratch.size() < scratch_desc.get_size()) scratch.resize(scratch_desc.get_size());
+  dnnl::memory sm(scratch_desc, ctx.engine, scratch.data());
+  mm.primitive.execute(
+      ctx.stream,
+      {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}, {DNNL_ARG_SCRATCHPAD, sm}});
   ctx.stream.wait();
 }
 
