@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <compare>
 #include <cstdint>
@@ -127,6 +128,46 @@ void matmul_bf16_dnnl(bool trans_a, bool trans_b, int M, int N, int K, float alp
   ctx.stream.wait();
 }
 
+void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+           const float* B, int ldb, float beta, float* C, int ldc) {
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N,
+              K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// Large fp32 products are split into one slice of C per thread along the longer of M and N, and each slice
+// is one single-threaded OpenBLAS call (OpenBLAS runs single-threaded inside a parallel region). OpenBLAS's
+// own threading synchronises its threads by spinning on sched_yield, a system call, which this virtual
+// machine makes expensive on some days: 2048x1024x256 measured 284 GFLOP/s with OpenBLAS's 2 threads and
+// 319 split this way (same minute). Each element of C is still computed by one call over the whole of K.
+constexpr double kSplitMinFlops = 64.0 * 64 * 64;
+
+void matmul_split(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                  const float* B, int ldb, float beta, float* C, int ldc, int threads) {
+  const bool split_m = M >= N;
+  const int extent = split_m ? M : N;
+  // Slice boundaries on multiples of 16 rows or columns (the kernels' register tiles).
+  const int parts = std::min(threads, std::max(1, extent / 16));
+#pragma omp parallel num_threads(parts)
+  {
+    const int p = omp_get_thread_num();
+    const int lo = static_cast<int>(static_cast<int64_t>(extent / 16) * p / parts) * 16;
+    const int hi =
+        p + 1 == parts ? extent : static_cast<int>(static_cast<int64_t>(extent / 16) * (p + 1) / parts) * 16;
+    if (hi > lo) {
+      if (split_m) {
+        // Rows [lo, hi) of op(A): A stored (M, K) -> row offset; A^T stored (K, M) -> column offset.
+        const float* a = trans_a ? A + lo : A + static_cast<int64_t>(lo) * lda;
+        sgemm(trans_a, trans_b, hi - lo, N, K, alpha, a, lda, B, ldb, beta,
+              C + static_cast<int64_t>(lo) * ldc, ldc);
+      } else {
+        // Columns [lo, hi) of op(B): B stored (K, N) -> column offset; B^T stored (N, K) -> row offset.
+        const float* b = trans_b ? B + static_cast<int64_t>(lo) * ldb : B + lo;
+        sgemm(trans_a, trans_b, M, hi - lo, K, alpha, A, lda, b, ldb, beta, C + lo, ldc);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void set_matmul_bf16(bool on) {
@@ -147,8 +188,12 @@ void matmul(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const 
     matmul_bf16_dnnl(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N,
-              K, alpha, A, lda, B, ldb, beta, C, ldc);
+  const int threads = omp_in_parallel() == 0 ? omp_get_max_threads() : 1;
+  if (threads > 1 && static_cast<double>(M) * N * K >= kSplitMinFlops) {
+    matmul_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads);
+    return;
+  }
+  sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 std::string blas_core_name() {

@@ -1,0 +1,71 @@
+// The fp32 matrix product (core/blas.hpp): for every transpose and leading dimension, large enough to take
+// the split path (one slice of C per thread), against a double-precision reference, with 2 threads (split)
+// and with 1 (one OpenBLAS call). The two need not agree bit for bit: OpenBLAS picks its small-matrix
+// kernels by size, so a slice may be computed by a different kernel than the whole.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/blas.hpp"
+#include "test_util.hpp"
+
+namespace bmojo {
+namespace {
+
+struct Threads {
+  explicit Threads(int n) : saved(num_threads()) { set_num_threads(n); }
+  ~Threads() { set_num_threads(saved); }
+  int saved;
+};
+
+std::vector<float> product(bool ta, bool tb, int M, int N, int K, const std::vector<float>& A, int lda,
+                           const std::vector<float>& B, int ldb, const std::vector<float>& C0, int ldc,
+                           float beta) {
+  auto C = C0;
+  matmul(ta, tb, M, N, K, 0.75f, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+  return C;
+}
+
+TEST(Matmul, SplitAcrossThreadsMatchesReference) {
+  // (M, N, K): split along M, along N, and with a slice length that is not a multiple of 16.
+  const int shapes[][3] = {{150, 70, 90}, {70, 203, 90}, {97, 97, 64}};
+  for (const auto& sh : shapes) {
+    const int M = sh[0], N = sh[1], K = sh[2];
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (float beta : {0.0f, 0.5f}) {
+          const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+          const auto A = test::random_vector(static_cast<size_t>(ta ? K : M) * lda, 1);
+          const auto B = test::random_vector(static_cast<size_t>(tb ? N : K) * ldb, 2);
+          const auto C0 = test::random_vector(static_cast<size_t>(M) * ldc, 3);
+          std::vector<float> two, one;
+          {
+            const Threads t(2);
+            two = product(ta, tb, M, N, K, A, lda, B, ldb, C0, ldc, beta);
+          }
+          {
+            const Threads t(1);
+            one = product(ta, tb, M, N, K, A, lda, B, ldb, C0, ldc, beta);
+          }
+          double worst = 0.0;
+          for (int i = 0; i < M; ++i)
+            for (int j = 0; j < ldc; ++j) {
+              if (j >= N) {  // padding columns untouched
+                ASSERT_EQ(two[i * ldc + j], C0[i * ldc + j]);
+                continue;
+              }
+              double ref = 0.0;
+              for (int k = 0; k < K; ++k)
+                ref += static_cast<double>(ta ? A[k * lda + i] : A[i * lda + k]) *
+                       (tb ? B[j * ldb + k] : B[k * ldb + j]);
+              ref = 0.75 * ref + beta * C0[i * ldc + j];
+              worst = std::max(worst, std::fabs(two[i * ldc + j] - ref) / (std::fabs(ref) + 1.0));
+              worst = std::max(worst, std::fabs(one[i * ldc + j] - ref) / (std::fabs(ref) + 1.0));
+            }
+          EXPECT_LT(worst, 1e-5) << "M " << M << " N " << N << " ta " << ta << " tb " << tb;
+        }
+  }
+}
+
+}  // namespace
+}  // namespace bmojo
