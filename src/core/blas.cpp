@@ -145,14 +145,15 @@ void matmul_split(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
                   const float* B, int ldb, float beta, float* C, int ldc, int threads) {
   const bool split_m = M >= N;
   const int extent = split_m ? M : N;
-  // Slice boundaries on multiples of 16 rows or columns (the kernels' register tiles).
-  const int parts = std::min(threads, std::max(1, extent / 16));
-#pragma omp parallel num_threads(parts)
+  // Slice boundaries on multiples of 16 rows or columns (the kernels' register tiles). The team may be
+  // smaller than asked for (nested inside another region, for one), so the slices follow its actual size.
+  const int tiles = extent / 16;
+#pragma omp parallel num_threads(std::min(threads, std::max(1, tiles)))
   {
-    const int p = omp_get_thread_num();
-    const int lo = static_cast<int>(static_cast<int64_t>(extent / 16) * p / parts) * 16;
+    const int parts = omp_get_num_threads(), p = omp_get_thread_num();
+    const int lo = static_cast<int>(static_cast<int64_t>(tiles) * p / parts) * 16;
     const int hi =
-        p + 1 == parts ? extent : static_cast<int>(static_cast<int64_t>(extent / 16) * (p + 1) / parts) * 16;
+        p + 1 == parts ? extent : static_cast<int>(static_cast<int64_t>(tiles) * (p + 1) / parts) * 16;
     if (hi > lo) {
       if (split_m) {
         // Rows [lo, hi) of op(A): A stored (M, K) -> row offset; A^T stored (K, M) -> column offset.

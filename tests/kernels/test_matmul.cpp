@@ -67,5 +67,23 @@ TEST(Matmul, SplitAcrossThreadsMatchesReference) {
   }
 }
 
+// Called from a one-thread team (where omp_in_parallel() is false, so the split path is taken) the nested
+// region may get fewer threads than asked for: every slice must still be computed.
+TEST(Matmul, SplitInsideAOneThreadTeamComputesEverySlice) {
+  const Threads t(2);
+  const int M = 160, N = 96, K = 80;
+  const auto A = test::random_vector(static_cast<size_t>(M) * K, 4);
+  const auto B = test::random_vector(static_cast<size_t>(K) * N, 5);
+  std::vector<float> C(static_cast<size_t>(M) * N, 0.0f);
+#pragma omp parallel num_threads(1)
+  matmul(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C.data(), N);
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      double ref = 0.0;
+      for (int k = 0; k < K; ++k) ref += static_cast<double>(A[i * K + k]) * B[k * N + j];
+      ASSERT_NEAR(C[i * N + j], ref, 1e-4 * (std::fabs(ref) + 1.0)) << i << "," << j;
+    }
+}
+
 }  // namespace
 }  // namespace bmojo
