@@ -1,9 +1,12 @@
-// Kernel microbenchmarks (Google Benchmark): the fast attention and selective-scan kernels against their
-// references, forward and backward. Run: build/bmojo_kernel_bench [--benchmark_filter=...]
+// Kernel microbenchmarks (Google Benchmark): matrix products (bmojo's fp32 split, OpenBLAS's own threading,
+// the bf16 path), and the fast attention and selective-scan kernels against their references, forward and
+// backward. Run: build/bmojo_kernel_bench [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
+#include <cblas.h>
 
 #include <vector>
 
+#include "core/blas.hpp"
 #include "core/rng.hpp"
 #include "core/runtime.hpp"
 #include "kernels/attention.hpp"
@@ -83,6 +86,35 @@ void BM_Scan(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * d.B * d.T);
 }
+
+// Args: M, N, K (row-major, no transposes). kMode 0: bmojo's fp32 matmul (large products split into one
+// single-threaded OpenBLAS call per thread); 1: one cblas_sgemm call with OpenBLAS's own threads; 2:
+// bmojo's bf16 path (oneDNN, operands converted every call). Thread count: OMP_NUM_THREADS / the cores.
+template <int kMode>
+void BM_Matmul(benchmark::State& state) {
+  const int M = static_cast<int>(state.range(0)), N = static_cast<int>(state.range(1)),
+            K = static_cast<int>(state.range(2));
+  const auto A = random_vector(static_cast<size_t>(M) * K, 1),
+             B = random_vector(static_cast<size_t>(K) * N, 2);
+  std::vector<float> C(static_cast<size_t>(M) * N);
+  set_matmul_bf16(kMode == 2);
+  for (auto _ : state) {
+    if constexpr (kMode == 1) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f,
+                  C.data(), N);
+    } else {
+      matmul(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C.data(), N);
+    }
+    benchmark::ClobberMemory();
+  }
+  set_matmul_bf16(false);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * M * N * K * static_cast<double>(state.iterations()),
+                                                 benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+BENCHMARK(BM_Matmul<0>)->Name("matmul/bmojo_fp32")->Args({2048, 1024, 256})->Args({2048, 256, 1024});
+BENCHMARK(BM_Matmul<1>)->Name("matmul/openblas_threads")->Args({2048, 1024, 256})->Args({2048, 256, 1024});
+BENCHMARK(BM_Matmul<2>)->Name("matmul/bmojo_bf16")->Args({2048, 1024, 256})->Args({2048, 256, 1024});
 
 BENCHMARK(BM_Attention<false, false>)
     ->Name("attention_forward/fast")

@@ -29,8 +29,8 @@ Dnnl& dnnl_context() {
 
 // C (M,N) f32 = alpha * op(A_bf16) (M,K) op(B_bf16) (K,N) + beta * C. The bf16 operands are dense copies of
 // the f32 ones in their stored layout, so a transposed operand is described by its strides (the brgemm
-// kernels take either layout) instead of being transposed while it is converted, which runs at a quarter
-// of the plain conversion's bandwidth.
+// kernels take either layout) instead of being transposed while it is converted, which is several times
+// slower than the plain conversion (docs/performance.md, session 5).
 dnnl::matmul::primitive_desc bf16_desc(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                                        float beta, int ldc) {
   using dt = dnnl::memory::data_type;
@@ -50,8 +50,7 @@ dnnl::matmul::primitive_desc bf16_desc(bool trans_a, bool trans_b, int M, int N,
   return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, dnnl_context().engine);
 }
 
-// Rounds a stored (rows, cols) f32 matrix with leading dimension ld into a dense bf16 copy in the same
-// layout (a oneDNN reorder: round to nearest even, vectorised, threaded).
+// (rows, cols, ld) of a stored f32 matrix to be rounded to bf16.
 struct ReorderKey {
   int rows, cols, ld;
   auto operator<=>(const ReorderKey&) const = default;
@@ -70,16 +69,22 @@ struct MatmulKey {
 // handful of shapes; the caches are cleared if a caller cycles through many.
 constexpr size_t kMaxCachedPrimitives = 512;
 
-dnnl::reorder& reorder_to_bf16(const ReorderKey& key) {
-  thread_local std::map<ReorderKey, dnnl::reorder> cache;
+struct CachedReorder {
+  dnnl::reorder::primitive_desc pd;
+  dnnl::reorder primitive;
+};
+
+CachedReorder& reorder_to_bf16(const ReorderKey& key) {
+  thread_local std::map<ReorderKey, CachedReorder> cache;
   if (auto it = cache.find(key); it != cache.end()) return it->second;
   if (cache.size() >= kMaxCachedPrimitives) cache.clear();
   using dims = dnnl::memory::dims;
   Dnnl& ctx = dnnl_context();
   const dnnl::memory::desc src({key.rows, key.cols}, dnnl::memory::data_type::f32, dims{key.ld, 1});
   const dnnl::memory::desc dst({key.rows, key.cols}, dnnl::memory::data_type::bf16, dims{key.cols, 1});
-  return cache.emplace(key, dnnl::reorder(dnnl::reorder::primitive_desc(ctx.engine, src, ctx.engine, dst)))
-      .first->second;
+  dnnl::reorder::primitive_desc pd(ctx.engine, src, ctx.engine, dst);
+  dnnl::reorder primitive(pd);
+  return cache.emplace(key, CachedReorder{std::move(pd), std::move(primitive)}).first->second;
 }
 
 struct CachedMatmul {
@@ -96,15 +101,15 @@ CachedMatmul& bf16_matmul(const MatmulKey& key) {
   return cache.emplace(key, CachedMatmul{std::move(pd), std::move(primitive)}).first->second;
 }
 
-// The stored (rows, cols) matrix at x as a dense bf16 buffer.
+// Rounds the stored (rows, cols) f32 matrix at x, leading dimension ld, into a dense bf16 copy in the same
+// layout (a oneDNN reorder: round to nearest even, vectorised, threaded).
 void to_bf16(const float* x, int rows, int cols, int ld, std::vector<uint16_t>& buf) {
-  using dims = dnnl::memory::dims;
   Dnnl& ctx = dnnl_context();
-  const dnnl::memory::desc src({rows, cols}, dnnl::memory::data_type::f32, dims{ld, 1});
-  const dnnl::memory::desc dst({rows, cols}, dnnl::memory::data_type::bf16, dims{cols, 1});
+  CachedReorder& r = reorder_to_bf16({rows, cols, ld});
   if (buf.size() < static_cast<size_t>(rows) * cols) buf.resize(static_cast<size_t>(rows) * cols);
-  dnnl::memory s(src, ctx.engine, const_cast<float*>(x)), d(dst, ctx.engine, buf.data());
-  reorder_to_bf16({rows, cols, ld}).execute(ctx.stream, s, d);
+  dnnl::memory s(r.pd.src_desc(), ctx.engine, const_cast<float*>(x)),
+      d(r.pd.dst_desc(), ctx.engine, buf.data());
+  r.primitive.execute(ctx.stream, s, d);
 }
 
 void matmul_bf16_dnnl(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
@@ -137,8 +142,9 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
 // Large fp32 products are split into one slice of C per thread along the longer of M and N, and each slice
 // is one single-threaded OpenBLAS call (OpenBLAS runs single-threaded inside a parallel region). OpenBLAS's
 // own threading synchronises its threads by spinning on sched_yield, a system call, which this virtual
-// machine makes expensive on some days: 2048x1024x256 measured 284 GFLOP/s with OpenBLAS's 2 threads and
-// 319 split this way (same minute). Each element of C is still computed by one call over the whole of K.
+// machine makes expensive on some days: 2048x1024x256 at 284 GFLOP/s with OpenBLAS's 2 threads and 314
+// split this way (`bmojo_kernel_bench --benchmark_filter=matmul`, same run). Each element of C is still
+// computed by one call over the whole of K.
 constexpr double kSplitMinFlops = 64.0 * 64 * 64;
 
 void matmul_split(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
