@@ -9,7 +9,7 @@ counts bmojo's model FLOPs per token (src/model/flops.cpp) for both.
 
 Usage: /usr/bin/python3 reference/bench_vs_torch.py --config configs/bench/attention_4l_256.json
                                                    [--steps 10] [--warmup 2] [--threads 2] [--bf16] [--torch-bf16]
-                                                   [--plain-malloc] [--repeat N] [--torch-profile] [--json]
+                                                   [--plain-malloc] [--repeat N] [--profile] [--json]
 --bf16 runs bmojo with its bf16 matmul path (train.bf16_matmul); --torch-bf16 runs PyTorch's forward under
 torch.autocast(cpu, bfloat16) (its matrix products in bf16 through oneDNN, backward following). Without
 them both sides are fp32. Both sides run with the glibc malloc settings of MALLOC_TUNABLES unless
@@ -110,8 +110,9 @@ def main():
                     help="alternate the two sides this many times and report the medians (default 1)")
     ap.add_argument("--torch-bf16", action="store_true",
                     help="PyTorch under torch.autocast(cpu, bfloat16): its matrix products in bf16 through oneDNN")
-    ap.add_argument("--torch-profile", action="store_true",
-                    help="also profile 3 PyTorch steps and print its operators' shares of the time")
+    ap.add_argument("--profile", "--torch-profile", dest="torch_profile", action="store_true",
+                    help="also print where each side's step goes: bmojo's kernel shares (bmojo bench --profile) "
+                         "and PyTorch's operator shares over 3 more steps")
     ap.add_argument("--plain-malloc", action="store_true",
                     help="run both sides with glibc's default malloc settings (see MALLOC_TUNABLES)")
     ap.add_argument("--torch-side", action="store_true", help=argparse.SUPPRESS)
@@ -131,7 +132,7 @@ def main():
     if not args.plain_malloc:
         env["GLIBC_TUNABLES"] = MALLOC_TUNABLES
     bench_cmd = ([args.binary, "bench", "--config", args.config, "--steps", str(args.steps), "--warmup",
-                  str(args.warmup), "--json"] + common + (["--set", "train.bf16_matmul=true"] if args.bf16 else []))
+                  str(args.warmup), "--json"] + common + (["--profile"] if args.torch_profile else []) + (["--set", "train.bf16_matmul=true"] if args.bf16 else []))
     bm_runs, pt_runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         # The same initial weights on both sides: bmojo writes them, the reference reads them.
@@ -165,14 +166,21 @@ def main():
               "bmojo_gflops": bm["gflops"], "torch_gflops": flops * pt["tokens_per_s"] / 1e9,
               "peak_gflops": PEAK_GFLOPS, "bmojo_ms_per_step": bm["ms_per_step_median"],
               "torch_ms_per_step": pt["ms_per_step_median"], "torch_version": pt["torch"],
-              "torch_sgemm_gflops": pt["sgemm_gflops"], "torch_profile": pt_runs[-1]["profile"]}
+              "torch_sgemm_gflops": pt["sgemm_gflops"], "torch_profile": pt_runs[-1]["profile"],
+              "measured_peak_gflops": statistics.median(r["measured_peak_gflops"] for r in bm_runs),
+              "bmojo_profile": bm_runs[-1].get("profile")}
+    if result["torch_profile"]:
+        # The most bmojo could gain with matrix products as fast as PyTorch's and nothing else costing time.
+        result["ratio_bound_same_matmul_speed"] = 1.0 / result["torch_profile"]["gemm_share"]
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{result['config']}: {bm['layers']}, T {bm['T']}, batch {bm['batch']}, {args.threads} threads, "
               f"{args.steps} steps (median)")
         print(f"  bmojo{' bf16' if args.bf16 else '     '}{bm['tokens_per_s']:9.0f} tokens/s  {bm['ms_per_step_median']:8.1f} ms/step  "
-              f"{bm['gflops']:6.1f} GFLOP/s ({100 * bm['gflops'] / PEAK_GFLOPS:.0f}% of fp32 peak)")
+              f"{bm['gflops']:6.1f} GFLOP/s ({100 * bm['gflops'] / PEAK_GFLOPS:.0f}% of fp32 peak, "
+              f"{100 * bm['gflops'] / result['measured_peak_gflops']:.0f}% of the "
+              f"{result['measured_peak_gflops']:.0f} measured now)")
         print(f"  PyTorch{' bf16' if args.torch_bf16 else '     '}{pt['tokens_per_s']:7.0f} tokens/s  {pt['ms_per_step_median']:8.1f} ms/step  "
               f"{result['torch_gflops']:6.1f} GFLOP/s ({100 * result['torch_gflops'] / PEAK_GFLOPS:.0f}% of peak)"
               f"  [torch {pt['torch']}]")
@@ -180,10 +188,17 @@ def main():
             print(f"  (medians of {args.repeat} alternating runs: bmojo "
                   f"{', '.join(f'{x:.0f}' for x in result['bmojo_runs_tokens_per_s'])}; PyTorch "
                   f"{', '.join(f'{x:.0f}' for x in result['torch_runs_tokens_per_s'])})")
+        if result["bmojo_profile"]:
+            rows = result["bmojo_profile"]
+            mm = sum(r["share"] for r in rows if r["kernel"].startswith("matmul"))
+            print(f"  bmojo profile (bmojo bench --profile): matrix products {100 * mm:.0f}%; top: "
+                  + ", ".join(f"{r['kernel']} {100 * r['share']:.1f}%" for r in rows[:8]))
         if result["torch_profile"]:
             prof = result["torch_profile"]
             print(f"  PyTorch profile (self CPU time, 3 steps): matrix products {100 * prof['gemm_share']:.0f}%; top: "
                   + ", ".join(f"{k} {100 * v:.1f}%" for k, v in prof["top"]))
+            print(f"  bound: with matrix products only as fast as PyTorch's and nothing else, bmojo would be "
+                  f"{result['ratio_bound_same_matmul_speed']:.2f}x")
         print(f"  ratio   {result['ratio']:.2f}x   (machine state: PyTorch's sgemm 2048x1024x1024 at "
               f"{result['torch_sgemm_gflops']:.0f} GFLOP/s; about 460 on a good day)")
 

@@ -11,6 +11,8 @@
 
 #include "core/blas.hpp"
 #include "core/error.hpp"
+#include "core/machine_peak.hpp"
+#include "core/profile.hpp"
 #include "core/runtime.hpp"
 #include "data/batches.hpp"
 #include "data/mqar.hpp"
@@ -245,7 +247,47 @@ int run_info(const CommonOptions& o, const std::string& checkpoint, bool tensors
   return 0;
 }
 
-int run_bench(const CommonOptions& o, int steps, int warmup) {
+struct BenchOptions {
+  int steps = 10, warmup = 2;
+  bool profile = false, measure_peak = true;
+};
+
+// The profile table of `bmojo bench --profile`: each kernel's exclusive time per timed step, its share of the
+// step, calls per step and, for matrix products, the rate they ran at.
+json print_profile(double step_ms_total, int steps, bool as_json) {
+  const std::vector<profile::Entry> entries = profile::totals();
+  double covered = 0.0;
+  json rows = json::array();
+  if (!as_json) std::printf("profile (exclusive time per timed step):\n");
+  for (const profile::Entry& e : entries) {
+    const double ms = e.seconds * 1000.0 / steps;
+    covered += e.seconds * 1000.0;
+    const double gflops = e.flops > 0 && e.seconds > 0 ? e.flops / e.seconds / 1e9 : 0.0;
+    rows.push_back({{"kernel", e.name},
+                    {"ms_per_step", ms},
+                    {"share", ms * steps / step_ms_total},
+                    {"calls_per_step", static_cast<double>(e.calls) / steps},
+                    {"gflops", gflops}});
+    if (!as_json) {
+      std::printf("  %-32s %8.2f ms %5.1f%% %7.1f calls", e.name.c_str(), ms,
+                  100.0 * ms * steps / step_ms_total, static_cast<double>(e.calls) / steps);
+      if (gflops > 0) std::printf("  %6.1f GFLOP/s", gflops);
+      std::printf("\n");
+    }
+  }
+  const double other = std::max(0.0, step_ms_total - covered) / steps;
+  rows.push_back({{"kernel", "other"},
+                  {"ms_per_step", other},
+                  {"share", other * steps / step_ms_total},
+                  {"calls_per_step", 0.0},
+                  {"gflops", 0.0}});
+  if (!as_json)
+    std::printf("  %-32s %8.2f ms %5.1f%%   (model code between kernels, gradient zeroing)\n", "other", other,
+                100.0 * other * steps / step_ms_total);
+  return rows;
+}
+
+int run_bench(const CommonOptions& o, const BenchOptions& b) {
   apply_threads(o.threads);
   const Config c = build_config(o);
   set_matmul_bf16(c.train.bf16_matmul);
@@ -257,8 +299,10 @@ int run_bench(const CommonOptions& o, int steps, int warmup) {
   std::vector<double> ms;
   double head_fraction = 1.0;
   if (c.data.task == "mqar") head_fraction = static_cast<double>(c.data.num_kv_pairs) / T;
-  for (int i = 0; i < warmup + steps; ++i) {
+  profile::set_enabled(b.profile);
+  for (int i = 0; i < b.warmup + b.steps; ++i) {
     const Batch batch = data.train(static_cast<uint64_t>(i));
+    if (i == b.warmup) profile::reset();
     const auto t0 = std::chrono::steady_clock::now();
     model.zero_grads();
     model.forward(batch.inputs.data(), batch.targets.data(), B, T);
@@ -268,42 +312,58 @@ int run_bench(const CommonOptions& o, int steps, int warmup) {
       scale_in_place(model.grads(), model.layout().slab_size(), static_cast<float>(c.train.grad_clip / norm));
     opt.step(model.params(), model.grads(), model.layout(), static_cast<float>(c.train.lr), c.train);
     const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (i >= warmup) ms.push_back(t);
+    if (i >= b.warmup) ms.push_back(t);
   }
+  profile::set_enabled(false);
+  double total = 0.0;
+  for (double v : ms) total += v;
+  const double mean = total / ms.size();
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
-  double mean = 0.0;
-  for (double v : ms) mean += v;
-  mean /= ms.size();
   const double tps = B * T / (median / 1000.0);
   const double flops = training_flops_per_token(c.model, T, head_fraction);
   const double gflops = flops * tps / 1e9;
+  PeakMeasurement peak;
+  if (b.measure_peak) peak = measure_fp32_peak(num_threads());
   if (o.json) {
-    std::cout << json{{"layers", c.model.layers},
-                      {"d_model", c.model.d_model},
-                      {"T", T},
-                      {"batch", B},
-                      {"threads", num_threads()},
-                      {"blas_core", blas_core_name()},
-                      {"bf16_matmul", c.train.bf16_matmul},
-                      {"params", model.num_params()},
-                      {"ms_per_step_median", median},
-                      {"ms_per_step_mean", mean},
-                      {"ms_per_step_min", ms.front()},
-                      {"ms_per_step_max", ms.back()},
-                      {"tokens_per_s", tps},
-                      {"model_flops_per_token", flops},
-                      {"gflops", gflops}}
-                     .dump()
-              << std::endl;
+    json out{{"layers", c.model.layers},
+             {"d_model", c.model.d_model},
+             {"T", T},
+             {"batch", B},
+             {"threads", num_threads()},
+             {"blas_core", blas_core_name()},
+             {"bf16_matmul", c.train.bf16_matmul},
+             {"params", model.num_params()},
+             {"ms_per_step_median", median},
+             {"ms_per_step_mean", mean},
+             {"ms_per_step_min", ms.front()},
+             {"ms_per_step_max", ms.back()},
+             {"tokens_per_s", tps},
+             {"model_flops_per_token", flops},
+             {"gflops", gflops},
+             {"nominal_peak_gflops", kNominalPeakGflops}};
+    if (b.measure_peak) {
+      out["measured_peak_gflops"] = peak.gflops;
+      out["measured_peak_isa"] = peak.isa;
+    }
+    if (b.profile) out["profile"] = print_profile(total, b.steps, true);
+    std::cout << out.dump() << std::endl;
   } else {
     std::printf("bench | layers %s | d_model %d | T %d | batch %d | params %zu | threads %d | BLAS %s%s\n",
                 c.model.layers.c_str(), c.model.d_model, T, B, model.num_params(), num_threads(),
                 blas_core_name().c_str(), c.train.bf16_matmul ? " | bf16 matmuls (oneDNN)" : "");
+    if (b.profile) print_profile(total, b.steps, false);
+    if (b.measure_peak)
+      std::printf(
+          "fp32 peak: measured now %.1f GFLOP/s (%s multiply-adds, %d threads), nominal %.0f | achieved "
+          "%.0f%% "
+          "of measured, %.0f%% of nominal\n",
+          peak.gflops, peak.isa.c_str(), peak.threads, kNominalPeakGflops, 100.0 * gflops / peak.gflops,
+          100.0 * gflops / kNominalPeakGflops);
     std::printf(
         "ms/step median %.2f (min %.2f, max %.2f, %d steps) | %.0f tokens/s | %.2f MFLOP/token | %.1f "
         "GFLOP/s\n",
-        median, ms.front(), ms.back(), steps, tps, flops / 1e6, gflops);
+        median, ms.front(), ms.back(), b.steps, tps, flops / 1e6, gflops);
   }
   return 0;
 }
@@ -323,7 +383,7 @@ int main(int argc, char** argv) {
   std::optional<double> lr;
   std::optional<uint64_t> seed;
   int64_t stop_after = -1;
-  int bench_steps = 10, bench_warmup = 2;
+  BenchOptions bench_b;
   bool info_tensors = false;
 
   auto* train = app.add_subcommand("train", "Train a model (default: the built-in MQAR demo)");
@@ -418,8 +478,13 @@ int main(int argc, char** argv) {
 
   auto* bench = app.add_subcommand("bench", "Measure training throughput (tokens/s, achieved GFLOP/s)");
   add_common(bench, bench_o, true);
-  bench->add_option("--steps", bench_steps, "Timed steps")->check(CLI::PositiveNumber);
-  bench->add_option("--warmup", bench_warmup, "Untimed warm-up steps")->check(CLI::NonNegativeNumber);
+  bench->add_option("--steps", bench_b.steps, "Timed steps")->check(CLI::PositiveNumber);
+  bench->add_option("--warmup", bench_b.warmup, "Untimed warm-up steps")->check(CLI::NonNegativeNumber);
+  bench->add_flag(
+      "--profile", bench_b.profile,
+      "Also print where the step's time goes: each kernel's exclusive time, share and calls per step");
+  bench->add_flag("!--no-peak", bench_b.measure_peak,
+                  "Skip measuring the machine's fp32 peak (0.3 s) after the timed steps");
 
   GenerateOptions gen;
   auto* generate = app.add_subcommand(
@@ -507,7 +572,7 @@ int main(int argc, char** argv) {
     if (*train) return run_train(train_o, out_dir, resume, steps, lr, seed, stop_after);
     if (*eval) return run_eval(eval_o, eval_e);
     if (*info) return run_info(info_o, info_ckpt, info_tensors);
-    if (*bench) return run_bench(bench_o, bench_steps, bench_warmup);
+    if (*bench) return run_bench(bench_o, bench_b);
     if (*generate) return run_generate(gen);
     if (*parity) return run_parity_dump(pd);
     if (*data_tok) return run_data_tokenizer(dt);

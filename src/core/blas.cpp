@@ -11,6 +11,8 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <vector>
 
+#include "core/profile.hpp"
+
 namespace bmojo {
 
 namespace {
@@ -117,9 +119,12 @@ void matmul_bf16_dnnl(bool trans_a, bool trans_b, int M, int N, int K, float alp
   thread_local std::vector<uint16_t> a_buf, b_buf;
   thread_local std::vector<uint8_t> scratch;
   Dnnl& ctx = dnnl_context();
-  // op(A) = A^T is stored (K, M); op(B) = B^T is stored (N, K).
-  to_bf16(A, trans_a ? K : M, trans_a ? M : K, lda, a_buf);
-  to_bf16(B, trans_b ? N : K, trans_b ? K : N, ldb, b_buf);
+  {
+    const profile::Scope scope("matmul_bf16_convert");
+    // op(A) = A^T is stored (K, M); op(B) = B^T is stored (N, K).
+    to_bf16(A, trans_a ? K : M, trans_a ? M : K, lda, a_buf);
+    to_bf16(B, trans_b ? N : K, trans_b ? K : N, ldb, b_buf);
+  }
   CachedMatmul& mm = bf16_matmul({trans_a, trans_b, M, N, K, ldc, alpha, beta});
   dnnl::memory am(mm.pd.src_desc(), ctx.engine, a_buf.data()),
       bm(mm.pd.weights_desc(), ctx.engine, b_buf.data());
@@ -191,10 +196,13 @@ std::string bf16_matmul_impl(bool trans_a, bool trans_b, int M, int N, int K) {
 void matmul(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
             const float* B, int ldb, float beta, float* C, int ldc) {
   if (M == 0 || N == 0) return;
+  const double flops = 2.0 * M * N * K;
   if (g_bf16 && K > 0 && static_cast<double>(M) * N * K >= kBf16MinFlops && omp_in_parallel() == 0) {
+    const profile::Scope scope("matmul_bf16", flops);
     matmul_bf16_dnnl(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
+  const profile::Scope scope("matmul_fp32", flops);
   const int threads = omp_in_parallel() == 0 ? omp_get_max_threads() : 1;
   if (threads > 1 && static_cast<double>(M) * N * K >= kSplitMinFlops) {
     matmul_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads);

@@ -8,6 +8,7 @@
 
 #include "core/blas.hpp"
 #include "core/error.hpp"
+#include "core/profile.hpp"
 #include "kernels/vector_math.hpp"
 
 namespace bmojo {
@@ -297,6 +298,7 @@ void attention_backward_reference(const AttentionGrads& gr, const float* dout, c
 
 void attention_forward(float* out, int64_t ldo, float* lse, const AttentionInputs& in,
                        const AttentionDims& d) {
+  const profile::Scope scope("attention_forward");
   check_inputs(in, d);
   const int group = d.H / d.Hk;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.Dh));
@@ -342,6 +344,7 @@ void attention_forward(float* out, int64_t ldo, float* lse, const AttentionInput
 
 void attention_backward(const AttentionGrads& gr, const float* dout, const float* out, int64_t ldo,
                         const float* lse, const AttentionInputs& in, const AttentionDims& d) {
+  const profile::Scope scope("attention_backward");
   check_inputs(in, d);
   const int group = d.H / d.Hk;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.Dh));

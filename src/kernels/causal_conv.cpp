@@ -1,11 +1,13 @@
 #include "kernels/causal_conv.hpp"
 
 #include "core/parallel.hpp"
+#include "core/profile.hpp"
 
 namespace bmojo {
 
 void causal_conv_forward(float* out, const float* x, int64_t ldx, const float* w, const float* bias, int B,
                          int T, int C, int K) {
+  const profile::Scope scope("causal_conv_forward");
 #pragma omp parallel for collapse(2) schedule(static)
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t) {
@@ -22,6 +24,7 @@ void causal_conv_forward(float* out, const float* x, int64_t ldx, const float* w
 
 void causal_conv_backward(float* dx, int64_t lddx, float* dw, float* dbias, const float* dout, const float* x,
                           int64_t ldx, const float* w, int B, int T, int C, int K) {
+  const profile::Scope scope("causal_conv_backward");
   // Threads own channel ranges: dw and dbias need no reduction and the order is fixed.
 #pragma omp parallel
   {

@@ -4,12 +4,14 @@
 #include <vector>
 
 #include "core/parallel.hpp"
+#include "core/profile.hpp"
 #include "kernels/vector_math.hpp"
 
 namespace bmojo {
 
 CrossEntropyResult cross_entropy_forward_backward(float* logits, const int32_t* targets, int64_t N, int V,
                                                   float grad_scale, bool want_grad) {
+  const profile::Scope scope("cross_entropy_forward_backward");
   static thread_local std::vector<double> row_loss;
   static thread_local std::vector<int> row_correct;
   row_loss.assign(N, 0.0);

@@ -3,10 +3,12 @@
 #include <cstring>
 
 #include "core/parallel.hpp"
+#include "core/profile.hpp"
 
 namespace bmojo {
 
 void embedding_forward(float* out, const int32_t* tokens, const float* table, int64_t N, int D) {
+  const profile::Scope scope("embedding_forward");
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < N; ++i) {
     std::memcpy(out + i * D, table + static_cast<int64_t>(tokens[i]) * D, sizeof(float) * D);
@@ -14,6 +16,7 @@ void embedding_forward(float* out, const int32_t* tokens, const float* table, in
 }
 
 void embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int64_t N, int D) {
+  const profile::Scope scope("embedding_backward");
   // Threads own column ranges, so repeated tokens never race and the sum order is fixed.
 #pragma omp parallel
   {

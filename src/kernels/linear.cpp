@@ -1,17 +1,20 @@
 #include "kernels/linear.hpp"
 
 #include "core/blas.hpp"
+#include "core/profile.hpp"
 
 namespace bmojo {
 
 void linear_forward(float* out, int ldo, const float* inp, int ldi, const float* weight, int ldw, int64_t N,
                     int in_dim, int out_dim, float beta) {
+  const profile::Scope scope("linear_forward");
   matmul(false, false, static_cast<int>(N), out_dim, in_dim, 1.0f, inp, ldi, weight, ldw, beta, out, ldo);
 }
 
 void linear_backward(float* dinp, int lddi, float* dweight, int ldw, const float* dout, int ldo,
                      const float* inp, int ldi, const float* weight, int64_t N, int in_dim, int out_dim,
                      bool accumulate_dinp) {
+  const profile::Scope scope("linear_backward");
   if (dinp != nullptr) {
     matmul(false, true, static_cast<int>(N), in_dim, out_dim, 1.0f, dout, ldo, weight, ldw,
            accumulate_dinp ? 1.0f : 0.0f, dinp, lddi);

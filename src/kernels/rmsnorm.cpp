@@ -3,11 +3,13 @@
 #include <cmath>
 
 #include "core/parallel.hpp"
+#include "core/profile.hpp"
 
 namespace bmojo {
 
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N, int D,
                      float eps) {
+  const profile::Scope scope("rmsnorm_forward");
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < N; ++i) {
     const float* x = inp + i * D;
@@ -22,6 +24,7 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* wei
 
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                       const float* rstd, int64_t N, int D) {
+  const profile::Scope scope("rmsnorm_backward");
   // d x_c = r * w_c * g_c - x_c * r^3 / D * sum_j(w_j * g_j * x_j)
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < N; ++i) {

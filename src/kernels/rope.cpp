@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "core/profile.hpp"
+
 namespace bmojo {
 
 void RopeTable::ensure(int64_t positions) {
@@ -25,6 +27,7 @@ void rope_angles(float* cos, float* sin, int64_t pos, int head_dim, double base)
 
 void rope_apply(float* x, int64_t ld, int B, int T, int heads, int64_t pos0, const RopeTable& table,
                 bool inverse) {
+  const profile::Scope scope("rope_apply");
   const int Dh = table.head_dim();
   const int half = Dh / 2;
   const float sign = inverse ? -1.0f : 1.0f;

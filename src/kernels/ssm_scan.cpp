@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/parallel.hpp"
+#include "core/profile.hpp"
 #include "kernels/vector_math.hpp"
 
 namespace bmojo {
@@ -294,6 +295,7 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
 void selective_scan_forward(float* y, const float* x, const float* dt, const float* A, const float* Bm,
                             const float* Cm, int64_t ldbc, const float* Dskip, const ScanDims& d,
                             float* final_state, const float* initial_state) {
+  const profile::Scope scope("selective_scan_forward");
   switch (d.N) {
     case 16:
       return scan_forward_fast<16>(y, x, dt, A, Bm, Cm, ldbc, Dskip, d, final_state, initial_state);
@@ -308,6 +310,7 @@ void selective_scan_backward(float* dx, float* ddt, float* dA, float* dBm, float
                              const float* dy, const float* x, const float* dt, const float* A,
                              const float* Bm, const float* Cm, int64_t ldbc, const float* Dskip,
                              const ScanDims& d) {
+  const profile::Scope scope("selective_scan_backward");
   switch (d.N) {
     case 16:
       return scan_backward_fast<16>(dx, ddt, dA, dBm, dCm, dDskip, dy, x, dt, A, Bm, Cm, ldbc, Dskip, d);

@@ -5,6 +5,7 @@
 
 #include "core/blas.hpp"
 #include "core/error.hpp"
+#include "core/profile.hpp"
 
 namespace bmojo {
 
@@ -81,6 +82,7 @@ void plan_eidetic_memory(EideticPlan& plan, const float* scores, int B, int T, c
 
 double innovation_forward(float* scores, float* e, const float* x, const float* y, const float* P, int B,
                           int T, int D) {
+  const profile::Scope scope("innovation_forward");
   const int64_t N = static_cast<int64_t>(B) * T;
   std::memcpy(e, x, sizeof(float) * N * D);
   for (int b = 0; b < B; ++b) {
@@ -100,6 +102,7 @@ double innovation_forward(float* scores, float* e, const float* x, const float* 
 
 void innovation_backward(float* dP, float* dy, double lambda, const float* e, const float* y, const float* P,
                          int B, int T, int D) {
+  const profile::Scope scope("innovation_backward");
   if (T < 2) return;
   // d(lambda mean s)/d xhat_t = -2 lambda e_t / (D N).
   const float alpha = static_cast<float>(-2.0 * lambda / (static_cast<double>(D) * B * T));

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/parallel.hpp"
+#include "core/profile.hpp"
 
 namespace bmojo {
 
@@ -16,6 +17,7 @@ float learning_rate(const TrainConfig& t, int64_t step) {
 }
 
 double global_norm(const float* g, size_t n) {
+  const profile::Scope scope("global_norm");
   const int threads = omp_get_max_threads();
   // The calling thread's buffer, reused (no allocation in the training step); the workers write through
   // a pointer to it, not through the thread_local name, which would name their own.
@@ -36,12 +38,14 @@ double global_norm(const float* g, size_t n) {
 }
 
 void scale_in_place(float* x, size_t n, float factor) {
+  const profile::Scope scope("scale_in_place");
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) x[i] *= factor;
 }
 
 void AdamW::step(float* params, const float* grads, const ParameterLayout& layout, float lr,
                  const TrainConfig& t) {
+  const profile::Scope scope("adamw_step");
   ++steps_;
   const float bc1 = static_cast<float>(1.0 - std::pow(t.beta1, static_cast<double>(steps_)));
   const float bc2 = static_cast<float>(1.0 - std::pow(t.beta2, static_cast<double>(steps_)));

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "test_util.hpp"
@@ -86,6 +87,37 @@ TEST_F(Cli, TrainEvalInfoEndToEnd) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("resuming at step 4"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("step 6/6"), std::string::npos) << r.out;
+}
+
+// `bench --profile`: each kernel's time is counted once (exclusive), so the shares add up to the step.
+TEST_F(Cli, BenchProfileAccountsForTheStep) {
+  write("c.json", tiny_config());
+  const Result r = run("bench --config " + path("c.json") +
+                       " --set model.layers=AMB --set model.window=4 --set model.k=2 --set model.m=3 --steps "
+                       "2 --warmup 1 --profile --json --threads 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_TRUE(j.contains("profile"));
+  EXPECT_GT(j["measured_peak_gflops"].get<double>(), 0.0);
+  double shares = 0.0;
+  std::map<std::string, nlohmann::json> by_name;
+  for (const auto& row : j["profile"]) {
+    by_name[row["kernel"].get<std::string>()] = row;
+    EXPECT_GE(row["share"].get<double>(), 0.0);
+    shares += row["share"].get<double>();
+  }
+  EXPECT_NEAR(shares, 1.0, 0.02) << "kernel shares plus 'other' must add up to the step";
+  for (const char* kernel : {"matmul_fp32", "attention_forward", "attention_backward",
+                             "selective_scan_forward", "selective_scan_backward", "innovation_forward",
+                             "cross_entropy_forward_backward", "adamw_step", "other"})
+    EXPECT_TRUE(by_name.count(kernel)) << kernel;
+  EXPECT_GT(by_name["matmul_fp32"]["gflops"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(by_name["cross_entropy_forward_backward"]["calls_per_step"].get<double>(), 1.0);
+
+  const Result text = run("bench --config " + path("c.json") + " --steps 1 --warmup 0 --profile --no-peak");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("profile (exclusive time per timed step)"), std::string::npos) << text.out;
+  EXPECT_EQ(text.out.find("fp32 peak"), std::string::npos) << "--no-peak skips the measurement";
 }
 
 // Every letter in one stack, through train, eval (from the checkpoint, which carries the B knobs) and info.

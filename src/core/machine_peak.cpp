@@ -1,0 +1,78 @@
+#include "core/machine_peak.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+
+namespace bmojo {
+
+namespace {
+
+// Independent accumulator chains: enough to cover the FMA latency (4 cycles) on two pipes.
+constexpr int kChains = 12;
+
+// One vector register's worth of lanes at the widest width this build targets, as a GCC vector type: this
+// file is compiled with -ffp-contract=fast (CMakeLists.txt) so that `a * b + c` is one fused multiply-add.
+#if defined(__AVX512F__)
+constexpr int kWidth = 16;
+constexpr const char* kIsa = "avx512";
+#elif defined(__AVX2__)
+constexpr int kWidth = 8;
+constexpr const char* kIsa = "avx2";
+#else
+constexpr int kWidth = 4;
+constexpr const char* kIsa = "128-bit";
+#endif
+using V = float __attribute__((vector_size(kWidth * sizeof(float))));
+
+float fma_loop(int64_t iterations, float seed) {
+  V acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = V{} + seed * static_cast<float>(i);
+  const V mul = V{} + 0.999999f, add = V{} + 1e-7f;
+  for (int64_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kChains; ++i) acc[i] = acc[i] * mul + add;
+  }
+  float sum = 0.0f;
+  for (int i = 0; i < kChains; ++i)
+    for (int l = 0; l < kWidth; ++l) sum += acc[i][l];
+  return sum;
+}
+
+// Keeps the loops' results observable so the compiler cannot drop them.
+volatile float g_sink = 0.0f;
+
+double run_once(int threads, int64_t iterations_per_thread, int& team) {
+  const auto t0 = std::chrono::steady_clock::now();
+  float total = 0.0f;
+  team = threads;  // a nested region may get fewer threads than asked for
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+  {
+    if (omp_get_thread_num() == 0) team = omp_get_num_threads();
+    total += fma_loop(iterations_per_thread, 1.0f + static_cast<float>(omp_get_thread_num()));
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  g_sink = total;
+  const double flops = 2.0 * kWidth * kChains * static_cast<double>(iterations_per_thread) * team;
+  return flops / s / 1e9;
+}
+
+}  // namespace
+
+PeakMeasurement measure_fp32_peak(int threads, double seconds) {
+  threads = std::max(1, threads);
+  // Calibrate: a short run gives the rate; size the timed runs to about a fifth of the budget each.
+  int64_t iterations = 1 << 16;
+  int team = threads;
+  const double calib = run_once(threads, iterations, team);
+  const double per_run = std::max(seconds / 5.0, 1e-3);
+  iterations = std::max<int64_t>(
+      1 << 16, static_cast<int64_t>(calib * 1e9 * per_run / (2.0 * kWidth * kChains * team)));
+  double best = calib;
+  for (int r = 0; r < 4; ++r) best = std::max(best, run_once(threads, iterations, team));
+  return {best, team, kIsa};
+}
+
+}  // namespace bmojo
