@@ -11,6 +11,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <vector>
 
+#include "core/bf16.hpp"
 #include "core/profile.hpp"
 
 namespace bmojo {
@@ -52,12 +53,6 @@ dnnl::matmul::primitive_desc bf16_desc(bool trans_a, bool trans_b, int M, int N,
   return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, dnnl_context().engine);
 }
 
-// (rows, cols, ld) of a stored f32 matrix to be rounded to bf16.
-struct ReorderKey {
-  int rows, cols, ld;
-  auto operator<=>(const ReorderKey&) const = default;
-};
-
 // (layouts, M, N, K, ldc, alpha, beta) of a bf16 product.
 struct MatmulKey {
   bool trans_a, trans_b;
@@ -68,26 +63,8 @@ struct MatmulKey {
 
 // Primitives are created once per shape and kept: building a primitive descriptor costs far more than
 // oneDNN's own cache lookup suggests (about 5% of a training step when done per call). A model uses a
-// handful of shapes; the caches are cleared if a caller cycles through many.
+// handful of shapes; the cache is cleared if a caller cycles through many.
 constexpr size_t kMaxCachedPrimitives = 512;
-
-struct CachedReorder {
-  dnnl::reorder::primitive_desc pd;
-  dnnl::reorder primitive;
-};
-
-CachedReorder& reorder_to_bf16(const ReorderKey& key) {
-  thread_local std::map<ReorderKey, CachedReorder> cache;
-  if (auto it = cache.find(key); it != cache.end()) return it->second;
-  if (cache.size() >= kMaxCachedPrimitives) cache.clear();
-  using dims = dnnl::memory::dims;
-  Dnnl& ctx = dnnl_context();
-  const dnnl::memory::desc src({key.rows, key.cols}, dnnl::memory::data_type::f32, dims{key.ld, 1});
-  const dnnl::memory::desc dst({key.rows, key.cols}, dnnl::memory::data_type::bf16, dims{key.cols, 1});
-  dnnl::reorder::primitive_desc pd(ctx.engine, src, ctx.engine, dst);
-  dnnl::reorder primitive(pd);
-  return cache.emplace(key, CachedReorder{std::move(pd), std::move(primitive)}).first->second;
-}
 
 struct CachedMatmul {
   dnnl::matmul::primitive_desc pd;
@@ -104,14 +81,10 @@ CachedMatmul& bf16_matmul(const MatmulKey& key) {
 }
 
 // Rounds the stored (rows, cols) f32 matrix at x, leading dimension ld, into a dense bf16 copy in the same
-// layout (a oneDNN reorder: round to nearest even, vectorised, threaded).
+// layout.
 void to_bf16(const float* x, int rows, int cols, int ld, std::vector<uint16_t>& buf) {
-  Dnnl& ctx = dnnl_context();
-  CachedReorder& r = reorder_to_bf16({rows, cols, ld});
   if (buf.size() < static_cast<size_t>(rows) * cols) buf.resize(static_cast<size_t>(rows) * cols);
-  dnnl::memory s(r.pd.src_desc(), ctx.engine, const_cast<float*>(x)),
-      d(r.pd.dst_desc(), ctx.engine, buf.data());
-  r.primitive.execute(ctx.stream, s, d);
+  convert_to_bf16(buf.data(), x, rows, cols, ld);
 }
 
 void matmul_bf16_dnnl(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,

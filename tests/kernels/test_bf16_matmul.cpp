@@ -3,8 +3,13 @@
 // training run with it follows the fp32 loss curve.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
 
+#include "core/bf16.hpp"
 #include "core/blas.hpp"
 #include "test_util.hpp"
 #include "train/trainer.hpp"
@@ -16,6 +21,61 @@ struct Bf16On {
   Bf16On() { set_matmul_bf16(true); }
   ~Bf16On() { set_matmul_bf16(false); }
 };
+
+float from_bits(uint32_t bits) {
+  float x;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
+
+// The rounding definition on the cases that matter: exact values, ties to even both ways, carry into the
+// exponent, overflow to infinity, infinities and NaN.
+TEST(Bf16Convert, RoundToBf16IsNearestEven) {
+  EXPECT_EQ(round_to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ(round_to_bf16(-2.0f), 0xc000);
+  EXPECT_EQ(round_to_bf16(from_bits(0x3f808000u)), 0x3f80) << "tie, even below";
+  EXPECT_EQ(round_to_bf16(from_bits(0x3f818000u)), 0x3f82) << "tie, odd below: rounds up";
+  EXPECT_EQ(round_to_bf16(from_bits(0x3f808001u)), 0x3f81) << "above the tie";
+  EXPECT_EQ(round_to_bf16(from_bits(0x3fffffffu)), 0x4000) << "carry into the exponent";
+  EXPECT_EQ(round_to_bf16(std::numeric_limits<float>::max()), 0x7f80) << "overflows to infinity";
+  EXPECT_EQ(round_to_bf16(std::numeric_limits<float>::infinity()), 0x7f80);
+  EXPECT_EQ(round_to_bf16(-std::numeric_limits<float>::infinity()), 0xff80);
+  const uint16_t nan = round_to_bf16(std::numeric_limits<float>::quiet_NaN());
+  EXPECT_EQ(nan & 0x7f80, 0x7f80);
+  EXPECT_NE(nan & 0x007f, 0) << "NaN must stay NaN, not become infinity";
+  EXPECT_NE(round_to_bf16(from_bits(0x7f800001u)) & 0x007f, 0) << "signalling NaN with low payload";
+}
+
+// The fast conversion against the definition: strided and dense, sizes that leave vector tails, large
+// enough to thread, values of every magnitude (subnormals may be flushed to zero by the vector path).
+TEST(Bf16Convert, FastConversionMatchesTheDefinition) {
+  for (const auto& [rows, cols, ld] : std::vector<std::array<int64_t, 3>>{
+           {1, 1, 1}, {3, 47, 47}, {5, 33, 40}, {300, 257, 300}, {512, 256, 256}, {129, 17, 31}}) {
+    std::vector<float> x(static_cast<size_t>(rows) * ld);
+    uint32_t state = 12345;
+    for (float& v : x) {
+      state = state * 1664525u + 1013904223u;
+      v = from_bits(state);  // every bit pattern: any sign, exponent and mantissa
+    }
+    x[0] = from_bits(0x3f818000u);
+    std::vector<uint16_t> out(static_cast<size_t>(rows) * cols, 0xdead);
+    convert_to_bf16(out.data(), x.data(), rows, cols, ld);
+    int64_t mismatches = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        const float v = x[static_cast<size_t>(r * ld + c)];
+        const uint16_t got = out[static_cast<size_t>(r * cols + c)], want = round_to_bf16(v);
+        if (std::isnan(v)) {
+          if ((got & 0x7f80) != 0x7f80 || (got & 0x007f) == 0) ++mismatches;
+        } else if (std::fpclassify(v) == FP_SUBNORMAL) {
+          if (got != want && (got & 0x7fff) != 0) ++mismatches;
+        } else if (got != want) {
+          ++mismatches;
+        }
+      }
+    EXPECT_EQ(mismatches, 0) << rows << "x" << cols << " ld " << ld;
+  }
+}
 
 TEST(Bf16Matmul, MatchesReferenceForEveryLayout) {
   const int M = 70, N = 50, K = 40;
