@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/profile.hpp"
 #include "kernels/linear.hpp"
 #include "model/innovation.hpp"
 
@@ -84,6 +85,7 @@ AttentionInputs inputs_of(const BmojoActivations& act, const Shapes& s, const Mo
 void bmojo_layer_forward(float* residual, BmojoActivations& act, const float* xn, const LayerWeights& w,
                          const ModelConfig& cfg, const RopeTable& rope, int B, int T, bool reference,
                          bool keep_selection) {
+  const profile::Scope scope("bmojo_layer_forward");  // own copies, elementwise passes
   const Shapes s = shapes_of(cfg, B, T);
   const bool innovation = w.kind == 'B';
   if (cfg.fading || innovation) {
@@ -133,6 +135,7 @@ void bmojo_layer_forward(float* residual, BmojoActivations& act, const float* xn
 void bmojo_layer_backward(float* dxn, const LayerWeights& dw, BmojoScratch& sc, const float* dresidual,
                           const BmojoActivations& act, const float* xn, const LayerWeights& w,
                           const ModelConfig& cfg, const RopeTable& rope, int B, int T, bool reference) {
+  const profile::Scope scope("bmojo_layer_backward");  // own copies, elementwise passes
   const Shapes s = shapes_of(cfg, B, T);
   const bool innovation = w.kind == 'B';
   const bool eidetic = uses_eidetic_memory(w.kind, cfg) && !act.plan.empty();

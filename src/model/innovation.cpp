@@ -62,6 +62,7 @@ EideticPlan plan_eidetic_memory(const float* scores, int B, int T, const Selecti
 }
 
 void plan_eidetic_memory(EideticPlan& plan, const float* scores, int B, int T, const SelectionRule& rule) {
+  const profile::Scope scope("eidetic_selection");
   check(rule.window >= 1, "eidetic memory: window must be >= 1");
   const int chunks = (T + rule.window - 1) / rule.window;
   plan.positions.resize(B);

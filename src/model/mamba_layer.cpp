@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/parallel.hpp"
+#include "core/profile.hpp"
 #include "kernels/causal_conv.hpp"
 #include "kernels/linear.hpp"
 #include "kernels/ssm_scan.hpp"
@@ -43,6 +44,7 @@ void causal_conv_continue(float* out, const float* xz, const MambaWeights& w, Ma
 
 void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn, const MambaWeights& w,
                          const ModelConfig& cfg, int B, int T, bool reference, MambaState* state) {
+  const profile::Scope scope("mamba_layer_forward");  // own copies, elementwise passes
   const int D = cfg.d_model, C = cfg.d_inner(), R = cfg.resolved_dt_rank(), Ns = cfg.d_state, K = cfg.d_conv;
   const int bc = R + 2 * Ns;
   const int64_t N = static_cast<int64_t>(B) * T;
@@ -94,6 +96,7 @@ void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn
 void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& s, const float* dresidual,
                           const MambaActivations& act, const float* xn, const MambaWeights& w,
                           const ModelConfig& cfg, int B, int T, bool reference, bool accumulate_dxn) {
+  const profile::Scope scope("mamba_layer_backward");  // own copies, elementwise passes
   const int D = cfg.d_model, C = cfg.d_inner(), R = cfg.resolved_dt_rank(), Ns = cfg.d_state, K = cfg.d_conv;
   const int bc = R + 2 * Ns;
   const int64_t N = static_cast<int64_t>(B) * T;

@@ -7,6 +7,7 @@
 #include "core/blas.hpp"
 #include "core/error.hpp"
 #include "core/file_io.hpp"
+#include "core/profile.hpp"
 #include "core/rng.hpp"
 #include "kernels/cross_entropy.hpp"
 #include "kernels/embedding.hpp"
@@ -219,6 +220,7 @@ void Model::forward_trunk(const int32_t* tokens, int B, int T) {
 }
 
 LossResult Model::forward(const int32_t* tokens, const int32_t* targets, int B, int T) {
+  const profile::Scope scope("model_forward");  // own copies and zeroing between the kernels
   const int D = config_.d_model, V = config_.vocab_size;
   const int64_t N = static_cast<int64_t>(B) * T;
   forward_trunk(tokens, B, T);
@@ -253,6 +255,7 @@ LossResult Model::forward(const int32_t* tokens, const int32_t* targets, int B, 
 }
 
 void Model::backward() {
+  const profile::Scope scope("model_backward");  // own copies and zeroing between the kernels
   check(B_ > 0, "backward() called before forward()");
   const int D = config_.d_model, V = config_.vocab_size;
   const int64_t N = static_cast<int64_t>(B_) * T_;
