@@ -87,20 +87,65 @@ void to_bf16(const float* x, int rows, int cols, int ld, std::vector<uint16_t>& 
   convert_to_bf16(buf.data(), x, rows, cols, ld);
 }
 
+// Operands kept for reuse while a Bf16OperandReuse lives: three cover a linear layer's backward pass (output
+// gradient, weight, input).
+struct KeptOperand {
+  const float* src = nullptr;
+  int rows = 0, cols = 0, ld = 0;
+  std::vector<uint16_t> bf16;
+};
+struct Bf16Operands {
+  int reuse_depth = 0;
+  int64_t conversions = 0;
+  KeptOperand kept[3];
+  int next = 0;
+  std::vector<uint16_t> a, b;  // outside a reuse scope
+};
+Bf16Operands& bf16_operands() {
+  thread_local Bf16Operands ops;
+  return ops;
+}
+
+// The bf16 copy of operand x (rows, cols, ld): converted into `fresh`, or, inside a reuse scope, found among
+// the kept ones or converted into the oldest slot. `avoid` is a copy the same product is already using.
+const uint16_t* operand_bf16(const float* x, int rows, int cols, int ld, std::vector<uint16_t>& fresh,
+                             const uint16_t* avoid) {
+  Bf16Operands& ops = bf16_operands();
+  if (ops.reuse_depth == 0) {
+    ++ops.conversions;
+    to_bf16(x, rows, cols, ld, fresh);
+    return fresh.data();
+  }
+  for (KeptOperand& k : ops.kept)
+    if (k.src == x && k.rows == rows && k.cols == cols && k.ld == ld) return k.bf16.data();
+  KeptOperand* slot = &ops.kept[ops.next];
+  if (slot->bf16.data() == avoid && avoid != nullptr) {
+    ops.next = (ops.next + 1) % 3;
+    slot = &ops.kept[ops.next];
+  }
+  ops.next = (ops.next + 1) % 3;
+  ++ops.conversions;
+  to_bf16(x, rows, cols, ld, slot->bf16);
+  slot->src = x;
+  slot->rows = rows, slot->cols = cols, slot->ld = ld;
+  return slot->bf16.data();
+}
+
 void matmul_bf16_dnnl(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                       const float* B, int ldb, float beta, float* C, int ldc) {
-  thread_local std::vector<uint16_t> a_buf, b_buf;
   thread_local std::vector<uint8_t> scratch;
   Dnnl& ctx = dnnl_context();
+  Bf16Operands& ops = bf16_operands();
+  const uint16_t *a_bf16, *b_bf16;
   {
     const profile::Scope scope("matmul_bf16_convert");
     // op(A) = A^T is stored (K, M); op(B) = B^T is stored (N, K).
-    to_bf16(A, trans_a ? K : M, trans_a ? M : K, lda, a_buf);
-    to_bf16(B, trans_b ? N : K, trans_b ? K : N, ldb, b_buf);
+    a_bf16 = operand_bf16(A, trans_a ? K : M, trans_a ? M : K, lda, ops.a, nullptr);
+    b_bf16 = operand_bf16(B, trans_b ? N : K, trans_b ? K : N, ldb, ops.b, a_bf16);
   }
   CachedMatmul& mm = bf16_matmul({trans_a, trans_b, M, N, K, ldc, alpha, beta});
-  dnnl::memory am(mm.pd.src_desc(), ctx.engine, a_buf.data()),
-      bm(mm.pd.weights_desc(), ctx.engine, b_buf.data());
+  dnnl::memory am(mm.pd.src_desc(), ctx.engine, const_cast<uint16_t*>(a_bf16)),
+      bm(mm.pd.weights_desc(), ctx.engine, const_cast<uint16_t*>(b_bf16));
   dnnl::memory cm(mm.pd.dst_desc(), ctx.engine, C);
   const dnnl::memory::desc scratch_desc = mm.pd.scratchpad_desc();
   if (scratch.size() < scratch_desc.get_size()) scratch.resize(scratch_desc.get_size());
@@ -160,6 +205,20 @@ void set_matmul_bf16(bool on) {
 }
 bool matmul_bf16() {
   return g_bf16;
+}
+
+Bf16OperandReuse::Bf16OperandReuse() {
+  ++bf16_operands().reuse_depth;
+}
+
+Bf16OperandReuse::~Bf16OperandReuse() {
+  Bf16Operands& ops = bf16_operands();
+  if (--ops.reuse_depth == 0)
+    for (KeptOperand& k : ops.kept) k.src = nullptr;  // buffers kept for the next scope
+}
+
+int64_t bf16_conversions() {
+  return bf16_operands().conversions;
 }
 
 std::string bf16_matmul_impl(bool trans_a, bool trans_b, int M, int N, int K) {

@@ -1,5 +1,6 @@
 // Matrix products go through BLAS (OpenBLAS, CBLAS interface). Row-major throughout.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace bmojo {
@@ -15,6 +16,20 @@ void matmul(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const 
 void set_matmul_bf16(bool on);
 bool matmul_bf16();
 inline constexpr double kBf16MinFlops = 32.0 * 32 * 32;
+// While one lives on the calling thread, bf16 products reuse the rounded copy of an operand already
+// converted in its lifetime (same address, shape and leading dimension) instead of rounding it again: a
+// linear layer's backward pass reads its output gradient in both of its products. The caller promises that
+// no operand is written while it lives. No effect on fp32 products.
+class Bf16OperandReuse {
+ public:
+  Bf16OperandReuse();
+  ~Bf16OperandReuse();
+  Bf16OperandReuse(const Bf16OperandReuse&) = delete;
+  Bf16OperandReuse& operator=(const Bf16OperandReuse&) = delete;
+};
+// Operand conversions done by bf16 products on this thread so far (for tests).
+int64_t bf16_conversions();
+
 // The oneDNN implementation chosen for a bf16 product of this layout and shape (e.g.
 // "brg:avx512_core_bf16"): for tests.
 std::string bf16_matmul_impl(bool trans_a, bool trans_b, int M, int N, int K);

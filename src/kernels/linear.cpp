@@ -15,6 +15,8 @@ void linear_backward(float* dinp, int lddi, float* dweight, int ldw, const float
                      const float* inp, int ldi, const float* weight, int64_t N, int in_dim, int out_dim,
                      bool accumulate_dinp) {
   const profile::Scope scope("linear_backward");
+  // Both products read dout: with bf16 products it is rounded once.
+  const Bf16OperandReuse reuse;
   if (dinp != nullptr) {
     matmul(false, true, static_cast<int>(N), in_dim, out_dim, 1.0f, dout, ldo, weight, ldw,
            accumulate_dinp ? 1.0f : 0.0f, dinp, lddi);

@@ -11,6 +11,7 @@
 
 #include "core/bf16.hpp"
 #include "core/blas.hpp"
+#include "kernels/linear.hpp"
 #include "test_util.hpp"
 #include "train/trainer.hpp"
 
@@ -111,6 +112,52 @@ TEST(Bf16Matmul, MatchesReferenceForEveryLayout) {
           for (int j = N; j < ldc; ++j) EXPECT_EQ(C[i * ldc + j], C0[i * ldc + j]);
       }
     }
+}
+
+// A linear layer's backward pass rounds its output gradient once for both products, and gets exactly what
+// it gets with every operand rounded afresh.
+TEST(Bf16Matmul, LinearBackwardRoundsTheOutputGradientOnce) {
+  const Bf16On on;
+  const int N = 96, in_dim = 64, out_dim = 80;
+  const auto dout = test::random_vector(static_cast<size_t>(N) * out_dim, 1);
+  const auto inp = test::random_vector(static_cast<size_t>(N) * in_dim, 2);
+  const auto weight = test::random_vector(static_cast<size_t>(in_dim) * out_dim, 3);
+  std::vector<float> dinp(static_cast<size_t>(N) * in_dim), dweight(static_cast<size_t>(in_dim) * out_dim);
+  const int64_t before = bf16_conversions();
+  linear_backward(dinp.data(), in_dim, dweight.data(), out_dim, dout.data(), out_dim, inp.data(), in_dim,
+                  weight.data(), N, in_dim, out_dim, false);
+  EXPECT_EQ(bf16_conversions() - before, 3) << "dout, weight, inp: dout once";
+
+  std::vector<float> dinp2(dinp.size()), dweight2(dweight.size(), 0.0f);
+  matmul(false, true, N, in_dim, out_dim, 1.0f, dout.data(), out_dim, weight.data(), out_dim, 0.0f,
+         dinp2.data(), in_dim);
+  matmul(true, false, in_dim, out_dim, N, 1.0f, inp.data(), in_dim, dout.data(), out_dim, 1.0f,
+         dweight2.data(), out_dim);
+  EXPECT_EQ(dinp, dinp2);
+  EXPECT_EQ(dweight, dweight2);
+}
+
+// Reuse never outlives its scope: an operand rewritten in place after the scope is rounded again.
+TEST(Bf16Matmul, ReuseEndsWithItsScope) {
+  const Bf16On on;
+  const int M = 48, N = 40, K = 36;
+  auto A = test::random_vector(static_cast<size_t>(M) * K, 1);
+  const auto B = test::random_vector(static_cast<size_t>(K) * N, 2);
+  std::vector<float> C1(static_cast<size_t>(M) * N), C2(C1.size()), C3(C1.size());
+  {
+    const Bf16OperandReuse reuse;
+    matmul(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C1.data(), N);
+    const int64_t before = bf16_conversions();
+    matmul(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C2.data(), N);
+    EXPECT_EQ(bf16_conversions(), before) << "both operands reused inside the scope";
+    EXPECT_EQ(C1, C2);
+  }
+  for (float& a : A) a = -a;
+  {
+    const Bf16OperandReuse reuse;
+    matmul(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C3.data(), N);
+  }
+  for (size_t i = 0; i < C1.size(); ++i) ASSERT_EQ(C3[i], -C1[i]) << i;
 }
 
 TEST(Bf16Matmul, TrainingLossFollowsFp32) {
