@@ -30,6 +30,35 @@ inline float fast_exp(float x) {
   return p * std::bit_cast<float>(bits);
 }
 
+// log(1 + u) for u in [0, 1], written so that `#pragma omp simd` loops vectorise it. w = 1 + u is split as
+// 2^e m with m in [0.707, 1.414] and log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172, by its series
+// to s^9; then log1p(u) = log(w) u / (w - 1) corrects the rounding of 1 + u (exact for tiny u). Relative
+// error below 1e-6 (tests/kernels/test_vector_math.cpp).
+#pragma omp declare simd notinbranch
+inline float fast_log1p_unit(float u) {
+  const float w = 1.0f + u;
+  const bool upper = w > 1.41421356f;
+  const float m = upper ? 0.5f * w : w;
+  const float s = (m - 1.0f) / (m + 1.0f);
+  const float z = s * s;
+  float p = 1.0f / 9.0f;
+  p = p * z + 1.0f / 7.0f;
+  p = p * z + 1.0f / 5.0f;
+  p = p * z + 1.0f / 3.0f;
+  p = p * z + 1.0f;
+  const float log_w = (upper ? 0.693147180559945f : 0.0f) + 2.0f * s * p;
+  const float d = w - 1.0f;
+  return d == 0.0f ? u : log_w * (u / d);
+}
+
+// softplus(v) = log(1 + e^v) = max(v, 0) + log1p(e^-|v|), vectorisable (libm's log1pf and expf are scalar
+// calls, and they were most of the Mamba layer's own time).
+#pragma omp declare simd notinbranch
+inline float fast_softplus(float v) {
+  const float a = v < 0.0f ? -v : v;
+  return (v > 0.0f ? v : 0.0f) + fast_log1p_unit(fast_exp(-a));
+}
+
 }  // namespace bmojo
 
 #ifdef __AVX512F__

@@ -69,6 +69,7 @@ void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn
   linear_forward(act.dt_raw.data(), C, act.dbc.data(), bc, w.dt_proj, C, N, R, C);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < N; ++i)
+#pragma omp simd
     for (int c = 0; c < C; ++c) {
       const float v = (act.dt_raw[i * C + c] += w.dt_bias[c]);
       act.dt[i * C + c] = softplusf(v);
@@ -131,7 +132,7 @@ void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& s, c
   for (size_t i = 0; i < s.dA.size(); ++i) dw.A_log[i] += s.dA[i] * act.A[i];
 
     // dt = softplus(dt_raw): d/dv = sigmoid(v), or 1 past the linear threshold.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < N * C; ++i) {
     const float v = act.dt_raw[i];
     s.ddt[i] *= v > 20.0f ? 1.0f : sigmoidf(v);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/vector_math.hpp"
 #include "model/config.hpp"
 #include "model/weights.hpp"
 
@@ -27,7 +28,7 @@ struct MambaScratch {
 };
 
 inline float softplusf(float v) {
-  return v > 20.0f ? v : std::log1p(std::exp(v));
+  return fast_softplus(v);
 }
 
 // The recurrent state of the mixer for B sequences (SPEC section 5): the last d_conv - 1 conv inputs and

@@ -21,6 +21,46 @@ TEST(FastExp, RelativeErrorWithinTwoUlpOverTheRange) {
   EXPECT_EQ(fast_exp(0.0f), 1.0f);
 }
 
+TEST(FastLog1p, RelativeErrorOverTheUnitInterval) {
+  double worst = 0.0;
+  float worst_u = 0.0f;
+  for (float u : {0.0f, 1e-30f, 1e-12f, 1e-8f, 5.96e-8f, 1e-7f, 1e-5f, 0.41421354f, 0.41421357f, 1.0f}) {
+    const double exact = std::log1p(static_cast<double>(u));
+    const double err =
+        u == 0.0f ? std::fabs(fast_log1p_unit(u)) : std::fabs(fast_log1p_unit(u) - exact) / exact;
+    if (err > worst) worst = err, worst_u = u;
+  }
+  for (float u = 1e-6f; u <= 1.0f; u += 0.0000731f) {
+    const double exact = std::log1p(static_cast<double>(u));
+    const double err = std::fabs(fast_log1p_unit(u) - exact) / exact;
+    if (err > worst) worst = err, worst_u = u;
+  }
+  EXPECT_LT(worst, 1e-6) << "at u = " << worst_u;
+}
+
+TEST(FastSoftplus, MatchesTheDefinitionAcrossTheRange) {
+  double worst = 0.0;
+  float worst_v = 0.0f;
+  for (float v = -80.0f; v <= 80.0f; v += 0.00317f) {
+    const double exact = std::log1p(std::exp(static_cast<double>(v)));
+    const double err = std::fabs(fast_softplus(v) - exact) / exact;
+    if (err > worst) worst = err, worst_v = v;
+  }
+  EXPECT_LT(worst, 2e-6) << "at v = " << worst_v;
+  EXPECT_EQ(fast_softplus(1000.0f), 1000.0f) << "large inputs pass through";
+  EXPECT_GT(fast_softplus(-1000.0f), 0.0f) << "stays positive (a step size)";
+  EXPECT_TRUE(std::isfinite(fast_softplus(-1000.0f)));
+}
+
+TEST(FastSoftplus, VectorisedLoopAgreesWithScalar) {
+  std::vector<float> v(1000), out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) v[i] = -30.0f + 0.06f * static_cast<float>(i);
+#pragma omp simd
+  for (size_t i = 0; i < v.size(); ++i) out[i] = fast_softplus(v[i]);
+  for (size_t i = 0; i < v.size(); ++i)
+    EXPECT_NEAR(out[i], fast_softplus(v[i]), 1e-6f * (1.0f + out[i])) << v[i];
+}
+
 TEST(FastExp, ClampsInsteadOfOverflowing) {
   EXPECT_GT(fast_exp(-1000.0f), 0.0f);
   EXPECT_LT(fast_exp(-1000.0f), 1e-37f);
