@@ -1,12 +1,16 @@
 // Kernel microbenchmarks (Google Benchmark): matrix products (bmojo's fp32 split, OpenBLAS's own threading,
-// the bf16 path), and the fast attention and selective-scan kernels against their references, forward and
+// OpenBLAS on one thread and on every thread independently, oneDNN f32, the bf16 path), the machine's
+// measured fp32 peak, and the fast attention and selective-scan kernels against their references, forward and
 // backward. Run: build/bmojo_kernel_bench [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 #include <cblas.h>
+#include <omp.h>
 
+#include <oneapi/dnnl/dnnl.hpp>
 #include <vector>
 
 #include "core/blas.hpp"
+#include "core/machine_peak.hpp"
 #include "core/rng.hpp"
 #include "core/runtime.hpp"
 #include "kernels/attention.hpp"
@@ -89,7 +93,8 @@ void BM_Scan(benchmark::State& state) {
 
 // Args: M, N, K (row-major, no transposes). kMode 0: bmojo's fp32 matmul (large products split into one
 // single-threaded OpenBLAS call per thread); 1: one cblas_sgemm call with OpenBLAS's own threads; 2:
-// bmojo's bf16 path (oneDNN, operands converted every call). Thread count: OMP_NUM_THREADS / the cores.
+// bmojo's bf16 path (oneDNN, operands converted every call); 3: one cblas_sgemm on one thread; 4: oneDNN's
+// f32 matmul with its own threads. Thread count: OMP_NUM_THREADS / the cores.
 template <int kMode>
 void BM_Matmul(benchmark::State& state) {
   const int M = static_cast<int>(state.range(0)), N = static_cast<int>(state.range(1)),
@@ -98,23 +103,89 @@ void BM_Matmul(benchmark::State& state) {
              B = random_vector(static_cast<size_t>(K) * N, 2);
   std::vector<float> C(static_cast<size_t>(M) * N);
   set_matmul_bf16(kMode == 2);
+  // OpenBLAS's OpenMP build sets OpenMP's thread count too: restored below.
+  const int threads = num_threads();
+  if (kMode == 3) openblas_set_num_threads(1);
+  // oneDNN f32: the primitive is built once, outside the timed loop.
+  const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  using dt = dnnl::memory::data_type;
+  const dnnl::memory::desc a_md({M, K}, dt::f32, {K, 1}), b_md({K, N}, dt::f32, {N, 1}),
+      c_md({M, N}, dt::f32, {N, 1});
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), engine);
+  const dnnl::matmul f32_matmul(pd);
+  dnnl::memory am(a_md, engine, const_cast<float*>(A.data())), bm(b_md, engine, const_cast<float*>(B.data())),
+      cm(c_md, engine, C.data());
   for (auto _ : state) {
-    if constexpr (kMode == 1) {
+    if constexpr (kMode == 1 || kMode == 3) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f,
                   C.data(), N);
+    } else if constexpr (kMode == 4) {
+      f32_matmul.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+      stream.wait();
     } else {
       matmul(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C.data(), N);
     }
     benchmark::ClobberMemory();
   }
   set_matmul_bf16(false);
+  if (kMode == 3) set_num_threads(threads);
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * M * N * K * static_cast<double>(state.iterations()),
                                                  benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
 }
 
-BENCHMARK(BM_Matmul<0>)->Name("matmul/bmojo_fp32")->Args({2048, 1024, 256})->Args({2048, 256, 1024});
-BENCHMARK(BM_Matmul<1>)->Name("matmul/openblas_threads")->Args({2048, 1024, 256})->Args({2048, 256, 1024});
-BENCHMARK(BM_Matmul<2>)->Name("matmul/bmojo_bf16")->Args({2048, 1024, 256})->Args({2048, 256, 1024});
+// Args: M, N, K. Every thread runs its own single-threaded sgemm on its own matrices, all at once: how well
+// OpenBLAS's kernel scales across this machine's cores with nothing shared (GFLOP/s of all threads together;
+// compare with matmul/openblas_1thread).
+void BM_MatmulIndependentPerThread(benchmark::State& state) {
+  const int M = static_cast<int>(state.range(0)), N = static_cast<int>(state.range(1)),
+            K = static_cast<int>(state.range(2));
+  const int threads = num_threads();
+  std::vector<std::vector<float>> A(threads), B(threads), C(threads);
+  for (int t = 0; t < threads; ++t) {
+    A[t] = random_vector(static_cast<size_t>(M) * K, 1 + t);
+    B[t] = random_vector(static_cast<size_t>(K) * N, 10 + t);
+    C[t].assign(static_cast<size_t>(M) * N, 0.0f);
+  }
+  for (auto _ : state) {
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = omp_get_thread_num();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A[t].data(), K, B[t].data(), N,
+                  0.0f, C[t].data(), N);
+    }
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * M * N * K * threads * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+// The machine's fp32 multiply-add peak now, on all threads and on one (what `bmojo bench` quotes against).
+void BM_Peak(benchmark::State& state) {
+  const int threads = state.range(0) == 0 ? num_threads() : static_cast<int>(state.range(0));
+  double gflops = 0.0;
+  for (auto _ : state) gflops = measure_fp32_peak(threads, 0.2).gflops;
+  state.counters["GFLOP/s"] = gflops;
+}
+
+// Two shapes of the AAAA step (MLP products of 2048 tokens) and one that fits a core's L2.
+void StepShapes(benchmark::internal::Benchmark* b) {
+  b->Args({2048, 1024, 256})->Args({2048, 256, 1024});
+}
+void StepShapesAndSmall(benchmark::internal::Benchmark* b) {
+  StepShapes(b);
+  b->Args({256, 256, 256});
+}
+BENCHMARK(BM_Matmul<0>)->Name("matmul/bmojo_fp32")->Apply(StepShapes);
+BENCHMARK(BM_Matmul<1>)->Name("matmul/openblas_threads")->Apply(StepShapes);
+BENCHMARK(BM_Matmul<2>)->Name("matmul/bmojo_bf16")->Apply(StepShapes);
+BENCHMARK(BM_Matmul<3>)->Name("matmul/openblas_1thread")->Apply(StepShapesAndSmall);
+BENCHMARK(BM_Matmul<4>)->Name("matmul/onednn_fp32")->Apply(StepShapes);
+BENCHMARK(BM_MatmulIndependentPerThread)
+    ->Name("matmul/openblas_independent_per_thread")
+    ->Apply(StepShapesAndSmall);
+BENCHMARK(BM_Peak)->Name("peak/fp32_fma")->Arg(0)->Arg(1)->Iterations(1);
 
 BENCHMARK(BM_Attention<false, false>)
     ->Name("attention_forward/fast")
