@@ -146,26 +146,37 @@ void scan_forward_fast(float* y, const float* x, const float* dt, const float* A
           const int64_t r = idx(b, t, d.T, d.C);
           const float* Bt = Bm + idx(b, t, d.T, ldbc);
           const float* Ct = Cm + idx(b, t, d.T, ldbc);
+#ifdef __AVX512F__
+          if constexpr (kN == 16) {
+            // Each channel's C . s is kept as a vector and the sixteen are summed at once.
+            __m512 to_y[kChannelBlock];
+            const __m512 Cv = _mm512_loadu_ps(Ct), Bv = _mm512_loadu_ps(Bt);
+            for (int c = c0; c < c1; ++c) {
+              float* sc = s.data() + (c - c0) * N;
+              const float dtc = dt[r + c], u = dtc * x[r + c];
+              const __m512 s16 =
+                  _mm512_fmadd_ps(fast_exp16(_mm512_mul_ps(_mm512_set1_ps(dtc),
+                                                           _mm512_loadu_ps(A + static_cast<int64_t>(c) * N))),
+                                  _mm512_loadu_ps(sc), _mm512_mul_ps(_mm512_set1_ps(u), Bv));
+              _mm512_storeu_ps(sc, s16);
+              to_y[c - c0] = _mm512_mul_ps(Cv, s16);
+            }
+            for (int c = c1 - c0; c < kChannelBlock; ++c) to_y[c] = _mm512_setzero_ps();
+            alignas(64) float sum_y[kChannelBlock];
+            _mm512_store_ps(sum_y, sum_lanes16(to_y));
+            for (int c = c0; c < c1; ++c) y[r + c] = sum_y[c - c0] + Dskip[c] * x[r + c];
+            continue;
+          }
+#endif
           for (int c = c0; c < c1; ++c) {
             float* sc = s.data() + (c - c0) * N;
             const float* Ac = A + static_cast<int64_t>(c) * N;
             const float dtc = dt[r + c], u = dtc * x[r + c];
             float acc = 0.0f;
-#ifdef __AVX512F__
-            if constexpr (kN == 16) {
-              const __m512 s16 =
-                  _mm512_fmadd_ps(fast_exp16(_mm512_mul_ps(_mm512_set1_ps(dtc), _mm512_loadu_ps(Ac))),
-                                  _mm512_loadu_ps(sc), _mm512_mul_ps(_mm512_set1_ps(u), _mm512_loadu_ps(Bt)));
-              _mm512_storeu_ps(sc, s16);
-              acc = _mm512_reduce_add_ps(_mm512_mul_ps(_mm512_loadu_ps(Ct), s16));
-            } else
-#endif
-            {
 #pragma omp simd reduction(+ : acc)
-              for (int n = 0; n < N; ++n) {
-                sc[n] = fast_exp(dtc * Ac[n]) * sc[n] + u * Bt[n];
-                acc += Ct[n] * sc[n];
-              }
+            for (int n = 0; n < N; ++n) {
+              sc[n] = fast_exp(dtc * Ac[n]) * sc[n] + u * Bt[n];
+              acc += Ct[n] * sc[n];
             }
             y[r + c] = acc + Dskip[c] * x[r + c];
           }
@@ -226,6 +237,41 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
           float* dCt = my_dC + idx(b, t, d.T, N);
           const float* st = states.data() + t * step;
           const float* sp = t ? st - step : zeros.data();
+#ifdef __AVX512F__
+          if constexpr (kN == 16) {
+            // The per-channel sums behind dx and ddt are kept as vectors and summed sixteen at a time.
+            __m512 to_dx[kChannelBlock], to_ddt[kChannelBlock];
+            for (int c = c0; c < c1; ++c) {
+              const float dyc = dy[r + c], xc = x[r + c], dtc = dt[r + c];
+              const float* Ac = A + static_cast<int64_t>(c) * N;
+              float* dAc = dA + static_cast<int64_t>(c) * N;
+              float* gc = g.data() + (c - c0) * N;
+              const __m512 Cv = _mm512_loadu_ps(Ct), Bv = _mm512_loadu_ps(Bt), Av = _mm512_loadu_ps(Ac);
+              const __m512 dtv = _mm512_set1_ps(dtc);
+              const __m512 gv = _mm512_fmadd_ps(_mm512_set1_ps(dyc), Cv, _mm512_loadu_ps(gc));
+              _mm512_storeu_ps(dCt, _mm512_fmadd_ps(_mm512_set1_ps(dyc), _mm512_loadu_ps(st + (c - c0) * N),
+                                                    _mm512_loadu_ps(dCt)));
+              const __m512 av = fast_exp16(_mm512_mul_ps(dtv, Av));
+              const __m512 ga = _mm512_mul_ps(_mm512_mul_ps(gv, _mm512_loadu_ps(sp + (c - c0) * N)), av);
+              const __m512 gB = _mm512_mul_ps(gv, Bv);
+              to_dx[c - c0] = gB;
+              to_ddt[c - c0] = _mm512_fmadd_ps(ga, Av, _mm512_mul_ps(gB, _mm512_set1_ps(xc)));
+              _mm512_storeu_ps(dBt, _mm512_fmadd_ps(gv, _mm512_set1_ps(dtc * xc), _mm512_loadu_ps(dBt)));
+              _mm512_storeu_ps(dAc, _mm512_fmadd_ps(ga, dtv, _mm512_loadu_ps(dAc)));
+              _mm512_storeu_ps(gc, _mm512_mul_ps(gv, av));
+              dDskip[c] += dyc * xc;
+            }
+            for (int c = c1 - c0; c < kChannelBlock; ++c) to_dx[c] = to_ddt[c] = _mm512_setzero_ps();
+            alignas(64) float sum_dx[kChannelBlock], sum_ddt[kChannelBlock];
+            _mm512_store_ps(sum_dx, sum_lanes16(to_dx));
+            _mm512_store_ps(sum_ddt, sum_lanes16(to_ddt));
+            for (int c = c0; c < c1; ++c) {
+              dx[r + c] = dy[r + c] * Dskip[c] + dt[r + c] * sum_dx[c - c0];
+              ddt[r + c] = sum_ddt[c - c0];
+            }
+            continue;
+          }
+#endif
           for (int c = c0; c < c1; ++c) {
             const float dyc = dy[r + c], xc = x[r + c], dtc = dt[r + c];
             const float* Ac = A + static_cast<int64_t>(c) * N;
@@ -234,26 +280,6 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
             const float* sc = st + (c - c0) * N;
             float dxc = dyc * Dskip[c], ddtc = 0.0f;
             dDskip[c] += dyc * xc;
-#ifdef __AVX512F__
-            if constexpr (kN == 16) {
-              const __m512 Cv = _mm512_loadu_ps(Ct), Bv = _mm512_loadu_ps(Bt), Av = _mm512_loadu_ps(Ac);
-              const __m512 dtv = _mm512_set1_ps(dtc);
-              const __m512 gv = _mm512_fmadd_ps(_mm512_set1_ps(dyc), Cv, _mm512_loadu_ps(gc));
-              _mm512_storeu_ps(
-                  dCt, _mm512_fmadd_ps(_mm512_set1_ps(dyc), _mm512_loadu_ps(sc), _mm512_loadu_ps(dCt)));
-              const __m512 av = fast_exp16(_mm512_mul_ps(dtv, Av));
-              const __m512 ga = _mm512_mul_ps(_mm512_mul_ps(gv, _mm512_loadu_ps(sp + (c - c0) * N)), av);
-              const __m512 gB = _mm512_mul_ps(gv, Bv);
-              dxc += dtc * _mm512_reduce_add_ps(gB);
-              _mm512_storeu_ps(dBt, _mm512_fmadd_ps(gv, _mm512_set1_ps(dtc * xc), _mm512_loadu_ps(dBt)));
-              ddtc = _mm512_reduce_add_ps(_mm512_fmadd_ps(ga, Av, _mm512_mul_ps(gB, _mm512_set1_ps(xc))));
-              _mm512_storeu_ps(dAc, _mm512_fmadd_ps(ga, dtv, _mm512_loadu_ps(dAc)));
-              _mm512_storeu_ps(gc, _mm512_mul_ps(gv, av));
-              dx[r + c] = dxc;
-              ddt[r + c] = ddtc;
-              continue;
-            }
-#endif
 #pragma omp simd reduction(+ : dxc, ddtc)
             for (int n = 0; n < N; ++n) {
               gc[n] += dyc * Ct[n];

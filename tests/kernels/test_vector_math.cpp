@@ -99,6 +99,24 @@ namespace bmojo {
 namespace {
 
 // Every length around the 16-lane blocks, with masked (-inf) entries at the ends and inside.
+#ifdef __AVX512F__
+TEST(SumLanes16, EachLaneIsTheSumOfOneVector) {
+  alignas(64) float in[16][16];
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j)
+      in[i][j] = static_cast<float>((i + 1) * 100 + j * j) * (j % 3 == 0 ? -1.0f : 1.0f);
+  __m512 v[16];
+  for (int i = 0; i < 16; ++i) v[i] = _mm512_load_ps(in[i]);
+  alignas(64) float out[16];
+  _mm512_store_ps(out, sum_lanes16(v));
+  for (int i = 0; i < 16; ++i) {
+    double want = 0.0;
+    for (int j = 0; j < 16; ++j) want += in[i][j];
+    EXPECT_EQ(out[i], static_cast<float>(want)) << "lane " << i;  // integers: exact in any order
+  }
+}
+#endif
+
 TEST(SoftmaxRowHelpers, MatchPlainLoopsForEveryLength) {
   const float ninf = -std::numeric_limits<float>::infinity();
   for (int n = 1; n <= 70; ++n) {
