@@ -241,6 +241,10 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
           if constexpr (kN == 16) {
             // The per-channel sums behind dx and ddt are kept as vectors and summed sixteen at a time.
             __m512 to_dx[kChannelBlock], to_ddt[kChannelBlock];
+            // dB and dC of step t sum over the block's channels: two register accumulators each, so that
+            // consecutive channels do not wait on one another.
+            __m512 dB_acc[2] = {_mm512_loadu_ps(dBt), _mm512_setzero_ps()};
+            __m512 dC_acc[2] = {_mm512_loadu_ps(dCt), _mm512_setzero_ps()};
             for (int c = c0; c < c1; ++c) {
               const float dyc = dy[r + c], xc = x[r + c], dtc = dt[r + c];
               const float* Ac = A + static_cast<int64_t>(c) * N;
@@ -249,18 +253,20 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
               const __m512 Cv = _mm512_loadu_ps(Ct), Bv = _mm512_loadu_ps(Bt), Av = _mm512_loadu_ps(Ac);
               const __m512 dtv = _mm512_set1_ps(dtc);
               const __m512 gv = _mm512_fmadd_ps(_mm512_set1_ps(dyc), Cv, _mm512_loadu_ps(gc));
-              _mm512_storeu_ps(dCt, _mm512_fmadd_ps(_mm512_set1_ps(dyc), _mm512_loadu_ps(st + (c - c0) * N),
-                                                    _mm512_loadu_ps(dCt)));
+              dC_acc[c & 1] =
+                  _mm512_fmadd_ps(_mm512_set1_ps(dyc), _mm512_loadu_ps(st + (c - c0) * N), dC_acc[c & 1]);
               const __m512 av = fast_exp16(_mm512_mul_ps(dtv, Av));
               const __m512 ga = _mm512_mul_ps(_mm512_mul_ps(gv, _mm512_loadu_ps(sp + (c - c0) * N)), av);
               const __m512 gB = _mm512_mul_ps(gv, Bv);
               to_dx[c - c0] = gB;
               to_ddt[c - c0] = _mm512_fmadd_ps(ga, Av, _mm512_mul_ps(gB, _mm512_set1_ps(xc)));
-              _mm512_storeu_ps(dBt, _mm512_fmadd_ps(gv, _mm512_set1_ps(dtc * xc), _mm512_loadu_ps(dBt)));
+              dB_acc[c & 1] = _mm512_fmadd_ps(gv, _mm512_set1_ps(dtc * xc), dB_acc[c & 1]);
               _mm512_storeu_ps(dAc, _mm512_fmadd_ps(ga, dtv, _mm512_loadu_ps(dAc)));
               _mm512_storeu_ps(gc, _mm512_mul_ps(gv, av));
               dDskip[c] += dyc * xc;
             }
+            _mm512_storeu_ps(dBt, _mm512_add_ps(dB_acc[0], dB_acc[1]));
+            _mm512_storeu_ps(dCt, _mm512_add_ps(dC_acc[0], dC_acc[1]));
             for (int c = c1 - c0; c < kChannelBlock; ++c) to_dx[c] = to_ddt[c] = _mm512_setzero_ps();
             alignas(64) float sum_dx[kChannelBlock], sum_ddt[kChannelBlock];
             _mm512_store_ps(sum_dx, sum_lanes16(to_dx));
