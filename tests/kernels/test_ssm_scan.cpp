@@ -91,7 +91,10 @@ TEST_P(ScanShapes, ReferenceBackwardMatchesFiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(Shapes, ScanShapes,
                          ::testing::Values(ScanDims{2, 37, 40, 16},  // channels not a multiple of the block
                                            ScanDims{1, 5, 16, 4},    // tiny
-                                           ScanDims{3, 64, 33, 8}));
+                                           ScanDims{3, 64, 33, 8},
+                                           // Long enough for the backward's chunked recomputation (groups
+                                           // of 64 channels, chunks of 32 steps), T and C ragged:
+                                           ScanDims{2, 300, 90, 16}, ScanDims{1, 530, 20, 8}));
 
 TEST(Scan, FinalStateMatchesStepByStep) {
   ScanInputs in(ScanDims{2, 9, 20, 16}, 40);
