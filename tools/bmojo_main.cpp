@@ -249,7 +249,7 @@ int run_info(const CommonOptions& o, const std::string& checkpoint, bool tensors
 
 struct BenchOptions {
   int steps = 10, warmup = 2;
-  bool profile = false, measure_peak = true;
+  bool profile = false, skip_peak = false;
 };
 
 // The profile table of `bmojo bench --profile`: each kernel's exclusive time per timed step, its share of the
@@ -327,7 +327,7 @@ int run_bench(const CommonOptions& o, const BenchOptions& b) {
   const double flops = training_flops_per_token(c.model, T, head_fraction);
   const double gflops = flops * tps / 1e9;
   PeakMeasurement peak;
-  if (b.measure_peak) peak = measure_fp32_peak(num_threads());
+  if (!b.skip_peak) peak = measure_fp32_peak(num_threads());
   if (o.json) {
     json out{{"layers", c.model.layers},
              {"d_model", c.model.d_model},
@@ -345,7 +345,7 @@ int run_bench(const CommonOptions& o, const BenchOptions& b) {
              {"model_flops_per_token", flops},
              {"gflops", gflops},
              {"nominal_peak_gflops", kNominalPeakGflops}};
-    if (b.measure_peak) {
+    if (!b.skip_peak) {
       out["measured_peak_gflops"] = peak.gflops;
       out["measured_peak_isa"] = peak.isa;
     }
@@ -356,7 +356,7 @@ int run_bench(const CommonOptions& o, const BenchOptions& b) {
                 c.model.layers.c_str(), c.model.d_model, T, B, model.num_params(), num_threads(),
                 blas_core_name().c_str(), c.train.bf16_matmul ? " | bf16 matmuls (oneDNN)" : "");
     if (b.profile) print_profile(total, b.steps, false);
-    if (b.measure_peak)
+    if (!b.skip_peak)
       std::printf(
           "fp32 peak: measured now %.1f GFLOP/s (%s multiply-adds, %d threads), nominal %.0f | achieved "
           "%.0f%% "
@@ -486,7 +486,7 @@ int main(int argc, char** argv) {
   bench->add_flag(
       "--profile", bench_b.profile,
       "Also print where the step's time goes: each kernel's exclusive time, share and calls per step");
-  bench->add_flag("!--no-peak", bench_b.measure_peak,
+  bench->add_flag("--no-peak", bench_b.skip_peak,
                   "Skip measuring the machine's fp32 peak (0.3 s) after the timed steps");
 
   GenerateOptions gen;
