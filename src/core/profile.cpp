@@ -63,6 +63,7 @@ void Scope::open(const char* name, double flops) {
 }
 
 void Scope::close() {
+  if (g_stack.empty()) return;  // reset() while this scope was open: its time is dropped with the rest
   const auto now = Clock::now();
   const Frame top = g_stack.back();
   g_stack.pop_back();

@@ -124,23 +124,23 @@ void selective_scan_backward_reference(float* dx, float* ddt, float* dA, float* 
 
 namespace {
 
-// next[n] = exp(dt a[n]) prev[n] + u b[n]: one channel's state update, whole vectors when N is a
-// compile-time 16.
+// next[n] = exp(dt a[n]) prev[n] + u b[n]: one channel's state update (any N).
 template <int kN>
 inline void state_update(float* __restrict next, const float* __restrict prev, const float* __restrict a,
                          const float* __restrict b, float dt, float u, int n_runtime) {
-#ifdef __AVX512F__
-  if constexpr (kN == 16) {
-    _mm512_storeu_ps(
-        next, _mm512_fmadd_ps(fast_exp16(_mm512_mul_ps(_mm512_set1_ps(dt), _mm512_loadu_ps(a))),
-                              _mm512_loadu_ps(prev), _mm512_mul_ps(_mm512_set1_ps(u), _mm512_loadu_ps(b))));
-    return;
-  }
-#endif
   const int N = kN > 0 ? kN : n_runtime;
 #pragma omp simd
   for (int n = 0; n < N; ++n) next[n] = fast_exp(dt * a[n]) * prev[n] + u * b[n];
 }
+
+#ifdef __AVX512F__
+// The same for N = 16 in one register: returns the new state; the decay exp(dt a) goes to *decay.
+inline __m512 state_update16(const float* prev, const float* a, const float* b, float dt, float u,
+                             __m512* decay) {
+  *decay = fast_exp16(_mm512_mul_ps(_mm512_set1_ps(dt), _mm512_loadu_ps(a)));
+  return _mm512_fmadd_ps(*decay, _mm512_loadu_ps(prev), _mm512_mul_ps(_mm512_set1_ps(u), _mm512_loadu_ps(b)));
+}
+#endif
 
 // kN is the state size when known at compile time (the inner loop then becomes whole vector registers),
 // 0 when it is only known at run time.
@@ -173,14 +173,13 @@ void scan_forward_fast(float* y, const float* x, const float* dt, const float* A
             if constexpr (kN == 16) {
               // Each channel's C . s is kept as a vector and the sixteen are summed at once.
               __m512 to_y[kChannelBlock];
-              const __m512 Cv = _mm512_loadu_ps(Ct), Bv = _mm512_loadu_ps(Bt);
+              const __m512 Cv = _mm512_loadu_ps(Ct);
               for (int c = c0; c < c1; ++c) {
                 float* sc = sb + (c - c0) * N;
-                const float dtc = dt[r + c], u = dtc * x[r + c];
-                const __m512 s16 = _mm512_fmadd_ps(
-                    fast_exp16(
-                        _mm512_mul_ps(_mm512_set1_ps(dtc), _mm512_loadu_ps(A + static_cast<int64_t>(c) * N))),
-                    _mm512_loadu_ps(sc), _mm512_mul_ps(_mm512_set1_ps(u), Bv));
+                const float dtc = dt[r + c];
+                __m512 decay;
+                const __m512 s16 =
+                    state_update16(sc, A + static_cast<int64_t>(c) * N, Bt, dtc, dtc * x[r + c], &decay);
                 _mm512_storeu_ps(sc, s16);
                 to_y[c - c0] = _mm512_mul_ps(Cv, s16);
               }
@@ -258,12 +257,11 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
 #ifdef __AVX512F__
               if constexpr (kN == 16) {
                 // The decays exp(dt a) are kept for the backward sweep over this chunk.
-                const __m512 av = fast_exp16(
-                    _mm512_mul_ps(_mm512_set1_ps(dtc), _mm512_loadu_ps(A + static_cast<int64_t>(c) * N)));
-                _mm512_storeu_ps(decays + (c - g0) * N, av);
-                _mm512_storeu_ps(st + (c - g0) * N,
-                                 _mm512_fmadd_ps(av, _mm512_loadu_ps(prev + (c - g0) * N),
-                                                 _mm512_mul_ps(_mm512_set1_ps(u), _mm512_loadu_ps(Bt))));
+                __m512 decay;
+                _mm512_storeu_ps(
+                    st + (c - g0) * N,
+                    state_update16(prev + (c - g0) * N, A + static_cast<int64_t>(c) * N, Bt, dtc, u, &decay));
+                _mm512_storeu_ps(decays + (c - g0) * N, decay);
                 continue;
               }
 #endif
