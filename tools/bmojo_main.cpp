@@ -1,14 +1,18 @@
 // bmojo: train, evaluate, inspect and benchmark B'MOJO-family models.
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "cli_numbers.hpp"
 #include "core/blas.hpp"
 #include "core/error.hpp"
 #include "core/machine_peak.hpp"
@@ -18,6 +22,7 @@
 #include "data/mqar.hpp"
 #include "data_cmd.hpp"
 #include "generate.hpp"
+#include "infer/session.hpp"
 #include "infer/streaming_eval.hpp"
 #include "infer_bench.hpp"
 #include "lengthgen.hpp"
@@ -33,6 +38,9 @@ namespace {
 
 using namespace bmojo;
 using nlohmann::json;
+
+constexpr int kMaxThreads = 4096;
+constexpr int64_t kMaxPrefillBlock = 1 << 16;
 
 // The built-in default: MQAR at L=64, K=4 (SPEC section 8), a 2-layer B'MOJO model without MLP: window
 // W = 16, so most keys are recalled through the fading and eidetic memories rather than in context.
@@ -72,8 +80,8 @@ void add_common(CLI::App* cmd, CommonOptions& o, bool with_config) {
     cmd->add_option("-s,--set", o.overrides,
                     "Override a config value, e.g. --set model.d_model=128 (repeatable)");
   }
-  cmd->add_option("--threads", o.threads, "Threads for kernels and BLAS (default: all cores)")
-      ->check(CLI::PositiveNumber);
+  add_integer(cmd, "--threads", o.threads, "Threads for kernels and BLAS (default: all cores)", 1,
+              kMaxThreads);
   cmd->add_flag("--json", o.json,
                 "Print the final summary as one JSON line on stdout (progress goes to stderr)");
 }
@@ -373,8 +381,36 @@ int run_bench(const CommonOptions& o, const BenchOptions& b) {
 
 }  // namespace
 
+namespace {
+
+// Output that did not reach its destination (a full disk, a closed pipe, /dev/full) is an error: the
+// command's result was not delivered.
+int finish_output(int code) {
+  std::cout.flush();
+  const bool cout_ok = static_cast<bool>(std::cout);
+  errno = 0;
+  const bool stdout_ok = std::fflush(stdout) == 0 && std::ferror(stdout) == 0;
+  if (cout_ok && stdout_ok) return code;
+  std::fprintf(stderr, "bmojo: error: writing to standard output failed%s%s\n", errno ? ": " : "",
+               errno ? std::strerror(errno) : "");
+  return code != 0 ? code : 1;
+}
+
+int dispatch(int argc, char** argv);
+
+}  // namespace
+
 int main(int argc, char** argv) {
   bmojo::ensure_native_blas_kernels(argv);
+  // A file-size limit (ulimit -f) makes writes fail with EFBIG, reported like a full disk, instead of
+  // killing the process half-way through a write.
+  std::signal(SIGXFSZ, SIG_IGN);
+  return finish_output(dispatch(argc, argv));
+}
+
+namespace {
+
+int dispatch(int argc, char** argv) {
   CLI::App app{"bmojo: train, evaluate and run B'MOJO-family models (Transformer, Mamba, hybrids)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("bmojo ") + BMOJO_VERSION);
@@ -396,33 +432,32 @@ int main(int argc, char** argv) {
       ->add_option("--resume", resume,
                    "Continue from this checkpoint (optimizer, step and data position restored)")
       ->check(CLI::ExistingFile);
-  train->add_option("--steps", steps, "Total training steps (train.steps)")->check(CLI::NonNegativeNumber);
+  add_integer(train, "--steps", steps, "Total training steps (train.steps)", 0,
+              std::numeric_limits<int>::max());
   train->add_option("--lr", lr, "Peak learning rate (train.lr)")->check(CLI::PositiveNumber);
-  train->add_option("--seed", seed, "Seed for weights and data (train.seed)");
-  train
-      ->add_option(
-          "--stop-after", stop_after,
-          "Stop once this many steps are done, keeping the schedule of train.steps (for staged runs)")
-      ->check(CLI::NonNegativeNumber);
+  add_integer(train, "--seed", seed, "Seed for weights and data (train.seed)", uint64_t{0},
+              std::numeric_limits<uint64_t>::max());
+  add_integer(train, "--stop-after", stop_after,
+              "Stop once this many steps are done, keeping the schedule of train.steps (for staged runs)",
+              int64_t{0}, std::numeric_limits<int64_t>::max());
 
   auto* eval = app.add_subcommand("eval", "Evaluate a checkpoint on held-out batches of its task");
   add_common(eval, eval_o, false);
   eval->add_option("checkpoint", eval_e.checkpoint, "Checkpoint file")->required()->check(CLI::ExistingFile);
   eval->add_option("-s,--set", eval_o.overrides,
                    "Override data.* (e.g. data.gap=1024), train.eval_batches, or model.m/k/tau/eviction");
-  eval->add_option("--batches", eval_e.batches, "Number of evaluation batches (default train.eval_batches)")
-      ->check(CLI::PositiveNumber);
+  add_integer(eval, "--batches", eval_e.batches, "Number of evaluation batches (default train.eval_batches)",
+              1, 1 << 24);
   eval->add_flag(
       "--streaming", eval_e.streaming,
       "Evaluate through streaming inference (a session per sequence) instead of the parallel forward");
   eval->add_option(
       "--store", eval_e.store_dir,
       "Streaming with a long-term memory store per sequence under this directory (removed after)");
-  eval->add_option("--retrieve", eval_e.retrieve,
-                   "Store entries read per KV head at each chunk boundary (default 8)")
-      ->check(CLI::NonNegativeNumber);
-  eval->add_option("--prefill-block", eval_e.block, "Streaming block size (default 256)")
-      ->check(CLI::PositiveNumber);
+  add_integer(eval, "--retrieve", eval_e.retrieve,
+              "Store entries read per KV head at each chunk boundary (default 8)", 0, kMaxRetrieve);
+  add_integer(eval, "--prefill-block", eval_e.block, "Streaming block size (default 256)", int64_t{1},
+              kMaxPrefillBlock);
   eval->add_flag("--all", eval_e.all,
                  "Text task: score every window of the validation token file (e.g. --set "
                  "data.valid_tokens=test.bmtok), not train.eval_batches of them");
@@ -434,12 +469,11 @@ int main(int argc, char** argv) {
   data_tok->add_option("-i,--input", dt.inputs, "Text files (one document each) or directories of them")
       ->required();
   data_tok->add_option("-o,--out", dt.out, "Tokenizer model file to write")->required();
-  data_tok->add_option("--vocab", dt.vocab_size, "Vocabulary size (default 4096)")
-      ->check(CLI::Range(260, 1 << 20));
-  data_tok
-      ->add_option("--max-sentences", dt.max_sentences, "Sentences sampled for training (default 2000000)")
-      ->check(CLI::PositiveNumber);
-  data_tok->add_option("--threads", dt.threads, "Threads (default: all cores)")->check(CLI::PositiveNumber);
+  add_integer(data_tok, "--vocab", dt.vocab_size, "Vocabulary size (default 4096)", 260, 1 << 20);
+  add_integer(data_tok, "--max-sentences", dt.max_sentences,
+              "Sentences sampled for training (default 2000000)", decltype(dt.max_sentences){1},
+              std::numeric_limits<decltype(dt.max_sentences)>::max());
+  add_integer(data_tok, "--threads", dt.threads, "Threads (default: all cores)", 1, kMaxThreads);
   data_tok->add_flag("--verbose", dt.verbose, "Show SentencePiece's log");
   DataEncodeOptions de;
   auto* data_enc = data->add_subcommand("encode", "Tokenize text files into a token file for training");
@@ -460,16 +494,16 @@ int main(int argc, char** argv) {
   lengthgen->add_option("--tokens", lg.tokens, "Token file of held-out documents")
       ->required()
       ->check(CLI::ExistingFile);
-  lengthgen->add_option("--multiples", lg.multiples, "Multiples of T (default 1,2,4,8)")->delimiter(',');
-  lengthgen->add_option("--train-length", lg.train_length, "T (default: the checkpoint's data.seq_len)")
-      ->check(CLI::PositiveNumber);
-  lengthgen->add_option("--bucket", lg.bucket, "Positions per bucket (default T/4)")
-      ->check(CLI::PositiveNumber);
-  lengthgen->add_option("--max-docs", lg.max_docs, "Documents to score (default 16)")
-      ->check(CLI::PositiveNumber);
-  lengthgen->add_option("--prefill-block", lg.block, "Streaming block size (default 256)")
-      ->check(CLI::PositiveNumber);
-  lengthgen->add_option("--threads", lg.threads, "Threads (default: all cores)")->check(CLI::PositiveNumber);
+  add_integers(lengthgen, "--multiples", lg.multiples, "Multiples of T (default 1,2,4,8)", 1, 1 << 16);
+  add_integer(lengthgen, "--train-length", lg.train_length, "T (default: the checkpoint's data.seq_len)",
+              decltype(lg.train_length){1}, decltype(lg.train_length){1 << 24});
+  add_integer(lengthgen, "--bucket", lg.bucket, "Positions per bucket (default T/4)", decltype(lg.bucket){1},
+              std::numeric_limits<decltype(lg.bucket)>::max());
+  add_integer(lengthgen, "--max-docs", lg.max_docs, "Documents to score (default 16)",
+              decltype(lg.max_docs){1}, std::numeric_limits<decltype(lg.max_docs)>::max());
+  add_integer(lengthgen, "--prefill-block", lg.block, "Streaming block size (default 256)",
+              decltype(lg.block){1}, decltype(lg.block){kMaxPrefillBlock});
+  add_integer(lengthgen, "--threads", lg.threads, "Threads (default: all cores)", 1, kMaxThreads);
   lengthgen->add_option("-o,--out", lg.out, "Also write the JSON result to this file");
   lengthgen->add_flag("--json", lg.json, "Print the result as one JSON line");
 
@@ -481,8 +515,8 @@ int main(int argc, char** argv) {
 
   auto* bench = app.add_subcommand("bench", "Measure training throughput (tokens/s, achieved GFLOP/s)");
   add_common(bench, bench_o, true);
-  bench->add_option("--steps", bench_b.steps, "Timed steps")->check(CLI::PositiveNumber);
-  bench->add_option("--warmup", bench_b.warmup, "Untimed warm-up steps")->check(CLI::NonNegativeNumber);
+  add_integer(bench, "--steps", bench_b.steps, "Timed steps", 1, 1 << 20);
+  add_integer(bench, "--warmup", bench_b.warmup, "Untimed warm-up steps", 0, 1 << 20);
   bench->add_flag(
       "--profile", bench_b.profile,
       "Also print where the step's time goes: each kernel's exclusive time, share and calls per step");
@@ -498,31 +532,31 @@ int main(int argc, char** argv) {
   generate->add_option("-f,--prompt-file", gen.prompt_file, "Read the prompt from this file ('-' = stdin)");
   generate->add_flag("--ids", gen.ids,
                      "Prompt and output are whitespace-separated token ids (default: byte-level text)");
-  generate->add_option("-n,--max-tokens", gen.max_tokens, "Tokens to generate (default 64)")
-      ->check(CLI::NonNegativeNumber);
+  add_integer(generate, "-n,--max-tokens", gen.max_tokens, "Tokens to generate (default 64)", int64_t{0},
+              kMaxPosition);
   generate->add_option("-t,--temperature", gen.sampling.temperature,
                        "Sampling temperature; 0 = greedy (default 0)");
-  generate->add_option("--top-k", gen.sampling.top_k, "Sample among the k most likely tokens (0 = all)");
+  add_integer(generate, "--top-k", gen.sampling.top_k, "Sample among the k most likely tokens (0 = all)",
+              decltype(gen.sampling.top_k){0}, std::numeric_limits<decltype(gen.sampling.top_k)>::max());
   generate->add_option("--top-p", gen.sampling.top_p, "Nucleus sampling mass in (0, 1] (default 1)");
-  generate->add_option("--seed", gen.sampling.seed, "Sampling seed (default 0)");
+  add_integer(generate, "--seed", gen.sampling.seed, "Sampling seed (default 0)",
+              decltype(gen.sampling.seed){0}, std::numeric_limits<decltype(gen.sampling.seed)>::max());
   generate->add_option("--stop", gen.stop,
                        "Stop when the output contains this string (repeatable; not printed)");
-  generate->add_option("--stop-id", gen.stop_ids, "Stop when this token id is generated (repeatable)");
-  generate
-      ->add_option("--prefill-block", gen.prefill_block, "Prompt tokens processed per block (default 256)")
-      ->check(CLI::PositiveNumber);
+  add_integers(generate, "--stop-id", gen.stop_ids, "Stop when this token id is generated (repeatable)", 0,
+               std::numeric_limits<int32_t>::max());
+  add_integer(generate, "--prefill-block", gen.prefill_block,
+              "Prompt tokens processed per block (default 256)", int64_t{1}, kMaxPrefillBlock);
   generate->add_option("--load-state", gen.load_state, "Start from a state saved by --save-state")
       ->check(CLI::ExistingFile);
   generate->add_option("--save-state", gen.save_state,
                        "Save the state after the prompt, to continue it later with --load-state");
   generate->add_option("--store", gen.store_dir,
                        "Long-term memory store directory for the B layers (created; reopened by later runs)");
-  generate
-      ->add_option("--retrieve", gen.retrieve,
-                   "Store entries read per KV head at each chunk boundary (default 8)")
-      ->check(CLI::NonNegativeNumber);
+  add_integer(generate, "--retrieve", gen.retrieve,
+              "Store entries read per KV head at each chunk boundary (default 8)", 0, kMaxRetrieve);
   generate->add_flag("--store-sync", gen.store_sync, "Write the store in the token loop (reproducible runs)");
-  generate->add_option("--threads", gen.threads, "Threads (default: all cores)")->check(CLI::PositiveNumber);
+  add_integer(generate, "--threads", gen.threads, "Threads (default: all cores)", 1, kMaxThreads);
   generate->add_flag("--json", gen.json,
                      "Print one JSON line (text, tokens, speeds, state bytes) instead of streaming");
 
@@ -536,16 +570,15 @@ int main(int argc, char** argv) {
   infer_bench->add_option("--checkpoint", ib.checkpoint, "Benchmark this trained model instead of a config")
       ->check(CLI::ExistingFile);
   infer_bench->add_option("-s,--set", ib.overrides, "Override a config value (repeatable)");
-  infer_bench->add_option("--contexts", ib.contexts, "Context lengths (default 1024,4096,16384,65536)")
-      ->delimiter(',');
-  infer_bench->add_option("--decode", ib.decode_tokens, "Tokens decoded at each context (default 128)")
-      ->check(CLI::PositiveNumber);
-  infer_bench->add_option("--repeats", ib.repeats, "Repetitions for mean and spread (default 3)")
-      ->check(CLI::PositiveNumber);
-  infer_bench->add_option("--prefill-block", ib.prefill_block, "Prefill block size (default 512)")
-      ->check(CLI::PositiveNumber);
-  infer_bench->add_option("--threads", ib.threads, "Threads (default: all cores)")
-      ->check(CLI::PositiveNumber);
+  add_integers(infer_bench, "--contexts", ib.contexts, "Context lengths (default 1024,4096,16384,65536)",
+               decltype(ib.contexts)::value_type{1}, decltype(ib.contexts)::value_type{1} << 30);
+  add_integer(infer_bench, "--decode", ib.decode_tokens, "Tokens decoded at each context (default 128)",
+              decltype(ib.decode_tokens){1}, decltype(ib.decode_tokens){1 << 24});
+  add_integer(infer_bench, "--repeats", ib.repeats, "Repetitions for mean and spread (default 3)", 1,
+              1 << 16);
+  add_integer(infer_bench, "--prefill-block", ib.prefill_block, "Prefill block size (default 512)",
+              decltype(ib.prefill_block){1}, decltype(ib.prefill_block){kMaxPrefillBlock});
+  add_integer(infer_bench, "--threads", ib.threads, "Threads (default: all cores)", 1, kMaxThreads);
   infer_bench->add_flag("--json", ib.json, "One JSON line per context length");
 
   ParityDumpOptions pd;
@@ -559,12 +592,13 @@ int main(int argc, char** argv) {
   parity->add_option("--targets", pd.targets, "Target ids, raw int32 (-100 = not scored)")
       ->required()
       ->check(CLI::ExistingFile);
-  parity->add_option("--batch", pd.batch, "Sequences in the batch")->check(CLI::PositiveNumber);
-  parity->add_option("--adam-steps", pd.adam_steps, "AdamW steps on the batch afterwards")
-      ->check(CLI::NonNegativeNumber);
+  add_integer(parity, "--batch", pd.batch, "Sequences in the batch", decltype(pd.batch){1},
+              decltype(pd.batch){1 << 20});
+  add_integer(parity, "--adam-steps", pd.adam_steps, "AdamW steps on the batch afterwards",
+              decltype(pd.adam_steps){0}, decltype(pd.adam_steps){1 << 20});
   parity->add_flag("--reference-kernels", pd.reference_kernels, "Use the plain reference kernels");
   parity->add_option("-o,--out", pd.out, "Output safetensors file")->required();
-  parity->add_option("--threads", pd.threads, "Threads (default: all cores)")->check(CLI::PositiveNumber);
+  add_integer(parity, "--threads", pd.threads, "Threads (default: all cores)", 1, kMaxThreads);
 
   try {
     app.parse(argc, argv);
@@ -595,3 +629,5 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace

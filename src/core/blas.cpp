@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "core/bf16.hpp"
+#include "core/cpu_features.hpp"
+#include "core/error.hpp"
 #include "core/profile.hpp"
 
 namespace bmojo {
@@ -201,6 +203,10 @@ void matmul_split(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
 }  // namespace
 
 void set_matmul_bf16(bool on) {
+  if (on) {
+    const std::string why = bf16_matmul_unavailable_reason();
+    check(why.empty(), why);
+  }
   g_bf16 = on;
 }
 bool matmul_bf16() {

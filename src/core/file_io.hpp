@@ -1,6 +1,6 @@
-// Small file helpers shared by the inference state and the long-term memory store: a 64-bit FNV-1a hash
-// and an atomic whole-file write (temporary name, fsync, rename), so a crash never leaves a half-written
-// file under the final name.
+// File helpers shared by checkpoints, inference states, token files and the memory store: hashes, the one
+// atomic writer (temporary name, fsync, rename, directory fsync), so a crash never leaves a half-written file
+// under the final name, and the checks every input path goes through before it is opened.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -20,9 +20,39 @@ inline uint64_t fnv1a64(const void* data, size_t bytes, uint64_t hash = kFnvOffs
   return hash;
 }
 
+// A 64-bit checksum of bytes continuing from `hash`, several times faster than fnv1a64 on large buffers
+// (four independent multiply-rotate lanes over 8-byte words). Stable: file formats store it.
+uint64_t fast_hash64(const void* data, size_t bytes, uint64_t hash = kFnvOffset);
+
+// Throws bmojo::Error naming the path and `what` unless path names an existing regular file (not a
+// directory, FIFO, device or socket: reading those could block forever or never end).
+void require_regular_file(const std::string& path, const std::string& what);
+// Throws unless path does not exist or is a regular file: an output written through rename must never
+// replace a device, a FIFO or a directory.
+void require_replaceable(const std::string& path, const std::string& what);
+
+// Writes a file under a temporary name and renames it over `path` on commit(); destroyed without commit()
+// (an error on the way), it removes the temporary file and leaves `path` as it was.
+class AtomicFile {
+ public:
+  AtomicFile(const std::string& path, const std::string& what);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  void write(const void* data, size_t bytes);
+  void commit();
+
+ private:
+  std::string path_, tmp_, what_;
+  int fd_ = -1;
+};
+
 // Writes bytes to path atomically; throws bmojo::Error naming the path on failure.
-void write_file_atomic(const std::string& path, std::string_view bytes);
-// Reads a whole file; throws bmojo::Error naming the path when it cannot be read.
-std::string read_file(const std::string& path);
+void write_file_atomic(const std::string& path, std::string_view bytes, const std::string& what = "file");
+// Appends text to path (created if missing) with one write; throws bmojo::Error naming the path when the
+// write fails or is short (disk full, file size limit).
+void append_to_file(const std::string& path, std::string_view text, const std::string& what);
+// Reads a whole regular file; throws bmojo::Error naming the path when it cannot be read.
+std::string read_file(const std::string& path, const std::string& what = "file");
 
 }  // namespace bmojo

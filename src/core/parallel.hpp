@@ -3,11 +3,40 @@
 #pragma once
 #include <omp.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <exception>
+#include <mutex>
 #include <vector>
 
 namespace bmojo {
+
+// An exception leaving an OpenMP region ends the program (std::terminate). Work inside a region that can
+// throw (an allocation, a check) runs under guard(): the first exception is kept, later guarded work is
+// skipped, every thread still reaches the region's barriers, and rethrow() after the region raises it.
+class ParallelErrors {
+ public:
+  template <class F>
+  void guard(F&& work) noexcept {
+    if (failed_.load(std::memory_order_relaxed)) return;
+    try {
+      work();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!first_) first_ = std::current_exception();
+      failed_.store(true, std::memory_order_relaxed);
+    }
+  }
+  void rethrow() {
+    if (first_) std::rethrow_exception(first_);
+  }
+
+ private:
+  std::atomic<bool> failed_{false};
+  std::mutex mutex_;
+  std::exception_ptr first_;
+};
 
 // [begin, end) of a static split of n items into parts.
 inline void split_range(int64_t n, int part, int parts, int64_t& begin, int64_t& end) {

@@ -7,12 +7,14 @@
 #define NO_MANUAL_VECTORIZATION
 #endif
 #include <hnswlib/hnswlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <queue>
@@ -27,7 +29,7 @@ namespace {
 constexpr char kStoreMagic[8] = {'B', 'M', 'J', 'S', 'T', 'O', 'R', 'E'};
 constexpr uint32_t kStoreVersion = 1;
 constexpr uint32_t kRecordMagic = 0x52454331;  // "REC1"
-constexpr size_t kHeaderBytes = 8 + 4 + 8 + 4 + 4 + 8;
+constexpr size_t kHeaderBytes = MemoryStore::kHeaderBytes;
 
 void write_all(int fd, const char* data, size_t n, const std::string& path) {
   while (n > 0) {
@@ -60,11 +62,23 @@ MemoryStore::MemoryStore(const std::string& path, uint64_t fingerprint, int kv_h
   std::error_code ec;
   if (!dir.empty()) std::filesystem::create_directories(dir, ec);
   check(!ec, "memory store: cannot create directory '" + dir.string() + "': " + ec.message());
-  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
+  require_replaceable(path, "memory store");
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   check(fd_ >= 0, "memory store: cannot open '" + path + "' for writing: " + std::strerror(errno));
+  // One writer per store: a second process (or a second store object) appending to the same file would
+  // interleave records. The lock goes with the descriptor, so a killed writer never leaves it held.
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    if (err == EWOULDBLOCK)
+      fail("memory store '" + path + "' is in use by another writer (it is locked); one process at a time " +
+           "may write a store");
+    fail("memory store '" + path + "': cannot lock: " + std::strerror(err));
+  }
   std::string bytes;
   try {
-    bytes = read_file(path);
+    bytes = read_file(path, "memory store");
   } catch (...) {
     ::close(fd_);
     throw;
@@ -96,7 +110,14 @@ MemoryStore::MemoryStore(const std::string& path, uint64_t fingerprint, int kv_h
     // New (or torn before its header was complete): start it.
     if (::ftruncate(fd_, 0) != 0) fail_closed("memory store '" + path + "': cannot truncate");
     ::lseek(fd_, 0, SEEK_SET);
-    write_all(fd_, header, kHeaderBytes, path);
+    try {
+      write_all(fd_, header, kHeaderBytes, path);
+    } catch (...) {
+      ::close(fd_);
+      fd_ = -1;
+      throw;
+    }
+    good_size_ = kHeaderBytes;
   } else {
     if (std::memcmp(bytes.data(), kStoreMagic, 8) != 0)
       fail_closed("memory store '" + path + "' is not a bmojo memory store");
@@ -107,33 +128,57 @@ MemoryStore::MemoryStore(const std::string& path, uint64_t fingerprint, int kv_h
     if (std::memcmp(bytes.data(), header, kHeaderBytes) != 0)
       fail_closed("memory store '" + path +
                   "' was written by a different model (config, weights or shapes differ)");
-    // Records: keep the intact prefix, cut off a torn tail.
+    // Records: every intact one is kept. A damaged record costs itself alone: the scan moves on byte by
+    // byte to the next place where a whole record checks out. Damage after the last intact record (a torn
+    // tail) is cut off so appends start on a record boundary.
     const size_t rec = record_bytes();
-    size_t at = kHeaderBytes;
+    const size_t floats = static_cast<size_t>(2) * kv_heads_ * head_dim_;
+    size_t at = kHeaderBytes, good_end = kHeaderBytes, skipped_bytes = 0, damaged = 0;
+    bool in_damage = false;
     while (at + rec <= bytes.size()) {
       const char* r = bytes.data() + at;
       uint32_t magic = 0;
       uint64_t rsum = 0;
       std::memcpy(&magic, r, 4);
       std::memcpy(&rsum, r + rec - 8, 8);
-      if (magic != kRecordMagic || fnv1a64(r, rec - 8) != rsum) break;
       Pending p;
-      std::memcpy(&p.position, r + 4, 8);
-      std::memcpy(&p.score, r + 12, 4);
-      p.kv.resize(static_cast<size_t>(2) * kv_heads_ * head_dim_);
-      std::memcpy(p.kv.data(), r + 16, p.kv.size() * sizeof(float));
+      bool ok = magic == kRecordMagic && fnv1a64(r, rec - 8) == rsum;
+      if (ok) {
+        std::memcpy(&p.position, r + 4, 8);
+        std::memcpy(&p.score, r + 12, 4);
+        p.kv.resize(floats);
+        std::memcpy(p.kv.data(), r + 16, floats * sizeof(float));
+        // A record with a valid checksum can still be hostile: only finite keys and values of the past.
+        ok = p.position >= 0 && std::isfinite(p.score);
+        for (size_t i = 0; ok && i < floats; ++i) ok = std::isfinite(p.kv[i]);
+      }
+      if (!ok) {
+        if (!in_damage) ++damaged;
+        in_damage = true;
+        ++at;
+        continue;
+      }
+      in_damage = false;
       commit(p, true);
       at += rec;
+      good_end = at;
     }
     loaded_ = positions_.size();
-    if (at < bytes.size()) {
-      if (::ftruncate(fd_, static_cast<off_t>(at)) != 0)
+    const size_t tail = bytes.size() - good_end;
+    skipped_bytes = good_end - kHeaderBytes - loaded_ * rec;  // damage before the last intact record
+    if (tail > 0) {
+      if (::ftruncate(fd_, static_cast<off_t>(good_end)) != 0)
         fail_closed("memory store '" + path + "': cannot truncate");
-      if (notice)
-        *notice = "memory store '" + path + "': dropped " + std::to_string(bytes.size() - at) +
-                  " bytes of a torn or corrupted tail; kept " + std::to_string(loaded_) + " entries";
     }
-    ::lseek(fd_, static_cast<off_t>(at), SEEK_SET);
+    if ((tail > 0 || skipped_bytes > 0) && notice) {
+      *notice = "memory store '" + path + "': kept " + std::to_string(loaded_) + " entries";
+      if (skipped_bytes > 0)
+        *notice += "; skipped " + std::to_string(damaged - (in_damage ? 1 : 0)) + " damaged region(s) of " +
+                   std::to_string(skipped_bytes) + " bytes inside the file";
+      if (tail > 0) *notice += "; dropped " + std::to_string(tail) + " bytes of a torn or corrupted tail";
+    }
+    ::lseek(fd_, static_cast<off_t>(good_end), SEEK_SET);
+    good_size_ = good_end;
   }
   if (!synchronous_) writer_ = std::thread([this] { writer_loop(); });
 }
@@ -167,6 +212,7 @@ void MemoryStore::add(int64_t position, float score, const float* kv) {
   }
   {
     std::lock_guard<std::mutex> lock(queue_mutex_);
+    if (!error_.empty()) fail(error_ + " (entries evicted since were not stored)");
     queue_.push_back(std::move(p));
   }
   queue_cv_.notify_one();
@@ -176,6 +222,7 @@ void MemoryStore::flush() {
   if (synchronous_) return;
   std::unique_lock<std::mutex> lock(queue_mutex_);
   idle_cv_.wait(lock, [&] { return queue_.empty() && !writing_; });
+  if (!error_.empty()) fail(error_ + " (entries evicted since were not stored)");
 }
 
 void MemoryStore::writer_loop() {
@@ -191,8 +238,12 @@ void MemoryStore::writer_loop() {
     if (delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
     try {
       write_and_commit(batch);
-    } catch (const std::exception&) {
-      // A full disk must not take the token loop down: the entries stay out of the store.
+    } catch (const std::exception& e) {
+      // A full disk must not take the token loop down, but it must not pass unnoticed either: the first
+      // error is kept and raised by the next add() or flush(); these entries stay out of the store.
+      lock.lock();
+      if (error_.empty()) error_ = e.what();
+      lock.unlock();
     }
     lock.lock();
     writing_ = false;
@@ -212,7 +263,15 @@ void MemoryStore::write_and_commit(std::vector<Pending>& batch) {
     const uint64_t sum = fnv1a64(r, rec - 8);
     std::memcpy(r + rec - 8, &sum, 8);
   }
-  write_all(fd_, bytes.data(), bytes.size(), path_);
+  try {
+    write_all(fd_, bytes.data(), bytes.size(), path_);
+  } catch (...) {
+    // Whatever part of the batch reached the file is cut off, so the file ends on a record boundary.
+    if (::ftruncate(fd_, static_cast<off_t>(good_size_)) == 0)
+      ::lseek(fd_, static_cast<off_t>(good_size_), SEEK_SET);
+    throw;
+  }
+  good_size_ += bytes.size();
   for (const Pending& p : batch) commit(p, false);
 }
 

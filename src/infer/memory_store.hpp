@@ -4,9 +4,10 @@
 // query (exact search for small stores, an HNSW index from hnswlib once a store is large).
 //
 // File: a header (magic, version, model fingerprint, KV heads, head size, checksum), then fixed-size
-// records (magic, position, score, [raw key | value] of every KV head, checksum). A record torn by a killed
-// writer, or anything after it, is detected on reopen and cut off; the intact records are kept and the
-// user is told what was dropped.
+// records (magic, position, score, [raw key | value] of every KV head, checksum). On reopen every intact
+// record is kept: a damaged one is skipped (the scan finds the next record that checks out), a torn tail
+// is cut off, and the user is told what was dropped. The file is locked (flock) while open: a second writer
+// is refused. A write that fails in the background (disk full) is raised by the next add() or flush().
 #pragma once
 #include <condition_variable>
 #include <cstdint>
@@ -39,7 +40,8 @@ class MemoryStore {
   // Queues an entry ([raw k | v] of all KV heads, 2 Hk Dh floats). Asynchronous stores return at once; the
   // writer commits it later. Synchronous stores write and commit before returning.
   void add(int64_t position, float score, const float* kv);
-  // Waits until every queued entry is written and visible to retrieve().
+  // Waits until every queued entry is written and visible to retrieve(). Throws bmojo::Error if a write
+  // failed since the store was opened (the entries concerned are not stored).
   void flush();
   // For each KV head g, up to r committed entries with the largest key . queries[g] (queries: Hk x Dh).
   std::vector<std::vector<RetrievedEntry>> retrieve(const float* queries, int r) const;
@@ -49,7 +51,10 @@ class MemoryStore {
   // Test hook: the writer sleeps this long before each batch (to show that add() does not wait for it).
   void set_write_delay_ms(int ms) { delay_ms_ = ms; }
 
-  static constexpr size_t kAnnThreshold = 4096;  // entries above which an HNSW index answers retrieve()
+  static constexpr size_t kAnnThreshold = 4096;
+  static constexpr size_t kHeaderBytes =
+      8 + 4 + 8 + 4 + 4 +
+      8;  // bytes before the first record  // entries above which an HNSW index answers retrieve()
 
  private:
   struct Pending {
@@ -67,6 +72,7 @@ class MemoryStore {
   int kv_heads_, head_dim_;
   bool synchronous_;
   int fd_ = -1;
+  size_t good_size_ = 0;  // bytes of the file that end on a record boundary
   size_t loaded_ = 0;
   int delay_ms_ = 0;
 
@@ -83,6 +89,7 @@ class MemoryStore {
   std::condition_variable queue_cv_, idle_cv_;
   std::deque<Pending> queue_;
   bool writing_ = false, stop_ = false;
+  std::string error_;  // the first failed write, under queue_mutex_
   std::thread writer_;
 };
 

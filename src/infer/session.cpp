@@ -8,6 +8,7 @@
 #include "core/blas.hpp"
 #include "core/error.hpp"
 #include "core/file_io.hpp"
+#include "core/parallel.hpp"
 #include "kernels/embedding.hpp"
 #include "kernels/linear.hpp"
 #include "kernels/rmsnorm.hpp"
@@ -20,7 +21,7 @@ namespace bmojo {
 namespace {
 
 constexpr char kStateMagic[8] = {'B', 'M', 'J', 'S', 'T', 'A', 'T', 'E'};
-constexpr uint32_t kStateVersion = 1;
+constexpr uint32_t kStateVersion = 2;  // 2: eidetic positions are 64-bit
 
 struct Dims {
   int D, H, Hk, Dh, qd, kvd, width, W;
@@ -94,9 +95,14 @@ class Reader {
     at_ += sizeof(T);
     return v;
   }
-  // Reads a float array whose length must be `expected` (or at most `max_count` when expected < 0).
+  // Reads a float array whose length must be `expected` (or at most `max_count` when expected < 0). The
+  // count is checked against the bytes left before anything is sized from it, and every value must be
+  // finite: a state with a valid checksum can still be hostile.
   std::vector<float> floats(int64_t expected, const std::string& what, uint64_t max_count = 0) {
     const uint64_t n = get<uint64_t>();
+    check(n <= (s_.size() - at_) / sizeof(float),
+          "state file '" + path_ + "': " + what + " claims " + std::to_string(n) +
+              " values, more than the file holds (truncated or crafted)");
     if (expected >= 0)
       check(n == static_cast<uint64_t>(expected), "state file '" + path_ + "': " + what + " holds " +
                                                       std::to_string(n) + " values, this model expects " +
@@ -104,10 +110,11 @@ class Reader {
     else
       check(n <= max_count, "state file '" + path_ + "': " + what + " holds " + std::to_string(n) +
                                 " values, more than this model can hold (" + std::to_string(max_count) + ")");
-    need(n * sizeof(float));
     std::vector<float> v(n);
     if (n > 0) std::memcpy(v.data(), s_.data() + at_, n * sizeof(float));
     at_ += n * sizeof(float);
+    for (float x : v)
+      check(std::isfinite(x), "state file '" + path_ + "': " + what + " holds a non-finite value");
     return v;
   }
   size_t at() const { return at_; }
@@ -168,7 +175,9 @@ size_t LayerState::bytes() const {
 }
 
 std::vector<std::string> Session::attach_store(const std::string& dir, int retrieve, bool synchronous) {
-  check(retrieve >= 0, "store: entries retrieved per chunk must be >= 0, got " + std::to_string(retrieve));
+  check(retrieve >= 0 && retrieve <= kMaxRetrieve, "store: entries retrieved per chunk must be in [0, " +
+                                                       std::to_string(kMaxRetrieve) + "], got " +
+                                                       std::to_string(retrieve));
   const ModelConfig& cfg = model_->config();
   std::vector<std::string> notices;
   std::vector<std::shared_ptr<MemoryStore>> stores(cfg.layers.size());
@@ -393,82 +402,86 @@ void Session::attend(const LayerState& st, int64_t t0, int64_t t1, const float* 
   const std::vector<EideticEntry>* entries = q_raw != nullptr ? &st.memory.entries() : nullptr;
   constexpr int64_t kBlock = 64;
   const int64_t nq = t1 - t0, blocks = (nq + kBlock - 1) / kBlock;
+  ParallelErrors errors;
 #pragma omp parallel
   {
     std::vector<float> S;
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t blk = 0; blk < blocks; ++blk)
       for (int h = 0; h < d.H; ++h) {
-        const int64_t a = t0 + blk * kBlock, b = std::min(t1, a + kBlock), nb = b - a;
-        const int g = h / group;
-        const float* qb = q + (a - t0) * d.width + h * d.Dh;
-        // Column spans: window keys [wlo, b), fading keys [flo, fend), eidetic entries [0, ne), retrieved.
-        const int64_t wlo = d.W > 0 ? std::max<int64_t>(0, a - d.W + 1) : 0, nw = b - wlo;
-        const int64_t flo = std::max<int64_t>(0, a - 2 * d.W + 1);
-        const int64_t nf = fading ? std::max<int64_t>(0, (b - d.W) - flo) : 0;
-        int64_t ne = 0;
-        if (entries != nullptr)
-          while (ne < static_cast<int64_t>(entries->size()) && (*entries)[ne].position <= b - 1 - d.W) ++ne;
-        const std::vector<RetrievedEntry>* fetched =
-            q_raw != nullptr && !st.retrieved.empty() && !st.retrieved[g].empty() ? &st.retrieved[g]
-                                                                                  : nullptr;
-        const int64_t nr = fetched != nullptr ? static_cast<int64_t>(fetched->size()) : 0;
-        const int64_t cols = nw + nf + ne + nr;
-        S.resize(nb * cols);
-        float* Sw = S.data();
-        matmul(false, true, static_cast<int>(nb), static_cast<int>(nw), d.Dh, scale, qb, d.width,
-               st.kv.row(wlo) + g * d.Dh, ld, 0.0f, Sw, static_cast<int>(cols));
-        if (nf > 0)
-          matmul(false, true, static_cast<int>(nb), static_cast<int>(nf), d.Dh, scale, qb, d.width,
-                 st.kvf.row(flo) + g * d.Dh, ld, 0.0f, Sw + nw, static_cast<int>(cols));
-        const float* qr = q_raw != nullptr ? q_raw + (a - t0) * qk + h * d.Dh : nullptr;
-        if (ne > 0)
-          matmul(false, true, static_cast<int>(nb), static_cast<int>(ne), d.Dh, scale, qr, qk,
-                 st.memory_kv.data() + g * d.Dh, ld, 0.0f, Sw + nw + nf, static_cast<int>(cols));
-        for (int64_t i = 0; i < nb && nr > 0; ++i)
-          for (int64_t e = 0; e < nr; ++e)
-            Sw[i * cols + nw + nf + ne + e] = dot(qr + i * qk, (*fetched)[e].kv.data(), d.Dh) * scale;
-        // Mask what query t may not read, then softmax each row (masked weights are exactly 0).
-        for (int64_t i = 0; i < nb; ++i) {
-          const int64_t t = a + i;
-          float* row = Sw + i * cols;
-          const auto visible = [&](int64_t c) {
-            if (c < nw) return wlo + c <= t && (d.W == 0 || wlo + c >= t - d.W + 1);
-            if (c < nw + nf) {
-              const int64_t p = flo + (c - nw);
-              return p >= t - 2 * d.W + 1 && p <= t - d.W;
+        errors.guard([&] {
+          const int64_t a = t0 + blk * kBlock, b = std::min(t1, a + kBlock), nb = b - a;
+          const int g = h / group;
+          const float* qb = q + (a - t0) * d.width + h * d.Dh;
+          // Column spans: window keys [wlo, b), fading keys [flo, fend), eidetic entries [0, ne), retrieved.
+          const int64_t wlo = d.W > 0 ? std::max<int64_t>(0, a - d.W + 1) : 0, nw = b - wlo;
+          const int64_t flo = std::max<int64_t>(0, a - 2 * d.W + 1);
+          const int64_t nf = fading ? std::max<int64_t>(0, (b - d.W) - flo) : 0;
+          int64_t ne = 0;
+          if (entries != nullptr)
+            while (ne < static_cast<int64_t>(entries->size()) && (*entries)[ne].position <= b - 1 - d.W) ++ne;
+          const std::vector<RetrievedEntry>* fetched =
+              q_raw != nullptr && !st.retrieved.empty() && !st.retrieved[g].empty() ? &st.retrieved[g]
+                                                                                    : nullptr;
+          const int64_t nr = fetched != nullptr ? static_cast<int64_t>(fetched->size()) : 0;
+          const int64_t cols = nw + nf + ne + nr;
+          S.resize(nb * cols);
+          float* Sw = S.data();
+          matmul(false, true, static_cast<int>(nb), static_cast<int>(nw), d.Dh, scale, qb, d.width,
+                 st.kv.row(wlo) + g * d.Dh, ld, 0.0f, Sw, static_cast<int>(cols));
+          if (nf > 0)
+            matmul(false, true, static_cast<int>(nb), static_cast<int>(nf), d.Dh, scale, qb, d.width,
+                   st.kvf.row(flo) + g * d.Dh, ld, 0.0f, Sw + nw, static_cast<int>(cols));
+          const float* qr = q_raw != nullptr ? q_raw + (a - t0) * qk + h * d.Dh : nullptr;
+          if (ne > 0)
+            matmul(false, true, static_cast<int>(nb), static_cast<int>(ne), d.Dh, scale, qr, qk,
+                   st.memory_kv.data() + g * d.Dh, ld, 0.0f, Sw + nw + nf, static_cast<int>(cols));
+          for (int64_t i = 0; i < nb && nr > 0; ++i)
+            for (int64_t e = 0; e < nr; ++e)
+              Sw[i * cols + nw + nf + ne + e] = dot(qr + i * qk, (*fetched)[e].kv.data(), d.Dh) * scale;
+          // Mask what query t may not read, then softmax each row (masked weights are exactly 0).
+          for (int64_t i = 0; i < nb; ++i) {
+            const int64_t t = a + i;
+            float* row = Sw + i * cols;
+            const auto visible = [&](int64_t c) {
+              if (c < nw) return wlo + c <= t && (d.W == 0 || wlo + c >= t - d.W + 1);
+              if (c < nw + nf) {
+                const int64_t p = flo + (c - nw);
+                return p >= t - 2 * d.W + 1 && p <= t - d.W;
+              }
+              if (c < nw + nf + ne) return (*entries)[c - nw - nf].position <= t - d.W;
+              return (*fetched)[c - nw - nf - ne].position <= t - d.W;
+            };
+            float mx = -std::numeric_limits<float>::infinity();
+            for (int64_t c = 0; c < cols; ++c)
+              if (visible(c)) mx = std::max(mx, row[c]);
+            float sum = 0.0f;
+            for (int64_t c = 0; c < cols; ++c) {
+              row[c] = visible(c) ? std::exp(row[c] - mx) : 0.0f;
+              sum += row[c];
             }
-            if (c < nw + nf + ne) return (*entries)[c - nw - nf].position <= t - d.W;
-            return (*fetched)[c - nw - nf - ne].position <= t - d.W;
-          };
-          float mx = -std::numeric_limits<float>::infinity();
-          for (int64_t c = 0; c < cols; ++c)
-            if (visible(c)) mx = std::max(mx, row[c]);
-          float sum = 0.0f;
-          for (int64_t c = 0; c < cols; ++c) {
-            row[c] = visible(c) ? std::exp(row[c] - mx) : 0.0f;
-            sum += row[c];
+            const float inv = 1.0f / sum;
+            for (int64_t c = 0; c < cols; ++c) row[c] *= inv;
           }
-          const float inv = 1.0f / sum;
-          for (int64_t c = 0; c < cols; ++c) row[c] *= inv;
-        }
-        float* ob = out + (a - t0) * d.qd + h * d.Dh;
-        matmul(false, false, static_cast<int>(nb), d.Dh, static_cast<int>(nw), 1.0f, Sw,
-               static_cast<int>(cols), st.kv.row(wlo) + d.kvd + g * d.Dh, ld, 0.0f, ob, d.qd);
-        if (nf > 0)
-          matmul(false, false, static_cast<int>(nb), d.Dh, static_cast<int>(nf), 1.0f, Sw + nw,
-                 static_cast<int>(cols), st.kvf.row(flo) + d.kvd + g * d.Dh, ld, 1.0f, ob, d.qd);
-        if (ne > 0)
-          matmul(false, false, static_cast<int>(nb), d.Dh, static_cast<int>(ne), 1.0f, Sw + nw + nf,
-                 static_cast<int>(cols), st.memory_kv.data() + d.kvd + g * d.Dh, ld, 1.0f, ob, d.qd);
-        for (int64_t i = 0; i < nb && nr > 0; ++i)
-          for (int64_t e = 0; e < nr; ++e) {
-            const float p = Sw[i * cols + nw + nf + ne + e];
-            const float* v = (*fetched)[e].kv.data() + d.Dh;
-            for (int c = 0; c < d.Dh; ++c) ob[i * d.qd + c] += p * v[c];
-          }
+          float* ob = out + (a - t0) * d.qd + h * d.Dh;
+          matmul(false, false, static_cast<int>(nb), d.Dh, static_cast<int>(nw), 1.0f, Sw,
+                 static_cast<int>(cols), st.kv.row(wlo) + d.kvd + g * d.Dh, ld, 0.0f, ob, d.qd);
+          if (nf > 0)
+            matmul(false, false, static_cast<int>(nb), d.Dh, static_cast<int>(nf), 1.0f, Sw + nw,
+                   static_cast<int>(cols), st.kvf.row(flo) + d.kvd + g * d.Dh, ld, 1.0f, ob, d.qd);
+          if (ne > 0)
+            matmul(false, false, static_cast<int>(nb), d.Dh, static_cast<int>(ne), 1.0f, Sw + nw + nf,
+                   static_cast<int>(cols), st.memory_kv.data() + d.kvd + g * d.Dh, ld, 1.0f, ob, d.qd);
+          for (int64_t i = 0; i < nb && nr > 0; ++i)
+            for (int64_t e = 0; e < nr; ++e) {
+              const float p = Sw[i * cols + nw + nf + ne + e];
+              const float* v = (*fetched)[e].kv.data() + d.Dh;
+              for (int c = 0; c < d.Dh; ++c) ob[i * d.qd + c] += p * v[c];
+            }
+        });
       }
   }
+  errors.rethrow();
 }
 
 void Session::promote_chunk(LayerState& st, int64_t chunk_start, MemoryStore* store) const {
@@ -477,7 +490,7 @@ void Session::promote_chunk(LayerState& st, int64_t chunk_start, MemoryStore* st
   const std::vector<EideticEntry> before = st.memory.entries();
   const std::vector<float> before_kv = st.memory_kv;
   std::vector<EideticEntry> evicted;
-  st.memory.promote_chunk(st.chunk_scores.data(), static_cast<int32_t>(chunk_start), &evicted);
+  st.memory.promote_chunk(st.chunk_scores.data(), chunk_start, &evicted);
   // Evicted entries go to the store: their rows come from the old memory or, if promoted and evicted at
   // once, from the chunk.
   if (store != nullptr)
@@ -487,7 +500,7 @@ void Session::promote_chunk(LayerState& st, int64_t chunk_start, MemoryStore* st
         src = st.chunk_kv.data() + (e.position - chunk_start) * row;
       } else {
         const auto it = std::lower_bound(before.begin(), before.end(), e.position,
-                                         [](const EideticEntry& a, int32_t p) { return a.position < p; });
+                                         [](const EideticEntry& a, int64_t p) { return a.position < p; });
         src = before_kv.data() + (it - before.begin()) * row;
       }
       store->add(e.position, e.score, src);
@@ -509,6 +522,7 @@ void Session::promote_chunk(LayerState& st, int64_t chunk_start, MemoryStore* st
 }
 
 void Session::save(const std::string& path) const {
+  require_replaceable(path, "state file");
   Writer w;
   w.bytes().append(kStateMagic, sizeof(kStateMagic));
   w.put<uint32_t>(kStateVersion);
@@ -530,7 +544,7 @@ void Session::save(const std::string& path) const {
     w.floats(st.chunk_kv.data(), st.chunk_kv.size());
     w.put<uint64_t>(st.memory.entries().size());
     for (const EideticEntry& e : st.memory.entries()) {
-      w.put<int32_t>(e.position);
+      w.put<int64_t>(e.position);
       w.put<float>(e.score);
     }
     w.floats(st.memory_kv.data(), st.memory_kv.size());
@@ -546,11 +560,11 @@ void Session::save(const std::string& path) const {
   }
   const uint64_t sum = fnv1a64(w.bytes().data(), w.bytes().size());
   w.put<uint64_t>(sum);
-  write_file_atomic(path, w.bytes());
+  write_file_atomic(path, w.bytes(), "state file");
 }
 
 void Session::load(const std::string& path) {
-  const std::string bytes = read_file(path);
+  const std::string bytes = read_file(path, "state file");
   const std::string where = "state file '" + path + "'";
   check(bytes.size() >= sizeof(kStateMagic) + 8 &&
             std::memcmp(bytes.data(), kStateMagic, sizeof(kStateMagic)) == 0,
@@ -571,7 +585,8 @@ void Session::load(const std::string& path) {
   const Dims d = dims_of(cfg);
   SessionState loaded;
   loaded.position = r.get<int64_t>();
-  check(loaded.position >= 0, where + ": negative position");
+  check(loaded.position >= 0 && loaded.position < kMaxPosition,
+        where + ": position " + std::to_string(loaded.position) + " is out of range");
   const uint32_t layers = r.get<uint32_t>();
   check(layers == cfg.layers.size(), where + " holds " + std::to_string(layers) + " layers, the model has " +
                                          std::to_string(cfg.layers.size()));
@@ -585,17 +600,20 @@ void Session::load(const std::string& path) {
     st.ssm.conv = r.floats(static_cast<int64_t>(st.ssm.conv.size()), layer + " conv state");
     st.ssm.ssm = r.floats(static_cast<int64_t>(st.ssm.ssm.size()), layer + " scan state");
     for (PositionRows* rows : {&st.kv, &st.kvf}) {
+      // Exactly the rows save() writes: the last min(keep, position) positions (every position for a
+      // full-span cache), ending at the state's position. Fewer would let attention read before the buffer.
       const int64_t first = r.get<int64_t>();
-      const uint64_t max_rows = rows->width == 0 ? 0
-                                : rows->keep > 0 ? static_cast<uint64_t>(rows->keep)
-                                                 : static_cast<uint64_t>(loaded.position);
-      std::vector<float> v = r.floats(-1, layer + " key/value rows", max_rows * rows->width);
-      const int64_t count = rows->width == 0 ? 0 : static_cast<int64_t>(v.size()) / rows->width;
-      check(rows->width == 0 || (static_cast<int64_t>(v.size()) == count * rows->width && first >= 0 &&
-                                 first + count == loaded.position),
-            where + ": " + layer + " key/value rows do not match the state's position");
-      rows->first = first;
-      rows->count = count;
+      const int64_t want = rows->width == 0 ? 0
+                           : rows->keep > 0 ? std::min<int64_t>(rows->keep, loaded.position)
+                                            : loaded.position;
+      const uint64_t max_values = static_cast<uint64_t>(want) * static_cast<uint64_t>(rows->width);
+      std::vector<float> v = r.floats(-1, layer + " key/value rows", max_values);
+      check(v.size() == max_values && (rows->width == 0 || first == loaded.position - want),
+            where + ": " + layer + " key/value rows do not match the state's position (" +
+                std::to_string(want) + " rows ending at position " + std::to_string(loaded.position) +
+                " expected)");
+      rows->first = rows->width == 0 ? 0 : first;
+      rows->count = want;
       rows->data = std::move(v);
     }
     st.y_prev = r.floats(static_cast<int64_t>(st.y_prev.size()), layer + " previous SSM output");
@@ -607,13 +625,15 @@ void Session::load(const std::string& path) {
           where + ": " + layer + " holds " + std::to_string(entries) + " eidetic entries, more than m");
     std::vector<EideticEntry> list(entries);
     for (auto& e : list) {
-      e.position = r.get<int32_t>();
+      e.position = r.get<int64_t>();
       e.score = r.get<float>();
     }
+    // Entries come from complete chunks only: positions before the current chunk's start.
+    const int64_t chunk_start = d.W > 0 ? loaded.position / d.W * d.W : 0;
     for (size_t i = 0; i < list.size(); ++i)
-      check(list[i].position >= 0 && list[i].position < loaded.position &&
+      check(list[i].position >= 0 && list[i].position < chunk_start && std::isfinite(list[i].score) &&
                 (i == 0 || list[i - 1].position < list[i].position),
-            where + ": " + layer + " eidetic entries are not ascending positions of the past");
+            where + ": " + layer + " eidetic entries are not ascending positions of completed chunks");
     st.memory.set_entries(std::move(list));
     st.memory_kv = r.floats(static_cast<int64_t>(entries * 2 * d.kvd), layer + " eidetic keys");
     st.chunk_qsum = r.floats(static_cast<int64_t>(st.chunk_qsum.size()), layer + " chunk query sum");
@@ -623,10 +643,15 @@ void Session::load(const std::string& path) {
                                             std::to_string(st.retrieved.size()));
     for (auto& head : st.retrieved) {
       const uint64_t count = r.get<uint64_t>();
-      check(count <= (1u << 20), where + ": " + layer + " holds an implausible number of retrieved entries");
+      check(count <= static_cast<uint64_t>(kMaxRetrieve),
+            where + ": " + layer + " holds " + std::to_string(count) +
+                " retrieved entries for a KV head, more than " + std::to_string(kMaxRetrieve));
       head.resize(count);
       for (RetrievedEntry& e : head) {
         e.position = r.get<int64_t>();
+        check(e.position >= -1 && e.position < loaded.position,
+              where + ": " + layer + " retrieved entry at position " + std::to_string(e.position) +
+                  " is not of the past");
         e.kv = r.floats(2 * d.Dh, layer + " retrieved entry");
       }
     }

@@ -58,6 +58,11 @@ struct LayerState {
   size_t bytes() const;
 };
 
+// Limits a state file or a caller must respect: positions stay far from int64 overflow; entries read from
+// a store per KV head and chunk.
+inline constexpr int64_t kMaxPosition = int64_t{1} << 60;
+inline constexpr int kMaxRetrieve = 4096;
+
 struct SessionState {
   int64_t position = 0;  // tokens consumed
   std::vector<LayerState> layers;

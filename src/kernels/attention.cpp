@@ -8,6 +8,7 @@
 
 #include "core/blas.hpp"
 #include "core/error.hpp"
+#include "core/parallel.hpp"
 #include "core/profile.hpp"
 #include "kernels/vector_math.hpp"
 
@@ -304,6 +305,7 @@ void attention_forward(float* out, int64_t ldo, float* lse, const AttentionInput
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.Dh));
   const auto& blocks = query_blocks(in, d);
   const int nblocks = static_cast<int>(blocks.size());
+  ParallelErrors errors;
 #pragma omp parallel
   {
     Workspace& ws = thread_workspace();
@@ -311,35 +313,40 @@ void attention_forward(float* out, int64_t ldo, float* lse, const AttentionInput
     for (int b = 0; b < d.B; ++b)
       for (int h = 0; h < d.H; ++h)
         for (int bi = 0; bi < nblocks; ++bi) {
-          const int g = h / group;
-          const Block k = make_block(in, d, b, blocks[bi].first, blocks[bi].second);
-          const int nk = k.nk();
-          ws.S.resize(static_cast<size_t>(k.nq) * nk);
-          float* S = ws.S.data();
-          if (k.ne > 0) gather_entries(ws, in, d, k, b, g);
-          block_scores(S, ws, in, d, k, b, h, g, scale);
-          float* lse_row = lse + (static_cast<int64_t>(b) * d.H + h) * d.T;
-          for (int i = 0; i < k.nq; ++i) {
-            float* s = S + static_cast<int64_t>(i) * nk;
-            const float mx = max_of(s, nk);
-            const float sum = exp_shifted(s, nk, mx);  // masked columns hold -inf: exactly 0
-            const float inv = 1.0f / sum;
+          errors.guard([&] {
+            const int g = h / group;
+            const Block k = make_block(in, d, b, blocks[bi].first, blocks[bi].second);
+            const int nk = k.nk();
+            ws.S.resize(static_cast<size_t>(k.nq) * nk);
+            float* S = ws.S.data();
+            if (k.ne > 0) gather_entries(ws, in, d, k, b, g);
+            block_scores(S, ws, in, d, k, b, h, g, scale);
+            float* lse_row = lse + (static_cast<int64_t>(b) * d.H + h) * d.T;
+            for (int i = 0; i < k.nq; ++i) {
+              float* s = S + static_cast<int64_t>(i) * nk;
+              const float mx = max_of(s, nk);
+              const float sum = exp_shifted(s, nk, mx);  // masked columns hold -inf: exactly 0
+              const float inv = 1.0f / sum;
 #pragma omp simd
-            for (int j = 0; j < nk; ++j) s[j] *= inv;
-            lse_row[k.t0 + i] = mx + std::log(sum);
-          }
-          float* ob = out + row(b, k.t0, d.T) * ldo + h * d.Dh;
-          const int ld_o = static_cast<int>(ldo);
-          matmul(false, false, k.nq, d.Dh, k.nc, 1.0f, S, nk, in.v + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh,
-                 static_cast<int>(in.ldkv), 0.0f, ob, ld_o);
-          if (k.nf > 0)
-            matmul(false, false, k.nq, d.Dh, k.nf, 1.0f, S + k.nc, nk,
-                   in.vf + row(b, k.lo_f, d.T) * in.ldf + g * d.Dh, static_cast<int>(in.ldf), 1.0f, ob, ld_o);
-          if (k.ne > 0)
-            matmul(false, false, k.nq, d.Dh, k.ne, 1.0f, S + k.nc + k.nf, nk, ws.ve.data(), d.Dh, 1.0f, ob,
+              for (int j = 0; j < nk; ++j) s[j] *= inv;
+              lse_row[k.t0 + i] = mx + std::log(sum);
+            }
+            float* ob = out + row(b, k.t0, d.T) * ldo + h * d.Dh;
+            const int ld_o = static_cast<int>(ldo);
+            matmul(false, false, k.nq, d.Dh, k.nc, 1.0f, S, nk,
+                   in.v + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh, static_cast<int>(in.ldkv), 0.0f, ob,
                    ld_o);
+            if (k.nf > 0)
+              matmul(false, false, k.nq, d.Dh, k.nf, 1.0f, S + k.nc, nk,
+                     in.vf + row(b, k.lo_f, d.T) * in.ldf + g * d.Dh, static_cast<int>(in.ldf), 1.0f, ob,
+                     ld_o);
+            if (k.ne > 0)
+              matmul(false, false, k.nq, d.Dh, k.ne, 1.0f, S + k.nc + k.nf, nk, ws.ve.data(), d.Dh, 1.0f, ob,
+                     ld_o);
+          });
         }
   }
+  errors.rethrow();
 }
 
 void attention_backward(const AttentionGrads& gr, const float* dout, const float* out, int64_t ldo,
@@ -354,94 +361,99 @@ void attention_backward(const AttentionGrads& gr, const float* dout, const float
   const int ld_o = static_cast<int>(ldo);
   // One task per (b, KV head): every write to that head's key and value gradients happens in one thread, in
   // a fixed order, so results do not depend on the thread count.
+  ParallelErrors errors;
 #pragma omp parallel
   {
     Workspace& ws = thread_workspace();
 #pragma omp for collapse(2) schedule(static)
     for (int b = 0; b < d.B; ++b)
       for (int g = 0; g < d.Hk; ++g) {
-        auto zero = [&](float* x, int64_t ld, int col0, int cols) {
-          for (int t = 0; t < d.T; ++t) std::fill_n(x + row(b, t, d.T) * ld + col0, cols, 0.0f);
-        };
-        zero(gr.dk, in.ldkv, g * d.Dh, d.Dh);
-        zero(gr.dv, in.ldkv, g * d.Dh, d.Dh);
-        if (fading) {
-          zero(gr.dkf, in.ldf, g * d.Dh, d.Dh);
-          zero(gr.dvf, in.ldf, g * d.Dh, d.Dh);
-        }
-        if (eidetic) {
-          zero(gr.dk_raw, in.ldk_raw, g * d.Dh, d.Dh);
-          zero(gr.dq_raw, in.ldq_raw, g * group * d.Dh, group * d.Dh);
-        }
-        for (int h = g * group; h < (g + 1) * group; ++h)
-          for (const auto& [t0, t1] : blocks) {
-            const Block k = make_block(in, d, b, t0, t1);
-            const int nk = k.nk();
-            ws.S.resize(static_cast<size_t>(k.nq) * nk);
-            ws.dS.resize(static_cast<size_t>(k.nq) * nk);
-            float* P = ws.S.data();
-            float* dP = ws.dS.data();
-            if (k.ne > 0) gather_entries(ws, in, d, k, b, g);
-            block_scores(P, ws, in, d, k, b, h, g, scale);
-            const float* qb = in.q + row(b, t0, d.T) * in.ldq + h * d.Dh;
-            const float* dob = dout + row(b, t0, d.T) * ldo + h * d.Dh;
-            const float* ob = out + row(b, t0, d.T) * ldo + h * d.Dh;
-            const float* kc = in.k + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh;
-            const float* vc = in.v + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh;
-            matmul(false, true, k.nq, k.nc, d.Dh, 1.0f, dob, ld_o, vc, ldkv, 0.0f, dP, nk);
-            if (k.nf > 0)
-              matmul(false, true, k.nq, k.nf, d.Dh, 1.0f, dob, ld_o,
-                     in.vf + row(b, k.lo_f, d.T) * in.ldf + g * d.Dh, ldf, 0.0f, dP + k.nc, nk);
-            if (k.ne > 0)
-              matmul(false, true, k.nq, k.ne, d.Dh, 1.0f, dob, ld_o, ws.ve.data(), d.Dh, 0.0f,
-                     dP + k.nc + k.nf, nk);
-            const float* lse_row = lse + (static_cast<int64_t>(b) * d.H + h) * d.T;
-            for (int i = 0; i < k.nq; ++i) {
-              float* p = P + static_cast<int64_t>(i) * nk;
-              float* dp = dP + static_cast<int64_t>(i) * nk;
-              float delta = 0.0f;
+        errors.guard([&] {
+          auto zero = [&](float* x, int64_t ld, int col0, int cols) {
+            for (int t = 0; t < d.T; ++t) std::fill_n(x + row(b, t, d.T) * ld + col0, cols, 0.0f);
+          };
+          zero(gr.dk, in.ldkv, g * d.Dh, d.Dh);
+          zero(gr.dv, in.ldkv, g * d.Dh, d.Dh);
+          if (fading) {
+            zero(gr.dkf, in.ldf, g * d.Dh, d.Dh);
+            zero(gr.dvf, in.ldf, g * d.Dh, d.Dh);
+          }
+          if (eidetic) {
+            zero(gr.dk_raw, in.ldk_raw, g * d.Dh, d.Dh);
+            zero(gr.dq_raw, in.ldq_raw, g * group * d.Dh, group * d.Dh);
+          }
+          for (int h = g * group; h < (g + 1) * group; ++h)
+            for (const auto& [t0, t1] : blocks) {
+              const Block k = make_block(in, d, b, t0, t1);
+              const int nk = k.nk();
+              ws.S.resize(static_cast<size_t>(k.nq) * nk);
+              ws.dS.resize(static_cast<size_t>(k.nq) * nk);
+              float* P = ws.S.data();
+              float* dP = ws.dS.data();
+              if (k.ne > 0) gather_entries(ws, in, d, k, b, g);
+              block_scores(P, ws, in, d, k, b, h, g, scale);
+              const float* qb = in.q + row(b, t0, d.T) * in.ldq + h * d.Dh;
+              const float* dob = dout + row(b, t0, d.T) * ldo + h * d.Dh;
+              const float* ob = out + row(b, t0, d.T) * ldo + h * d.Dh;
+              const float* kc = in.k + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh;
+              const float* vc = in.v + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh;
+              matmul(false, true, k.nq, k.nc, d.Dh, 1.0f, dob, ld_o, vc, ldkv, 0.0f, dP, nk);
+              if (k.nf > 0)
+                matmul(false, true, k.nq, k.nf, d.Dh, 1.0f, dob, ld_o,
+                       in.vf + row(b, k.lo_f, d.T) * in.ldf + g * d.Dh, ldf, 0.0f, dP + k.nc, nk);
+              if (k.ne > 0)
+                matmul(false, true, k.nq, k.ne, d.Dh, 1.0f, dob, ld_o, ws.ve.data(), d.Dh, 0.0f,
+                       dP + k.nc + k.nf, nk);
+              const float* lse_row = lse + (static_cast<int64_t>(b) * d.H + h) * d.T;
+              for (int i = 0; i < k.nq; ++i) {
+                float* p = P + static_cast<int64_t>(i) * nk;
+                float* dp = dP + static_cast<int64_t>(i) * nk;
+                float delta = 0.0f;
 #pragma omp simd reduction(+ : delta)
-              for (int c = 0; c < d.Dh; ++c) delta += dob[i * ldo + c] * ob[i * ldo + c];
-              exp_shifted(p, nk, lse_row[t0 + i]);  // the probabilities; masked columns hold -inf: exactly 0
+                for (int c = 0; c < d.Dh; ++c) delta += dob[i * ldo + c] * ob[i * ldo + c];
+                exp_shifted(p, nk,
+                            lse_row[t0 + i]);  // the probabilities; masked columns hold -inf: exactly 0
 #pragma omp simd
-              for (int j = 0; j < nk; ++j) dp[j] = p[j] * (dp[j] - delta) * scale;
-            }
-            float* dqb = gr.dq + row(b, t0, d.T) * in.ldq + h * d.Dh;
-            matmul(false, false, k.nq, d.Dh, k.nc, 1.0f, dP, nk, kc, ldkv, 0.0f, dqb, ldq);
-            matmul(true, false, k.nc, d.Dh, k.nq, 1.0f, dP, nk, qb, ldq, 1.0f,
-                   gr.dk + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh, ldkv);
-            matmul(true, false, k.nc, d.Dh, k.nq, 1.0f, P, nk, dob, ld_o, 1.0f,
-                   gr.dv + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh, ldkv);
-            if (k.nf > 0) {
-              const int64_t rf = row(b, k.lo_f, d.T) * in.ldf + g * d.Dh;
-              matmul(false, false, k.nq, d.Dh, k.nf, 1.0f, dP + k.nc, nk, in.kf + rf, ldf, 1.0f, dqb, ldq);
-              matmul(true, false, k.nf, d.Dh, k.nq, 1.0f, dP + k.nc, nk, qb, ldq, 1.0f, gr.dkf + rf, ldf);
-              matmul(true, false, k.nf, d.Dh, k.nq, 1.0f, P + k.nc, nk, dob, ld_o, 1.0f, gr.dvf + rf, ldf);
-            }
-            if (k.ne > 0) {
-              const int ldqr = static_cast<int>(in.ldq_raw);
-              const float* qrb = in.q_raw + row(b, t0, d.T) * in.ldq_raw + h * d.Dh;
-              const float* dPe = dP + k.nc + k.nf;
-              matmul(false, false, k.nq, d.Dh, k.ne, 1.0f, dPe, nk, ws.ke.data(), d.Dh, 1.0f,
-                     gr.dq_raw + row(b, t0, d.T) * in.ldq_raw + h * d.Dh, ldqr);
-              ws.dke.resize(static_cast<size_t>(k.ne) * d.Dh);
-              ws.dve.resize(static_cast<size_t>(k.ne) * d.Dh);
-              matmul(true, false, k.ne, d.Dh, k.nq, 1.0f, dPe, nk, qrb, ldqr, 0.0f, ws.dke.data(), d.Dh);
-              matmul(true, false, k.ne, d.Dh, k.nq, 1.0f, P + k.nc + k.nf, nk, dob, ld_o, 0.0f, ws.dve.data(),
-                     d.Dh);
-              for (int e = 0; e < k.ne; ++e) {
-                const int64_t r = row(b, k.pos[e], d.T);
-                float* dk = gr.dk_raw + r * in.ldk_raw + g * d.Dh;
-                float* dv = gr.dv + r * in.ldkv + g * d.Dh;
-                for (int c = 0; c < d.Dh; ++c) {
-                  dk[c] += ws.dke[static_cast<size_t>(e) * d.Dh + c];
-                  dv[c] += ws.dve[static_cast<size_t>(e) * d.Dh + c];
+                for (int j = 0; j < nk; ++j) dp[j] = p[j] * (dp[j] - delta) * scale;
+              }
+              float* dqb = gr.dq + row(b, t0, d.T) * in.ldq + h * d.Dh;
+              matmul(false, false, k.nq, d.Dh, k.nc, 1.0f, dP, nk, kc, ldkv, 0.0f, dqb, ldq);
+              matmul(true, false, k.nc, d.Dh, k.nq, 1.0f, dP, nk, qb, ldq, 1.0f,
+                     gr.dk + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh, ldkv);
+              matmul(true, false, k.nc, d.Dh, k.nq, 1.0f, P, nk, dob, ld_o, 1.0f,
+                     gr.dv + row(b, k.lo_c, d.T) * in.ldkv + g * d.Dh, ldkv);
+              if (k.nf > 0) {
+                const int64_t rf = row(b, k.lo_f, d.T) * in.ldf + g * d.Dh;
+                matmul(false, false, k.nq, d.Dh, k.nf, 1.0f, dP + k.nc, nk, in.kf + rf, ldf, 1.0f, dqb, ldq);
+                matmul(true, false, k.nf, d.Dh, k.nq, 1.0f, dP + k.nc, nk, qb, ldq, 1.0f, gr.dkf + rf, ldf);
+                matmul(true, false, k.nf, d.Dh, k.nq, 1.0f, P + k.nc, nk, dob, ld_o, 1.0f, gr.dvf + rf, ldf);
+              }
+              if (k.ne > 0) {
+                const int ldqr = static_cast<int>(in.ldq_raw);
+                const float* qrb = in.q_raw + row(b, t0, d.T) * in.ldq_raw + h * d.Dh;
+                const float* dPe = dP + k.nc + k.nf;
+                matmul(false, false, k.nq, d.Dh, k.ne, 1.0f, dPe, nk, ws.ke.data(), d.Dh, 1.0f,
+                       gr.dq_raw + row(b, t0, d.T) * in.ldq_raw + h * d.Dh, ldqr);
+                ws.dke.resize(static_cast<size_t>(k.ne) * d.Dh);
+                ws.dve.resize(static_cast<size_t>(k.ne) * d.Dh);
+                matmul(true, false, k.ne, d.Dh, k.nq, 1.0f, dPe, nk, qrb, ldqr, 0.0f, ws.dke.data(), d.Dh);
+                matmul(true, false, k.ne, d.Dh, k.nq, 1.0f, P + k.nc + k.nf, nk, dob, ld_o, 0.0f,
+                       ws.dve.data(), d.Dh);
+                for (int e = 0; e < k.ne; ++e) {
+                  const int64_t r = row(b, k.pos[e], d.T);
+                  float* dk = gr.dk_raw + r * in.ldk_raw + g * d.Dh;
+                  float* dv = gr.dv + r * in.ldkv + g * d.Dh;
+                  for (int c = 0; c < d.Dh; ++c) {
+                    dk[c] += ws.dke[static_cast<size_t>(e) * d.Dh + c];
+                    dv[c] += ws.dve[static_cast<size_t>(e) * d.Dh + c];
+                  }
                 }
               }
             }
-          }
+        });
       }
   }
+  errors.rethrow();
 }
 
 }  // namespace bmojo

@@ -150,14 +150,16 @@ void scan_forward_fast(float* y, const float* x, const float* dt, const float* A
                        float* final_state, const float* initial_state) {
   const int N = kN > 0 ? kN : d.N;
   const int groups = (d.C + kForwardGroup - 1) / kForwardGroup;
+  ParallelErrors errors;
 #pragma omp parallel
   {
     thread_local std::vector<float> s;  // per-thread, kept between calls
-    s.resize(static_cast<size_t>(kForwardGroup) * N);
+    errors.guard([&] { s.resize(static_cast<size_t>(kForwardGroup) * N); });
 #pragma omp for collapse(2) schedule(static)
     for (int b = 0; b < d.B; ++b)
       for (int grp = 0; grp < groups; ++grp) {
         const int g0 = grp * kForwardGroup, g1 = std::min(d.C, g0 + kForwardGroup);
+        if (s.size() < static_cast<size_t>(kForwardGroup) * N) continue;  // rethrown after the region
         if (initial_state != nullptr)
           std::copy_n(initial_state + (static_cast<int64_t>(b) * d.C + g0) * N, (g1 - g0) * N, s.data());
         else
@@ -208,6 +210,7 @@ void scan_forward_fast(float* y, const float* x, const float* dt, const float* A
           std::copy_n(s.data(), (g1 - g0) * N, final_state + (static_cast<int64_t>(b) * d.C + g0) * N);
       }
   }
+  errors.rethrow();
 }
 
 template <int kN>
@@ -225,6 +228,7 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
   static thread_local std::vector<float> partial_bc;
   partial_bc.assign(static_cast<size_t>(threads) * 2 * bc_size, 0.0f);
   float* partial_base = partial_bc.data();
+  ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
   {
     float* my_dB = partial_base + static_cast<size_t>(omp_get_thread_num()) * 2 * bc_size;
@@ -238,10 +242,13 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
     for (int grp = 0; grp < groups; ++grp) {
       const int g0 = grp * tiling.group, g1 = std::min(d.C, g0 + tiling.group);
       const size_t step = static_cast<size_t>(g1 - g0) * N;  // one snapshot of the group's states
-      boundaries.resize(static_cast<size_t>(chunks) * step);
-      chunk_states.resize(static_cast<size_t>(tiling.chunk) * step);
-      if (kN == 16) chunk_decays.resize(static_cast<size_t>(tiling.chunk) * step);
-      g.resize(step);
+      errors.guard([&] {
+        boundaries.resize(static_cast<size_t>(chunks) * step);
+        chunk_states.resize(static_cast<size_t>(tiling.chunk) * step);
+        if (kN == 16) chunk_decays.resize(static_cast<size_t>(tiling.chunk) * step);
+        g.resize(step);
+      });
+      if (g.size() < step) continue;  // an allocation failed: rethrown after the region
       for (int b = 0; b < d.B; ++b) {
         // chunk_states[i] = the state after step t0 + i of chunk k, from the state entering it.
         auto recompute_chunk = [&](int k) {
@@ -369,6 +376,7 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
       }
     }
   }
+  errors.rethrow();
   for (int b = 0; b < d.B; ++b)
     for (int t = 0; t < d.T; ++t) {
       float* dBt = dBm + idx(b, t, d.T, ldbc);

@@ -2,10 +2,13 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/error.hpp"
+#include "core/file_io.hpp"
+#include "core/json_io.hpp"
 
 namespace bmojo {
 
@@ -18,24 +21,40 @@ template <class T>
 void read(const json& j, const std::string& section, const char* key, T& out) {
   auto it = j.find(key);
   if (it == j.end()) return;
-  try {
-    if constexpr (std::is_same_v<T, bool>) {
-      check(it->is_boolean(), "expected true or false");
-    } else if constexpr (std::is_integral_v<T>) {
-      check(it->is_number_integer(), "expected an integer");
-    } else if constexpr (std::is_floating_point_v<T>) {
-      check(it->is_number(), "expected a number");
+  const std::string name = "config: '" + section + "." + key + "': ";
+  if constexpr (std::is_same_v<T, bool>) {
+    check(it->is_boolean(), name + "expected true or false, got " + json_brief(*it));
+    out = it->get<bool>();
+  } else if constexpr (std::is_integral_v<T>) {
+    // Ranges are checked before converting: 1e10 or 2^40 for an int is an error, never wrapped.
+    bool ok = false;
+    if (it->is_number_unsigned()) {
+      ok = it->get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max());
+    } else if (it->is_number_integer()) {
+      const int64_t v = it->get<int64_t>();
+      ok = v >= 0 || std::is_signed_v<T>;
+      if constexpr (std::is_signed_v<T>)
+        ok = ok && v >= static_cast<int64_t>(std::numeric_limits<T>::min()) &&
+             v <= static_cast<int64_t>(std::numeric_limits<T>::max());
     } else {
-      check(it->is_string(), "expected a string");
+      fail(name + "expected an integer, got " + json_brief(*it));
     }
+    check(ok, name + json_brief(*it) + " is out of range (" + std::to_string(std::numeric_limits<T>::min()) +
+                  " to " + std::to_string(std::numeric_limits<T>::max()) + ")");
     out = it->get<T>();
-  } catch (const std::exception& e) {
-    fail("config: '" + section + "." + key + "': " + e.what() + ", got " + it->dump());
+  } else if constexpr (std::is_floating_point_v<T>) {
+    check(it->is_number(), name + "expected a number, got " + json_brief(*it));
+    out = it->get<T>();
+    check(std::isfinite(out), name + "must be finite, got " + json_brief(*it));
+  } else {
+    check(it->is_string(), name + "expected a string, got " + json_brief(*it));
+    out = it->get<T>();
+    check(out.size() <= 4096, name + "string longer than 4096 characters");
   }
 }
 
 void reject_unknown(const json& j, const std::string& section, std::initializer_list<const char*> known) {
-  check(j.is_object(), "config: '" + section + "' must be an object, got " + j.dump());
+  check(j.is_object(), "config: '" + section + "' must be an object, got " + json_brief(j));
   for (auto it = j.begin(); it != j.end(); ++it) {
     bool ok = false;
     for (const char* k : known) ok = ok || it.key() == k;
@@ -273,15 +292,8 @@ json config_to_json(const Config& c) {
 }
 
 Config load_config_file(const std::string& path) {
-  std::ifstream in(path);
-  check(in.good(), "config: cannot open '" + path + "'");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::parse_error& e) {
-    fail("config: '" + path + "' is not valid JSON: " + e.what());
-  }
-  return config_from_json(j);
+  const std::string text = read_file(path, "config");
+  return config_from_json(parse_json(text, "config: '" + path + "'"));
 }
 
 void apply_override(Config& c, const std::string& assignment) {
@@ -292,10 +304,13 @@ void apply_override(Config& c, const std::string& assignment) {
   const std::string section = assignment.substr(0, dot);
   const std::string key = assignment.substr(dot + 1, eq - dot - 1);
   const std::string text = assignment.substr(eq + 1);
+  // A value that does not parse as JSON is a string (model.layers=BMBM), unless it opens an array or
+  // object: then the parse error (nesting included) is the message.
   json value;
   try {
-    value = json::parse(text);
-  } catch (const json::parse_error&) {
+    value = parse_json(text, "override '" + assignment.substr(0, 80) + "'");
+  } catch (const Error&) {
+    if (!text.empty() && (text.front() == '[' || text.front() == '{')) throw;
     value = text;
   }
   json j = config_to_json(c);

@@ -19,7 +19,7 @@ const char* eviction_name(Eviction e) {
   return e == Eviction::kFifo ? "fifo" : "lowest_score";
 }
 
-void EideticMemory::promote_chunk(const float* scores, int32_t chunk_start,
+void EideticMemory::promote_chunk(const float* scores, int64_t chunk_start,
                                   std::vector<EideticEntry>* evicted) {
   std::vector<EideticEntry>& candidates = candidates_;
   candidates.clear();
@@ -52,7 +52,7 @@ std::vector<int32_t> EideticMemory::positions() const {
 
 void EideticMemory::positions(std::vector<int32_t>& out) const {
   out.clear();
-  for (const EideticEntry& e : entries_) out.push_back(e.position);
+  for (const EideticEntry& e : entries_) out.push_back(static_cast<int32_t>(e.position));
 }
 
 EideticPlan plan_eidetic_memory(const float* scores, int B, int T, const SelectionRule& rule) {

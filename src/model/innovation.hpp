@@ -24,7 +24,7 @@ Eviction parse_eviction(const std::string& name);  // "fifo" | "lowest_score"; t
 const char* eviction_name(Eviction e);
 
 struct EideticEntry {
-  int32_t position = 0;
+  int64_t position = 0;  // 64-bit: a streaming session can run past 2^31 tokens
   float score = 0.0f;
 };
 
@@ -46,8 +46,8 @@ class EideticMemory {
   void set_entries(std::vector<EideticEntry> entries) { entries_ = std::move(entries); }
   // Promotes from the W scores of the chunk starting at position chunk_start, then evicts; the evicted
   // entries (possibly some just promoted) are appended to *evicted when given.
-  void promote_chunk(const float* scores, int32_t chunk_start, std::vector<EideticEntry>* evicted = nullptr);
-  // Entries held, ascending by position.
+  void promote_chunk(const float* scores, int64_t chunk_start, std::vector<EideticEntry>* evicted = nullptr);
+  // Entries held, ascending by position (training sequences: positions below 2^31).
   std::vector<int32_t> positions() const;
   // The same into `out` (its capacity reused: no allocation once it is large enough).
   void positions(std::vector<int32_t>& out) const;

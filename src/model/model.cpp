@@ -14,6 +14,7 @@
 #include "kernels/linear.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "kernels/swiglu.hpp"
+#include "model/memory_estimate.hpp"
 
 namespace bmojo {
 
@@ -27,7 +28,10 @@ std::string layer_prefix(size_t i) {
 
 Model::Model(const ModelConfig& config) : config_(config), rope_(config.head_dim(), config.rope_base) {
   config_.validate();
-  build_layout();
+  layout_ = model_layout(config_);
+  check_fits_in_memory(
+      2.0 * sizeof(float) * static_cast<double>(layout_.slab_size()),
+      "the model's weights and gradients (" + std::to_string(layout_.num_params()) + " parameters)");
   params_.resize(layout_.slab_size());
   grads_.resize(layout_.slab_size());
   auto bind = [&](float* base, ModelWeights& m) {
@@ -70,8 +74,8 @@ Model::Model(const ModelConfig& config) : config_(config), rope_(config.head_dim
   bind(grads_.data(), g_);
 }
 
-void Model::build_layout() {
-  const ModelConfig& c = config_;
+ParameterLayout model_layout(const ModelConfig& c) {
+  ParameterLayout layout_;
   const int64_t V = c.vocab_size, D = c.d_model, Dh = c.head_dim(), H = c.n_heads, Hk = c.kv_heads();
   const int64_t C = c.d_inner(), R = c.resolved_dt_rank(), Ns = c.d_state;
   layout_.add("embedding", {V, D}, true);
@@ -104,19 +108,26 @@ void Model::build_layout() {
   }
   layout_.add("norm_f", {D}, false);
   if (!c.tie_embeddings) layout_.add("lm_head", {V, D}, true);
+  return layout_;
 }
 
 uint64_t Model::fingerprint() const {
+  if (fingerprint_valid_) return fingerprint_;
   Config c;
   c.model = config_;
   const std::string model_json = config_to_json(c).at("model").dump();
-  const uint64_t h = fnv1a64(model_json.data(), model_json.size());
-  return fnv1a64(params_.data(), sizeof(float) * num_params(), h);
+  uint64_t h = fnv1a64(model_json.data(), model_json.size());
+  for (const TensorSpec& t : layout_.tensors())
+    h = fast_hash64(params_.data() + t.offset, sizeof(float) * t.numel, h);
+  fingerprint_ = h;
+  fingerprint_valid_ = true;
+  return h;
 }
 
 void Model::init_weights(uint64_t seed) {
   Rng rng(seed);
   params_.zero();
+  fingerprint_valid_ = false;
   const double out_scale = 1.0 / std::sqrt(2.0 * config_.layers.size());
   auto ends_with = [](const std::string& s, const std::string& suffix) {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;

@@ -26,6 +26,9 @@ struct LossResult {
 
 constexpr int32_t kIgnoreLabel = -100;
 
+// The parameter tensors of a model of this config, without allocating them (`bmojo info` counts with it).
+ParameterLayout model_layout(const ModelConfig& config);
+
 class Model {
  public:
   explicit Model(const ModelConfig& config);
@@ -33,14 +36,19 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const ParameterLayout& layout() const { return layout_; }
   size_t num_params() const { return layout_.num_params(); }
-  float* params() { return params_.data(); }
+  // Non-const access to the weights drops the cached fingerprint (they may be about to change).
+  float* params() {
+    fingerprint_valid_ = false;
+    return params_.data();
+  }
   const float* params() const { return params_.data(); }
   float* grads() { return grads_.data(); }
   const ModelWeights& weights() const { return w_; }
-  // A 64-bit hash of the config's model section and every parameter: what a saved inference state or a
-  // long-term memory store records, so it is never used with another model.
+  // A 64-bit hash of the config's model section and every parameter (each tensor's values, found by the
+  // layout): what a saved inference state or a long-term memory store records, so it is never used with
+  // another model. Computed once and kept until the weights are next reached through params().
   uint64_t fingerprint() const;
-  float* param(const std::string& name) { return params_.data() + layout_.find(name).offset; }
+  float* param(const std::string& name) { return params() + layout_.find(name).offset; }
   float* grad(const std::string& name) { return grads_.data() + layout_.find(name).offset; }
 
   // SPEC section 7 initialisation, deterministic in seed.
@@ -62,7 +70,6 @@ class Model {
   void logits(const int32_t* tokens, int B, int T, float* out);
 
  private:
-  void build_layout();
   void forward_trunk(const int32_t* tokens, int B, int T);
 
   ModelConfig config_;
@@ -70,6 +77,8 @@ class Model {
   Slab params_, grads_;
   ModelWeights w_, g_;
   RopeTable rope_;
+  mutable uint64_t fingerprint_ = 0;
+  mutable bool fingerprint_valid_ = false;
   bool reference_ = false;
   bool frozen_selection_ = false;
 

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/json_io.hpp"
 #include "core/safetensors.hpp"
 #include "data/tokenizer.hpp"
 
@@ -22,93 +25,48 @@ using nlohmann::json;
 
 namespace {
 
-constexpr uint64_t kMaxHeaderBytes = 64ull << 20;
-
-struct TensorEntry {
-  std::vector<int64_t> shape;
-  uint64_t begin = 0, end = 0;  // byte range within the data section
-};
-
-struct ParsedFile {
-  json metadata;
-  std::map<std::string, TensorEntry> tensors;
-  uint64_t data_start = 0;
-  std::vector<char> bytes;
-};
-
 std::string rng_to_string(const Rng::State& s) {
   std::ostringstream o;
   o << s[0] << ' ' << s[1] << ' ' << s[2] << ' ' << s[3];
   return o.str();
 }
 
-Rng::State rng_from_string(const std::string& text, const std::string& path) {
+// A whole decimal number, nothing before or after it (std::stoll would take "12abc" as 12).
+template <class T>
+T parse_number(const std::string& text, const std::string& what) {
+  T v{};
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  check(ec == std::errc() && end == text.data() + text.size() && !text.empty(),
+        what + " is not a number in range: '" + text.substr(0, 40) + "'");
+  return v;
+}
+
+Rng::State rng_from_string(const std::string& text, const std::string& where) {
   std::istringstream in(text);
   Rng::State s{};
-  for (auto& w : s)
-    check(static_cast<bool>(in >> w), "checkpoint '" + path + "': malformed rng state '" + text + "'");
+  std::string word;
+  for (auto& w : s) {
+    check(static_cast<bool>(in >> word), where + "malformed rng state '" + text.substr(0, 80) + "'");
+    w = parse_number<uint64_t>(word, where + "rng state word");
+  }
+  check(!(in >> word), where + "malformed rng state '" + text.substr(0, 80) + "'");
   return s;
 }
 
-ParsedFile parse_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  check(in.good(), "checkpoint: cannot open '" + path + "'");
-  ParsedFile f;
-  f.bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+SafetensorsFile parse_file(const std::string& path) {
+  SafetensorsFile f = read_safetensors(path, "checkpoint");
   const std::string where = "checkpoint '" + path + "': ";
-  check(f.bytes.size() >= 8, where + "file is " + std::to_string(f.bytes.size()) +
-                                 " bytes, too short to be a safetensors file (truncated?)");
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<unsigned char>(f.bytes[i]);
-  check(header_len <= kMaxHeaderBytes && header_len <= f.bytes.size() - 8,
-        where + "header length " + std::to_string(header_len) + " does not fit in a file of " +
-            std::to_string(f.bytes.size()) + " bytes: not a safetensors file, or truncated");
-  json header;
-  try {
-    header = json::parse(f.bytes.begin() + 8, f.bytes.begin() + 8 + static_cast<std::ptrdiff_t>(header_len));
-  } catch (const json::parse_error&) {
-    fail(where + "header is not valid JSON: not a safetensors file, or corrupted");
-  }
-  check(header.is_object(), where + "header is not a JSON object: not a safetensors file");
-  f.data_start = 8 + header_len;
-  const uint64_t data_size = f.bytes.size() - f.data_start;
-  check(header.contains("__metadata__") && header["__metadata__"].is_object() &&
-            header["__metadata__"].value("format", "") == kCheckpointFormat,
+  check(f.metadata.value("format", "") == kCheckpointFormat,
         where + "not a bmojo checkpoint (its __metadata__ has no format \"" + kCheckpointFormat + "\")");
-  f.metadata = header["__metadata__"];
-  uint64_t data_end = 0;
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == "__metadata__") continue;
-    const json& e = it.value();
-    const std::string tw = where + "tensor '" + it.key() + "': ";
-    check(e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
-          tw + "entry needs dtype, shape and data_offsets");
-    check(e["dtype"] == "F32", tw + "dtype " + e["dtype"].dump() + " is not supported (F32 expected)");
-    TensorEntry t;
-    uint64_t numel = 1;
-    check(e["shape"].is_array(), tw + "shape is not an array");
-    for (const json& d : e["shape"]) {
-      check(d.is_number_integer() && d.get<int64_t>() >= 0, tw + "bad shape " + e["shape"].dump());
-      t.shape.push_back(d.get<int64_t>());
-      numel *= static_cast<uint64_t>(d.get<int64_t>());
-    }
-    const json& off = e["data_offsets"];
-    check(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(),
-          tw + "bad data_offsets " + off.dump());
-    t.begin = off[0].get<uint64_t>();
-    t.end = off[1].get<uint64_t>();
-    check(t.begin <= t.end && t.end - t.begin == numel * 4,
-          tw + "byte range " + off.dump() + " does not hold " + std::to_string(numel) + " floats");
-    check(t.end <= data_size, tw + "data ends at byte " + std::to_string(t.end) +
-                                  " but the file holds only " + std::to_string(data_size) +
-                                  " data bytes: the file is truncated");
-    data_end = std::max(data_end, t.end);
-    f.tensors[it.key()] = t;
-  }
+  if (!f.has_checksum)
+    std::fprintf(stderr,
+                 "bmojo: notice: checkpoint '%s' has no checksum (written by an older bmojo); loaded without "
+                 "verifying its data\n",
+                 path.c_str());
   return f;
 }
 
-CheckpointInfo info_from(const ParsedFile& f, const std::string& path) {
+CheckpointInfo info_from(const SafetensorsFile& f, const std::string& path) {
   const std::string where = "checkpoint '" + path + "': ";
   CheckpointInfo info;
   const json& m = f.metadata;
@@ -117,21 +75,22 @@ CheckpointInfo info_from(const ParsedFile& f, const std::string& path) {
                                                            "' is not supported (expected " +
                                                            std::to_string(kCheckpointVersion) + ")");
   check(m.contains("config") && m["config"].is_string(), where + "metadata has no config");
-  json cfg;
+  const json cfg = parse_json(m["config"].get<std::string>(), where + "config in the metadata");
   try {
-    cfg = json::parse(m["config"].get<std::string>());
-  } catch (const json::parse_error&) {
-    fail(where + "its config is not valid JSON");
+    info.config = config_from_json(cfg);
+    info.config.validate();
+  } catch (const Error& e) {
+    fail(where + "the config in its metadata is invalid: " + e.what());
   }
-  info.config = config_from_json(cfg);
-  try {
-    info.state.step = std::stoll(m.value("step", "0"));
-    info.state.data_position = std::stoull(m.value("data_position", "0"));
-    info.state.tokenizer_hash = std::stoull(m.value("tokenizer_hash", "0"));
-  } catch (const std::exception&) {
-    fail(where + "malformed step, data_position or tokenizer_hash in metadata");
-  }
-  info.state.rng = rng_from_string(m.value("rng", "0 0 0 0"), path);
+  info.state.step = parse_number<int64_t>(m.value("step", "0"), where + "step");
+  check(info.state.step >= 0, where + "negative step " + std::to_string(info.state.step));
+  info.state.data_position = parse_number<uint64_t>(m.value("data_position", "0"), where + "data_position");
+  info.state.tokenizer_hash =
+      parse_number<uint64_t>(m.value("tokenizer_hash", "0"), where + "tokenizer_hash");
+  info.state.rng = rng_from_string(m.value("rng", "0 0 0 0"), where);
+  const std::string optimizer = m.value("optimizer", "none");
+  check(optimizer == "adamw" || optimizer == "none",
+        where + "unknown optimizer '" + optimizer.substr(0, 40) + "' in metadata");
   info.has_optimizer = m.value("optimizer", "") == "adamw";
   return info;
 }
@@ -161,12 +120,12 @@ void save_checkpoint(const std::string& path, const Config& config, const Model&
 }
 
 CheckpointInfo read_checkpoint_info(const std::string& path) {
-  const ParsedFile f = parse_file(path);
+  const SafetensorsFile f = parse_file(path);
   return info_from(f, path);
 }
 
 CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* optimizer) {
-  const ParsedFile f = parse_file(path);
+  const SafetensorsFile f = parse_file(path);
   CheckpointInfo info = info_from(f, path);
   const std::string where = "checkpoint '" + path + "': ";
   check(optimizer == nullptr || info.has_optimizer,
@@ -178,7 +137,7 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt
     check(it->second.shape == spec.shape, where + "tensor '" + name + "' has shape " +
                                               shape_string(it->second.shape) + " but the config expects " +
                                               shape_string(spec.shape));
-    std::memcpy(base + spec.offset, f.bytes.data() + f.data_start + it->second.begin, spec.numel * 4);
+    std::memcpy(base + spec.offset, f.data(it->second), spec.numel * 4);
   };
   size_t expected = 0;
   for (const TensorSpec& t : model.layout().tensors()) {

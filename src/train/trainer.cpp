@@ -13,6 +13,7 @@
 #include "core/file_io.hpp"
 #include "data/mqar.hpp"
 #include "model/flops.hpp"
+#include "model/memory_estimate.hpp"
 
 namespace bmojo {
 
@@ -59,6 +60,9 @@ EvalResult evaluate_model(Model& model, const BatchSource& data, int batches) {
 
 Trainer::Trainer(const Config& config, TrainOptions options) : config_(config), options_(std::move(options)) {
   config_.validate();
+  check_fits_in_memory(estimate_training_memory(config_).total(),
+                       "training at batch " + std::to_string(config_.train.batch_size) + " x " +
+                           std::to_string(config_.data.total_length()) + " tokens");
   data_ = std::make_unique<BatchSource>(config_);
   model_ = std::make_unique<Model>(config_.model);
   optimizer_ = std::make_unique<AdamW>(model_->layout().slab_size());
@@ -80,12 +84,42 @@ EvalResult Trainer::evaluate() {
 
 void Trainer::log_line(const std::string& line) {
   if (options_.out_dir.empty()) return;
-  std::ofstream out(std::filesystem::path(options_.out_dir) / "log.jsonl", std::ios::app);
-  out << line << '\n';
+  append_to_file((std::filesystem::path(options_.out_dir) / "log.jsonl").string(), line + "\n",
+                 "training log");
 }
 
 void Trainer::save(const std::string& path) {
   save_checkpoint(path, config_, *model_, optimizer_.get(), state_);
+}
+
+namespace {
+
+// The first tensor of the layout holding a NaN or an infinity in slab, or "" when all are finite.
+std::string first_non_finite(const float* slab, const ParameterLayout& layout) {
+  for (const TensorSpec& t : layout.tensors())
+    for (size_t i = 0; i < t.numel; ++i)
+      if (!std::isfinite(slab[t.offset + i])) return t.name;
+  return "";
+}
+
+}  // namespace
+
+// Stops the run: nothing is saved, so the last good checkpoint stays as it was.
+void Trainer::diverged(const LossResult& r, double grad_norm, const std::string& ckpt) const {
+  std::string where;
+  const std::string grad = first_non_finite(model_->grads(), model_->layout());
+  const std::string weight = first_non_finite(static_cast<const Model&>(*model_).params(), model_->layout());
+  if (!weight.empty())
+    where = "first non-finite weight in tensor '" + weight + "'";
+  else if (!grad.empty())
+    where = "first non-finite gradient in tensor '" + grad + "'";
+  else
+    where = "the gradient norm overflowed";
+  fail("training diverged at step " + std::to_string(state_.step + 1) + ": loss " + format("%g", r.loss) +
+       ", innovation loss " + format("%g", r.innovation_loss) + ", gradient norm " + format("%g", grad_norm) +
+       "; " + where +
+       (ckpt.empty() ? std::string() : "; the last checkpoint '" + ckpt + "' is kept as it was") +
+       " (try a lower train.lr or train.grad_clip)");
 }
 
 namespace {
@@ -137,6 +171,7 @@ TrainSummary Trainer::run() {
     const LossResult r = model_->forward(batch.inputs.data(), batch.targets.data(), batch.B, batch.T);
     model_->backward();
     const double norm = global_norm(model_->grads(), model_->layout().slab_size());
+    if (!std::isfinite(r.objective()) || !std::isfinite(norm)) diverged(r, norm, ckpt);
     if (tc.grad_clip > 0.0f && norm > tc.grad_clip)
       scale_in_place(model_->grads(), model_->layout().slab_size(), static_cast<float>(tc.grad_clip / norm));
     const float lr = learning_rate(tc, state_.step);

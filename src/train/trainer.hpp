@@ -55,6 +55,7 @@ class Trainer {
  private:
   void save(const std::string& path);
   void log_line(const std::string& json_line);
+  [[noreturn]] void diverged(const LossResult& r, double grad_norm, const std::string& ckpt) const;
 
   Config config_;
   TrainOptions options_;

@@ -11,12 +11,21 @@
 
 #include "core/bf16.hpp"
 #include "core/blas.hpp"
+#include "core/cpu_features.hpp"
 #include "kernels/linear.hpp"
 #include "test_util.hpp"
 #include "train/trainer.hpp"
 
 namespace bmojo {
 namespace {
+
+// bf16 products need AVX-512 BF16; on CPUs without it these tests skip with the reason (the refusal itself
+// is tested by Cli.Bf16MatmulWithoutTheCpuFeatureIsAClearError).
+#define SKIP_WITHOUT_BF16()                                   \
+  do {                                                        \
+    const std::string why = bf16_matmul_unavailable_reason(); \
+    if (!why.empty()) GTEST_SKIP() << why;                    \
+  } while (0)
 
 struct Bf16On {
   Bf16On() { set_matmul_bf16(true); }
@@ -79,6 +88,7 @@ TEST(Bf16Convert, FastConversionMatchesTheDefinition) {
 }
 
 TEST(Bf16Matmul, MatchesReferenceForEveryLayout) {
+  SKIP_WITHOUT_BF16();
   const int M = 70, N = 50, K = 40;
   const Bf16On on;
   for (bool ta : {false, true})
@@ -117,6 +127,7 @@ TEST(Bf16Matmul, MatchesReferenceForEveryLayout) {
 // A linear layer's backward pass rounds its output gradient once for both products, and gets exactly what
 // it gets with every operand rounded afresh.
 TEST(Bf16Matmul, LinearBackwardRoundsTheOutputGradientOnce) {
+  SKIP_WITHOUT_BF16();
   const Bf16On on;
   const int N = 96, in_dim = 64, out_dim = 80;
   const auto dout = test::random_vector(static_cast<size_t>(N) * out_dim, 1);
@@ -139,6 +150,7 @@ TEST(Bf16Matmul, LinearBackwardRoundsTheOutputGradientOnce) {
 
 // Reuse never outlives its scope: an operand rewritten in place after the scope is rounded again.
 TEST(Bf16Matmul, ReuseEndsWithItsScope) {
+  SKIP_WITHOUT_BF16();
   const Bf16On on;
   const int M = 48, N = 40, K = 36;
   auto A = test::random_vector(static_cast<size_t>(M) * K, 1);
@@ -161,6 +173,7 @@ TEST(Bf16Matmul, ReuseEndsWithItsScope) {
 }
 
 TEST(Bf16Matmul, TrainingLossFollowsFp32) {
+  SKIP_WITHOUT_BF16();
   Config c;
   c.model.vocab_size = 512;
   c.model.d_model = 64;
