@@ -28,6 +28,7 @@
 #include "lengthgen.hpp"
 #include "model/config.hpp"
 #include "model/flops.hpp"
+#include "model/memory_estimate.hpp"
 #include "model/model.hpp"
 #include "parity_dump.hpp"
 #include "train/adamw.hpp"
@@ -230,11 +231,19 @@ int run_info(const CommonOptions& o, const std::string& checkpoint, bool tensors
     c = build_config(o);
     if (!o.config_path.empty()) source = o.config_path;
   }
-  Model model(c.model);
+  // Counted from the layout alone: describing a model never allocates it.
+  const ParameterLayout layout = model_layout(c.model);
+  const MemoryEstimate train_mem = estimate_training_memory(c);
   const std::string note = blas_environment_note();
   if (o.json) {
-    json j = {{"version", BMOJO_VERSION}, {"blas_core", blas_core_name()}, {"threads", num_threads()},
-              {"cores", num_cores()},     {"params", model.num_params()},  {"config", config_to_json(c)}};
+    json j = {{"version", BMOJO_VERSION},
+              {"blas_core", blas_core_name()},
+              {"threads", num_threads()},
+              {"cores", num_cores()},
+              {"params", layout.num_params()},
+              {"config", config_to_json(c)},
+              {"training_memory_bytes", train_mem.total()},
+              {"machine_memory_bytes", machine_memory_bytes()}};
     if (!note.empty()) j["blas_note"] = note;
     if (step >= 0) j["step"] = step;
     std::cout << j.dump() << std::endl;
@@ -246,10 +255,16 @@ int run_info(const CommonOptions& o, const std::string& checkpoint, bool tensors
   std::printf("threads     %d (of %d cores)\n", num_threads(), num_cores());
   std::printf("model       %s (%s)\n", c.model.layers.c_str(), source.c_str());
   if (step >= 0) std::printf("step        %lld\n", static_cast<long long>(step));
-  std::printf("parameters  %zu\n", model.num_params());
+  std::printf("parameters  %zu\n", layout.num_params());
+  std::printf(
+      "memory      training at batch %d x %d tokens needs about %s (weights and gradients %s, AdamW %s, "
+      "activations %s); this machine has %s\n",
+      c.train.batch_size, c.data.total_length(), format_bytes(train_mem.total()).c_str(),
+      format_bytes(train_mem.weights).c_str(), format_bytes(train_mem.optimizer).c_str(),
+      format_bytes(train_mem.activations).c_str(), format_bytes(machine_memory_bytes()).c_str());
   std::printf("config      %s\n", config_to_json(c).dump().c_str());
   if (tensors)
-    for (const TensorSpec& t : model.layout().tensors())
+    for (const TensorSpec& t : layout.tensors())
       std::printf("  %-32s %-16s %zu%s\n", t.name.c_str(), shape_string(t.shape).c_str(), t.numel,
                   t.weight_decay ? "" : "  (no decay)");
   return 0;

@@ -78,11 +78,12 @@ TokenFileHeader write_token_file(const std::string& path, const Tokenizer& token
   put(head, 40, h.num_docs);
   put(head, 48, h.num_bytes);
   put(head, 56, h.checksum);
-  write_file_atomic(path, head + body);
+  write_file_atomic(path, head + body, "token file");
   return h;
 }
 
 TokenFile::TokenFile(const std::string& path) : path_(path) {
+  require_regular_file(path, "token file");
   const std::string where = "token file " + path + ": ";
   const int fd = ::open(path.c_str(), O_RDONLY);
   check(fd >= 0, where + "cannot open (" + std::strerror(errno) + ")");

@@ -15,6 +15,7 @@
 #include "kernels/rope.hpp"
 #include "kernels/swiglu.hpp"
 #include "model/bmojo_layer.hpp"
+#include "model/memory_estimate.hpp"
 
 namespace bmojo {
 
@@ -242,6 +243,14 @@ void Session::feed(const int32_t* tokens, int64_t n, float* logits, bool all_log
                                                std::to_string(i) + " is outside the vocabulary [0, " +
                                                std::to_string(V) + ")");
   if (block <= 0) block = std::max<int64_t>(n, 1);
+  block = std::min<int64_t>(block, kMaxBlock);
+  if (block > checked_block_) {
+    check_fits_in_memory(estimate_inference_memory(model_->config(), block, state_.position + n).total(),
+                         "streaming inference with prefill blocks of " + std::to_string(block) + " tokens");
+    checked_block_ = block;
+  }
+  if (state_.position + n > kMaxPosition)
+    fail("feed: the session would pass position " + std::to_string(kMaxPosition));
   for (int64_t s = 0; s < n; s += block) {
     const int64_t m = std::min(block, n - s);
     const bool last = s + m == n;

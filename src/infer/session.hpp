@@ -62,6 +62,7 @@ struct LayerState {
 // a store per KV head and chunk.
 inline constexpr int64_t kMaxPosition = int64_t{1} << 60;
 inline constexpr int kMaxRetrieve = 4096;
+inline constexpr int64_t kMaxBlock = 1 << 16;  // tokens per prefill block (larger requests are split)
 
 struct SessionState {
   int64_t position = 0;  // tokens consumed
@@ -113,6 +114,7 @@ class Session {
   SessionState state_;
   // Block scratch, not part of the state.
   int64_t pos0_ = 0;
+  int64_t checked_block_ = 0;  // largest block whose memory estimate was checked
   std::vector<float> residual_, xn_, qkv_, qk_raw_, kvf_, y_, out_, rope_cos_, rope_sin_, scores_, err_,
       yshift_, gate_up_, act_, final_;
   MambaActivations mamba_act_;

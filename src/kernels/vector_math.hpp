@@ -12,7 +12,11 @@ namespace bmojo {
 
 #pragma omp declare simd notinbranch
 inline float fast_exp(float x) {
-  x = x < -87.3f ? -87.3f : (x > 88.37f ? 88.37f : x);
+  // Written so that NaN takes the lower bound here (converting NaN to int is undefined behaviour: found by
+  // fuzz_state, a crafted state whose huge values overflowed to NaN) and is returned as NaN at the end.
+  const float in = x;
+  x = x > -87.3f ? x : -87.3f;
+  x = x < 88.37f ? x : 88.37f;
   // floor(t) through integer conversion: GCC does not vectorise std::floor (trapping-math semantics).
   const float t = x * 1.44269504088896341f + 0.5f;
   int32_t ni = static_cast<int32_t>(t);
@@ -27,7 +31,8 @@ inline float fast_exp(float x) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  return p * std::bit_cast<float>(bits);
+  const float result = p * std::bit_cast<float>(bits);
+  return in == in ? result : in;
 }
 
 // log(1 + u) for u in [0, 1], written so that `#pragma omp simd` loops vectorise it. w = 1 + u is split as
@@ -63,11 +68,15 @@ inline float fast_softplus(float v) {
 
 #ifdef __AVX512F__
 // GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_ps, GCC bug 105593).
+#if defined(__clang__)
+#include <immintrin.h>
+#else
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
+#endif
 
 namespace bmojo {
 

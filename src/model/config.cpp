@@ -66,6 +66,13 @@ void positive(int value, const std::string& key) {
   check(value > 0, "config: '" + key + "' must be positive, got " + std::to_string(value));
 }
 
+// Upper limits far above any model this engine can hold, low enough that every size derived from them
+// (products of two or three of them) fits in 64 bits and a matrix dimension in an int.
+void at_most(int64_t value, int64_t limit, const std::string& key) {
+  check(value <= limit,
+        "config: '" + key + "' = " + std::to_string(value) + " is above the limit " + std::to_string(limit));
+}
+
 }  // namespace
 
 void ModelConfig::validate() const {
@@ -105,6 +112,16 @@ void ModelConfig::validate() const {
   positive(d_state, "model.d_state");
   positive(expand, "model.expand");
   positive(d_conv, "model.d_conv");
+  at_most(vocab_size, 1 << 24, "model.vocab_size");
+  at_most(d_model, 1 << 16, "model.d_model");
+  at_most(static_cast<int64_t>(layers.size()), 1024, "model.layers (layer count)");
+  at_most(window, 1 << 24, "model.window");
+  at_most(d_ff, 1 << 20, "model.d_ff");
+  at_most(d_state, 1024, "model.d_state");
+  at_most(static_cast<int64_t>(expand) * d_model, 1 << 20, "model.expand * model.d_model");
+  at_most(d_conv, 256, "model.d_conv");
+  at_most(dt_rank, 1 << 16, "model.dt_rank");
+  at_most(eidetic_capacity, 1 << 20, "model.m");
   check(dt_rank >= 0, "config: 'model.dt_rank' must be >= 0 (0 = ceil(d_model/16))");
   check(rope_base > 1.0f, "config: 'model.rope_base' must be > 1");
   check(norm_eps > 0.0f, "config: 'model.norm_eps' must be > 0");
@@ -124,6 +141,7 @@ void TrainConfig::validate() const {
   check(eval_every >= 0, "config: 'train.eval_every' must be >= 0");
   positive(eval_batches, "train.eval_batches");
   positive(log_every, "train.log_every");
+  at_most(batch_size, 1 << 20, "train.batch_size");
   check(checkpoint_every >= 0, "config: 'train.checkpoint_every' must be >= 0");
 }
 
@@ -139,6 +157,8 @@ void DataConfig::validate(int vocab_size) const {
   }
   positive(seq_len, "data.seq_len");
   check(gap >= 0, "config: 'data.gap' must be >= 0");
+  at_most(seq_len, 1 << 24, "data.seq_len");
+  at_most(gap, 1 << 24, "data.gap");
   if (task == "mqar") {
     positive(num_kv_pairs, "data.num_kv_pairs");
     check(2 * num_kv_pairs <= seq_len, "config: 'data.num_kv_pairs' (" + std::to_string(num_kv_pairs) +
@@ -158,6 +178,9 @@ void Config::validate() const {
   model.validate();
   train.validate();
   data.validate(model.vocab_size);
+  // Rows of a training step's matrix products are counted in int.
+  at_most(static_cast<int64_t>(train.batch_size) * data.total_length(), (int64_t{1} << 31) - 1,
+          "train.batch_size * (data.seq_len + data.gap)");
 }
 
 Config config_from_json(const json& j) {

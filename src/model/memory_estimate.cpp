@@ -22,7 +22,7 @@ double floats_per_token_and_layer(const ModelConfig& c, char kind) {
   if (kind == 'F' || kind == 'B') f += 8.0 * c.kv_heads() * c.head_dim() + 4 * D;
   if (kind != 'A' || ModelConfig::has_ssm(kind)) f += 10 * C + 2 * (R + 2 * N) + C * N / 8.0;
   if (c.d_ff > 0) f += 6.0 * c.d_ff;
-  return 2 * f;  // forward values and their gradients
+  return f;
 }
 
 double slab_floats(const ModelConfig& c) {
@@ -40,8 +40,12 @@ MemoryEstimate estimate_training_memory(const Config& config) {
   const double tokens = static_cast<double>(config.train.batch_size) * config.data.total_length();
   double per_token = 0;
   for (char kind : c.layers) per_token += floats_per_token_and_layer(c, kind);
-  per_token += 3.0 * c.vocab_size;  // logits of labelled rows, their gradients, the softmax
-  e.activations = tokens * per_token * sizeof(float);
+  // Logits, their gradients and the softmax, for the rows that reach the head: MQAR scores only its K
+  // queries per sequence, the other tasks every position.
+  double head_rows = tokens;
+  if (config.data.task == "mqar")
+    head_rows = static_cast<double>(config.train.batch_size) * config.data.num_kv_pairs;
+  e.activations = (tokens * per_token + head_rows * 2.0 * c.vocab_size) * sizeof(float);
   return e;
 }
 
@@ -49,7 +53,7 @@ MemoryEstimate estimate_inference_memory(const ModelConfig& c, int64_t block, in
   MemoryEstimate e;
   e.weights = 2 * slab_floats(c) * sizeof(float);
   double per_token = 0;
-  for (char kind : c.layers) per_token += floats_per_token_and_layer(c, kind) / 2;
+  for (char kind : c.layers) per_token += floats_per_token_and_layer(c, kind) / 2;  // no gradients
   per_token += c.vocab_size;
   double state = 0;
   const double kv_row = 2.0 * c.kv_heads() * c.head_dim();

@@ -2,9 +2,11 @@
 // agree on clear winners, asynchronous writes never make the caller wait, a torn file reopens with its
 // intact entries, a store of another model is refused, and a session feeds it the evicted entries.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 
@@ -210,6 +212,49 @@ TEST_F(Store, StateWithRetrievedEntriesSavesAndContinuesExactly) {
   second.load(file("state.bin"));
   second.feed(tokens.data() + 21, 19, got.data(), true, 3);
   EXPECT_LT(test::relative_error(got.data(), ref.data() + 21 * 37, 19 * 37), 1e-5);
+}
+
+}  // namespace
+}  // namespace bmojo
+
+namespace bmojo {
+namespace {
+
+TEST_F(Store, ASecondWriterIsRefused) {
+  MemoryStore first(file(), 42, kHeads, kDh, true);
+  try {
+    MemoryStore second(file(), 42, kHeads, kDh, true);
+    ADD_FAILURE() << "two writers opened one store";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("in use by another writer"), std::string::npos) << e.what();
+  }
+}
+
+// A background write that fails (here: a file-size limit, which the writer sees like a full disk) is
+// raised by flush(), and the file still ends on a record boundary: a reopen keeps what was written.
+TEST_F(Store, AFailedBackgroundWriteIsReportedAndTheFileStaysWhole) {
+  std::signal(SIGXFSZ, SIG_IGN);
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  {
+    MemoryStore s(file(), 42, kHeads, kDh, false);
+    const size_t record = 4 + 8 + 4 + sizeof(float) * kRow + 8;
+    rlimit small = old;
+    small.rlim_cur = MemoryStore::kHeaderBytes + 3 * record + record / 2;
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+    std::vector<float> kv(kRow, 1.0f);
+    for (int i = 0; i < 3; ++i) s.add(i, 1.0f, kv.data());
+    s.flush();
+    for (int i = 3; i < 10; ++i) s.add(i, 1.0f, kv.data());
+    EXPECT_THROW(s.flush(), Error);
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    EXPECT_EQ(s.size(), 3u);
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  std::string notice;
+  MemoryStore again(file(), 42, kHeads, kDh, true, &notice);
+  EXPECT_EQ(again.loaded_from_disk(), 3u);
+  EXPECT_TRUE(notice.empty()) << notice;
 }
 
 }  // namespace

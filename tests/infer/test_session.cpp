@@ -4,10 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iterator>
+#include <tuple>
 
 #include "core/error.hpp"
+#include "core/file_io.hpp"
 #include "core/rng.hpp"
 #include "infer/session.hpp"
 #include "model/model.hpp"
@@ -239,6 +242,80 @@ TEST(Streaming, RejectsForeignTruncatedAndCorruptedStateFiles) {
   EXPECT_NE(message_of([&] { fresh.load(path + ".missing"); }).find("cannot open"), std::string::npos);
   EXPECT_EQ(fresh.position(), 0);  // a failed load leaves the session as it was
   std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace bmojo
+
+namespace bmojo {
+namespace {
+
+// Hostile state files with valid checksums: every count, position and extent is checked against the model
+// before use (a state that passed would make attention read outside its buffers).
+TEST(Streaming, CraftedStatesWithValidChecksumsAreRefused) {
+  Model m(config_for("AB", 4));
+  test::randomize_model(m, 3);
+  const auto tokens = test::random_tokens(13, 37, 4);
+  Session s(m);
+  s.feed(tokens.data(), 13, nullptr, false, 5);
+  const std::string path = ::testing::TempDir() + "bmojo_crafted_state.bin";
+  s.save(path);
+  std::string good;
+  {
+    std::ifstream in(path, std::ios::binary);
+    good.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  // Offsets: magic 8, version 4, fingerprint 8, position 8 (at 20), layers 4, then layer 0 (A): kind 1,
+  // conv count 8, scan count 8, then the key/value rows' first position (at 49) and their value count (57).
+  const auto craft = [&](size_t offset, int64_t value) {
+    std::string b = good;
+    std::memcpy(b.data() + offset, &value, 8);
+    const uint64_t sum = fnv1a64(b.data(), b.size() - 8);
+    std::memcpy(b.data() + b.size() - 8, &sum, 8);
+    std::ofstream(path, std::ios::binary) << b;
+  };
+  int64_t first = 0;
+  std::memcpy(&first, good.data() + 49, 8);
+  ASSERT_EQ(first, 13 - 4) << "layout assumption: the A layer keeps the last W = 4 rows";
+  const std::vector<std::tuple<size_t, int64_t, std::string>> cases = {
+      {20, 14, "key/value rows do not match"},             // position moved past the rows held
+      {20, 3, "more than this model can hold"},            // position before them
+      {20, int64_t{1} << 62, "out of range"},              // absurd position
+      {20, -1, "out of range"},                            // negative position
+      {49, first - 1, "key/value rows do not match"},      // rows shifted one back
+      {57, int64_t{1} << 61, "more than the file holds"},  // count that would overflow a byte size
+      {57, 16, "key/value rows do not match"},             // fewer rows than the window needs
+  };
+  for (const auto& [offset, value, needle] : cases) {
+    craft(offset, value);
+    Session t(m);
+    try {
+      t.load(path);
+      ADD_FAILURE() << "accepted a state with field at " << offset << " = " << value;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(t.position(), 0) << "a refused load leaves the session as it was";
+  }
+  std::remove(path.c_str());
+}
+
+// The fingerprint covers every parameter, the last weight of the last tensor included, and follows changes
+// made through params().
+TEST(Streaming, FingerprintCoversEveryParameter) {
+  Model m(config_for("AB", 4));
+  test::randomize_model(m, 3);
+  const uint64_t before = m.fingerprint();
+  EXPECT_EQ(m.fingerprint(), before) << "stable";
+  const TensorSpec& last = m.layout().tensors().back();
+  float* w = m.param(last.name);
+  const float kept = w[last.numel - 1];
+  w[last.numel - 1] += 1.0f;
+  EXPECT_NE(m.fingerprint(), before) << "the last weight of '" << last.name << "' is covered";
+  m.param(last.name)[last.numel - 1] = kept;
+  EXPECT_EQ(m.fingerprint(), before);
+  m.params()[m.layout().find("norm_f").offset + m.config().d_model - 1] *= 2.0f;
+  EXPECT_NE(m.fingerprint(), before) << "the final norm's last weight is covered";
 }
 
 }  // namespace

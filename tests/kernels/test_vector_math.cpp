@@ -21,6 +21,13 @@ TEST(FastExp, RelativeErrorWithinTwoUlpOverTheRange) {
   EXPECT_EQ(fast_exp(0.0f), 1.0f);
 }
 
+// NaN in, NaN out, and no undefined float-to-int conversion on the way (UBSan checks it); infinities clamp.
+TEST(FastExp, NanAndInfinities) {
+  EXPECT_TRUE(std::isnan(fast_exp(std::numeric_limits<float>::quiet_NaN())));
+  EXPECT_EQ(fast_exp(-std::numeric_limits<float>::infinity()), fast_exp(-87.3f));
+  EXPECT_EQ(fast_exp(std::numeric_limits<float>::infinity()), fast_exp(88.37f));
+}
+
 TEST(FastLog1p, RelativeErrorOverTheUnitInterval) {
   double worst = 0.0;
   float worst_u = 0.0f;

@@ -1,15 +1,20 @@
 // The command-line tool as a user runs it: good runs print what they promise, bad input gets one clear
 // error line and a non-zero exit, never a crash.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "test_util.hpp"
 
@@ -33,6 +38,10 @@ class Cli : public test::ScratchDirTest {
     const std::string cmd = std::string(BMOJO_BINARY) + " " + args + " 2>" + err_file;
     Result r;
     FILE* pipe = ::popen(cmd.c_str(), "r");
+    if (pipe == nullptr) {
+      ADD_FAILURE() << "cannot start: " << cmd.substr(0, 200);
+      return r;
+    }
     std::array<char, 4096> buf{};
     size_t n;
     while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
@@ -432,6 +441,180 @@ TEST_F(Generate, BadInput) {
                 .exit_code,
             0);
   expect_error("generate " + ckpt_ + " --ids -p '1 2' --store " + path("store"), "different model");
+}
+
+// Hostile input, one class at a time (issue 13): every case is a clear error, never a crash or a hang.
+class Hostile : public Generate {
+ protected:
+  // Copies a checkpoint with its JSON header changed by edit (the tensor data kept as it is).
+  void rewrite_header(const std::string& src, const std::string& dst,
+                      const std::function<void(nlohmann::json&)>& edit) const {
+    std::ifstream in(src, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    uint64_t len = 0;
+    std::memcpy(&len, bytes.data(), 8);
+    nlohmann::json header = nlohmann::json::parse(bytes.substr(8, len));
+    edit(header);
+    std::string text = header.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');
+    const uint64_t n = text.size();
+    std::string out(reinterpret_cast<const char*>(&n), 8);
+    out += text + bytes.substr(8 + len);
+    std::ofstream(dst, std::ios::binary) << out;
+  }
+  // The checkpoint with its metadata's config changed (and its checksum dropped, as an older bmojo wrote
+  // it, so the config itself is what gets checked).
+  std::string with_config(const std::string& name, const std::function<void(nlohmann::json&)>& edit) const {
+    rewrite_header(ckpt_, path(name), [&](nlohmann::json& h) {
+      nlohmann::json cfg = nlohmann::json::parse(h["__metadata__"]["config"].get<std::string>());
+      edit(cfg);
+      h["__metadata__"]["config"] = cfg.dump();
+      h["__metadata__"].erase("checksum");
+    });
+    return path(name);
+  }
+  static std::string nested(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+};
+
+TEST_F(Hostile, DeeplyNestedJsonAtEveryEntryPoint) {
+  write("deep.json", "{\"model\": " + nested(200000) + "}");
+  expect_error("info --config " + path("deep.json"), "nested deeper than 64");
+  expect_error("info --set 'model.layers=" + nested(20000) + "'", "nested deeper than 64");
+  // A checkpoint whose whole header is one deep array.
+  const std::string text = nested(100000);
+  const uint64_t n = text.size();
+  std::ofstream(path("deep.safetensors"), std::ios::binary)
+      << std::string(reinterpret_cast<const char*>(&n), 8) << text;
+  expect_error("info --checkpoint " + path("deep.safetensors"), "nested deeper than 64");
+  // And a checkpoint whose metadata's config is.
+  rewrite_header(ckpt_, path("deepcfg.safetensors"), [&](nlohmann::json& h) {
+    h["__metadata__"]["config"] = "{\"model\": " + nested(100000) + "}";
+    h["__metadata__"].erase("checksum");
+  });
+  expect_error("eval " + path("deepcfg.safetensors"), "nested deeper than 64");
+}
+
+TEST_F(Hostile, InvalidConfigInCheckpointMetadataIsRefusedByEveryCommand) {
+  const std::string bad =
+      with_config("bad.safetensors", [](nlohmann::json& c) { c["model"]["n_heads"] = 3; });
+  write("t.bin", std::string(64, '\0'));
+  const std::string tokens = path("t.bin");
+  for (const std::string& cmd :
+       {"info --checkpoint " + bad, "eval " + bad, "generate " + bad + " --ids -p '1 2'",
+        "lengthgen " + bad + " --tokens " + tokens,
+        "parity-dump " + bad + " --tokens " + tokens + " --targets " + tokens + " --out " + path("o.st"),
+        "train --config " + path("c.json") + " --resume " + bad})
+    expect_error(cmd, "the config in its metadata is invalid");
+  // Impossible training state.
+  rewrite_header(ckpt_, path("neg.safetensors"), [](nlohmann::json& h) {
+    h["__metadata__"]["step"] = "-3";
+    h["__metadata__"].erase("checksum");
+  });
+  expect_error("info --checkpoint " + path("neg.safetensors"), "negative step");
+  rewrite_header(ckpt_, path("junkstep.safetensors"), [](nlohmann::json& h) {
+    h["__metadata__"]["step"] = "12abc";
+    h["__metadata__"].erase("checksum");
+  });
+  expect_error("info --checkpoint " + path("junkstep.safetensors"), "step is not a number");
+  // A checkpoint without a checksum (an older bmojo's) still loads, with a notice.
+  const std::string old = with_config("old.safetensors", [](nlohmann::json&) {});
+  const Result r = run("info --checkpoint " + old);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("has no checksum"), std::string::npos) << r.err;
+}
+
+TEST_F(Hostile, CheckpointCorruptionIsDetected) {
+  std::ifstream in(ckpt_, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string flipped = bytes;
+  flipped[flipped.size() - 5] ^= 0x10;  // one bit of the last tensor's data
+  std::ofstream(path("flip.safetensors"), std::ios::binary) << flipped;
+  expect_error("eval " + path("flip.safetensors"), "checksum mismatch");
+  // The config edited, checksum left as it was.
+  rewrite_header(ckpt_, path("edited.safetensors"), [](nlohmann::json& h) {
+    nlohmann::json cfg = nlohmann::json::parse(h["__metadata__"]["config"].get<std::string>());
+    cfg["model"]["tau"] = 0.5;
+    h["__metadata__"]["config"] = cfg.dump();
+  });
+  expect_error("generate " + path("edited.safetensors") + " --ids -p '1'", "checksum mismatch");
+  // Two tensors made to overlap, and one shifted to leave a hole (checksums dropped: the layout is checked).
+  for (const auto& [name, shift, needle] : std::vector<std::tuple<std::string, int64_t, std::string>>{
+           {"overlap.safetensors", -4, "overlapping"}, {"hole.safetensors", 4, "hole"}}) {
+    rewrite_header(ckpt_, path(name), [&, shift = shift](nlohmann::json& h) {
+      h["__metadata__"].erase("checksum");
+      for (auto& [key, t] : h.items()) {
+        if (key == "__metadata__" || t["data_offsets"][0].get<uint64_t>() == 0) continue;
+        t["data_offsets"][0] = t["data_offsets"][0].get<int64_t>() + shift;
+        t["data_offsets"][1] = t["data_offsets"][1].get<int64_t>() + shift;
+        break;
+      }
+    });
+    expect_error("info --checkpoint " + path(name), needle);
+  }
+}
+
+TEST_F(Hostile, OutOfRangeNumbersAreErrors) {
+  expect_error("generate " + ckpt_ + " --ids -p 1 -n 99999999999999999999", "out of range");
+  expect_error("generate " + ckpt_ + " --ids -p 1 --seed 18446744073709551616", "out of range");
+  expect_error("train --seed -1", "out of range");
+  expect_error("train --steps 1e3", "not an integer");
+  expect_error("train --threads 99999", "out of range");
+  expect_error("info --set model.d_model=3000000000", "out of range");
+  expect_error("info --set model.d_model=1.5", "expected an integer");
+  expect_error("info --set train.seed=-5", "out of range");
+  expect_error("info --set model.d_model=131072 --set model.n_heads=2", "above the limit");
+  expect_error("info --set train.lr=1e999", "train.lr");
+  // A config this machine cannot hold is refused with the figure before anything is allocated.
+  expect_error("train --set model.d_model=8192 --set model.n_heads=64 --set model.vocab_size=1000000",
+               "GiB; this machine has");
+}
+
+TEST_F(Hostile, Bf16ProductsWithoutTheCpuFeatureAreAClearError) {
+  expect_error("--version >/dev/null; BMOJO_CPU_DISABLE=avx512bf16 " + std::string(BMOJO_BINARY) +
+                   " train --steps 1 --set train.bf16_matmul=true",
+               "need a CPU with AVX-512 BF16");
+}
+
+TEST_F(Hostile, NonRegularFilesAreRefusedAndNeverReplaced) {
+  expect_error("info --config /dev/zero", "is a character device, not a regular file");
+  ASSERT_EQ(::mkfifo(path("fifo").c_str(), 0600), 0);
+  expect_error("eval " + path("fifo"), "is a FIFO, not a regular file");
+  expect_error("generate " + ckpt_ + " --ids -p 1 --load-state " + path("fifo"), "FIFO");
+  fs::create_directories(path("adir"));
+  expect_error("generate " + ckpt_ + " --ids -p 1 --save-state " + path("adir"), "is a directory");
+  EXPECT_TRUE(fs::is_directory(path("adir")));
+  expect_error("generate " + ckpt_ + " --ids -p 1 --save-state /dev/null", "refusing to replace it");
+  EXPECT_TRUE(fs::is_character_file("/dev/null"));
+}
+
+TEST_F(Hostile, WriteErrorsExitNonZero) {
+  expect_error("info >/dev/full", "writing to standard output failed");
+  expect_error("generate " + ckpt_ + " --ids -p '1 2' -n 3 --json >/dev/full",
+               "writing to standard output failed");
+  // A training log that hits a file-size limit (a full disk, as far as the writer can tell).
+  write("long.json", R"({"model": {"vocab_size": 64, "d_model": 16, "n_heads": 2, "layers": "A"},
+                         "train": {"steps": 400, "batch_size": 2, "eval_batches": 1, "log_every": 1, "eval_every": 0},
+                         "data": {"seq_len": 16, "num_kv_pairs": 2}})");
+  const std::string cmd = "bash -c 'ulimit -f 4; exec " + std::string(BMOJO_BINARY) + " train --config " +
+                          path("long.json") + " --threads 1 --out " + path("full") + "'";
+  const Result r = run("--version >/dev/null; " + cmd);
+  EXPECT_FALSE(r.signalled);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("training log"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("File too large"), std::string::npos) << r.err;
+}
+
+TEST_F(Hostile, DivergenceStopsAndKeepsTheLastGoodCheckpoint) {
+  const std::string dir = path("run");  // Generate's run: a 2-step checkpoint
+  const Result r = run("train --config " + path("c.json") + " --resume " + ckpt_ + " --out " + dir +
+                       " --steps 40 --set train.lr=1e30 --set train.checkpoint_every=1 --threads 1");
+  EXPECT_FALSE(r.signalled);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("training diverged at step"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("is kept as it was"), std::string::npos) << r.err;
+  const Result info = run("info --json --checkpoint " + ckpt_);
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_GE(nlohmann::json::parse(info.out)["step"].get<int64_t>(), 2);
 }
 
 }  // namespace
