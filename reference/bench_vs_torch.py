@@ -25,7 +25,6 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEAK_GFLOPS = 560.0  # fp32, both cores of this machine (AMD Zen 5, AVX-512)
 # glibc malloc settings for both sides: keep freed memory in the heap instead of returning it to the kernel
 # and mapping it again. PyTorch allocates every activation afresh, and on days when this machine's page faults
 # are expensive, plain glibc settings cost it up to half its speed (2.5k against 4.7k tokens/s on AAAA,
@@ -155,6 +154,8 @@ def main():
         side["tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in runs)
         side["ms_per_step_median"] = statistics.median(r["ms_per_step_median"] for r in runs)
     bm["gflops"] = bm["model_flops_per_token"] * bm["tokens_per_s"] / 1e9
+    # The nominal fp32 peak of the CPU this ran on, as `bmojo bench` derives it (features x measured clock).
+    peak_gflops = statistics.median(r["nominal_peak_gflops"] for r in bm_runs)
     flops = bm["model_flops_per_token"]
     result = {"config": os.path.relpath(args.config, ROOT), "layers": bm["layers"], "threads": args.threads,
               "bmojo_bf16_matmul": args.bf16, "torch_bf16_autocast": args.torch_bf16,
@@ -164,7 +165,7 @@ def main():
               "bmojo_runs_tokens_per_s": [r["tokens_per_s"] for r in bm_runs],
               "torch_runs_tokens_per_s": [r["tokens_per_s"] for r in pt_runs],
               "bmojo_gflops": bm["gflops"], "torch_gflops": flops * pt["tokens_per_s"] / 1e9,
-              "peak_gflops": PEAK_GFLOPS, "bmojo_ms_per_step": bm["ms_per_step_median"],
+              "peak_gflops": peak_gflops, "bmojo_ms_per_step": bm["ms_per_step_median"],
               "torch_ms_per_step": pt["ms_per_step_median"], "torch_version": pt["torch"],
               "torch_sgemm_gflops": pt["sgemm_gflops"], "torch_profile": pt_runs[-1]["profile"],
               "measured_peak_gflops": statistics.median(r["measured_peak_gflops"] for r in bm_runs),
@@ -178,11 +179,11 @@ def main():
         print(f"{result['config']}: {bm['layers']}, T {bm['T']}, batch {bm['batch']}, {args.threads} threads, "
               f"{args.steps} steps (median)")
         print(f"  bmojo{' bf16' if args.bf16 else '     '}{bm['tokens_per_s']:9.0f} tokens/s  {bm['ms_per_step_median']:8.1f} ms/step  "
-              f"{bm['gflops']:6.1f} GFLOP/s ({100 * bm['gflops'] / PEAK_GFLOPS:.0f}% of fp32 peak, "
+              f"{bm['gflops']:6.1f} GFLOP/s ({100 * bm['gflops'] / peak_gflops:.0f}% of fp32 peak, "
               f"{100 * bm['gflops'] / result['measured_peak_gflops']:.0f}% of the "
               f"{result['measured_peak_gflops']:.0f} measured now)")
         print(f"  PyTorch{' bf16' if args.torch_bf16 else '     '}{pt['tokens_per_s']:7.0f} tokens/s  {pt['ms_per_step_median']:8.1f} ms/step  "
-              f"{result['torch_gflops']:6.1f} GFLOP/s ({100 * result['torch_gflops'] / PEAK_GFLOPS:.0f}% of peak)"
+              f"{result['torch_gflops']:6.1f} GFLOP/s ({100 * result['torch_gflops'] / peak_gflops:.0f}% of peak)"
               f"  [torch {pt['torch']}]")
         if args.repeat > 1:
             print(f"  (medians of {args.repeat} alternating runs: bmojo "

@@ -53,7 +53,9 @@ def save_safetensors(path, tensors, meta):
         header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
         offset += len(raw)
         blobs.append(raw)
-    header["__metadata__"] = meta
+    # bmojo's checksum covers the tensors it wrote; this writer changes them, so it leaves the checksum out
+    # (bmojo then loads the file like one from an older writer, with a notice).
+    header["__metadata__"] = {k: v for k, v in meta.items() if k != "checksum"}
     text = json.dumps(header).encode()
     text += b" " * ((8 - len(text) % 8) % 8)
     with open(path, "wb") as f:

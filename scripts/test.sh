@@ -10,13 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
-(cd build && ctest --output-on-failure --timeout 900)
+(cd build && ctest --output-on-failure --timeout 1800)
 
 cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBMOJO_SANITIZE=ON -DBMOJO_BENCHMARKS=OFF >/dev/null
 cmake --build build-sanitize -j "$(nproc)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-(cd build-sanitize && ctest --output-on-failure --timeout 900 -E "^Training\.(AttentionLearnsMqar|MambaLearnsMqar|BmojoLearnsMqar)")
+(cd build-sanitize && ctest --output-on-failure --timeout 1800 -E "^Training\.(AttentionLearnsMqar|MambaLearnsMqar|BmojoLearnsMqar)")
 
 # Portable AVX2 build of the kernel tests.
 cmake -S . -B build-avx2 -DCMAKE_BUILD_TYPE=Release -DBMOJO_MARCH=x86-64-v3 -DBMOJO_BENCHMARKS=OFF \

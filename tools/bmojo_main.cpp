@@ -14,6 +14,7 @@
 
 #include "cli_numbers.hpp"
 #include "core/blas.hpp"
+#include "core/cpu_features.hpp"
 #include "core/error.hpp"
 #include "core/machine_peak.hpp"
 #include "core/profile.hpp"
@@ -351,6 +352,7 @@ int run_bench(const CommonOptions& o, const BenchOptions& b) {
   const double gflops = flops * tps / 1e9;
   PeakMeasurement peak;
   if (!b.skip_peak) peak = measure_fp32_peak(num_threads());
+  const NominalPeak nominal = nominal_fp32_peak(num_threads());
   if (o.json) {
     json out{{"layers", c.model.layers},
              {"d_model", c.model.d_model},
@@ -367,7 +369,9 @@ int run_bench(const CommonOptions& o, const BenchOptions& b) {
              {"tokens_per_s", tps},
              {"model_flops_per_token", flops},
              {"gflops", gflops},
-             {"nominal_peak_gflops", kNominalPeakGflops}};
+             {"nominal_peak_gflops", nominal.gflops},
+             {"nominal_peak_basis", nominal.basis()},
+             {"cpu", cpu_features().summary()}};
     if (!b.skip_peak) {
       out["measured_peak_gflops"] = peak.gflops;
       out["measured_peak_isa"] = peak.isa;
@@ -381,11 +385,10 @@ int run_bench(const CommonOptions& o, const BenchOptions& b) {
     if (b.profile) print_profile(total, b.steps, false);
     if (!b.skip_peak)
       std::printf(
-          "fp32 peak: measured now %.1f GFLOP/s (%s multiply-adds, %d threads), nominal %.0f | achieved "
-          "%.0f%% "
-          "of measured, %.0f%% of nominal\n",
-          peak.gflops, peak.isa.c_str(), peak.threads, kNominalPeakGflops, 100.0 * gflops / peak.gflops,
-          100.0 * gflops / kNominalPeakGflops);
+          "fp32 peak: measured now %.1f GFLOP/s (%s multiply-adds, %d threads), nominal %.0f (%s) | "
+          "achieved %.0f%% of measured, %.0f%% of nominal\n",
+          peak.gflops, peak.isa.c_str(), peak.threads, nominal.gflops, nominal.basis().c_str(),
+          100.0 * gflops / peak.gflops, 100.0 * gflops / nominal.gflops);
     std::printf(
         "ms/step median %.2f (min %.2f, max %.2f, %d steps) | %.0f tokens/s | %.2f MFLOP/token | %.1f "
         "GFLOP/s\n",

@@ -15,6 +15,7 @@
 
 #include "core/blas.hpp"
 #include "core/error.hpp"
+#include "core/file_io.hpp"
 #include "data/tokenizer.hpp"
 #include "infer/sampler.hpp"
 #include "infer/session.hpp"
@@ -31,11 +32,8 @@ std::string read_prompt(const GenerateOptions& o) {
   check(o.prompt.empty() || o.prompt_file.empty(), "give either --prompt or --prompt-file, not both");
   if (!o.prompt.empty()) return o.prompt;
   std::istream* in = &std::cin;
-  std::ifstream file;
   if (!o.prompt_file.empty() && o.prompt_file != "-") {
-    file.open(o.prompt_file, std::ios::binary);
-    check(static_cast<bool>(file), "cannot open prompt file '" + o.prompt_file + "'");
-    in = &file;
+    return read_file(o.prompt_file, "prompt file");
   } else if (o.prompt_file.empty() && ::isatty(STDIN_FILENO)) {
     fail("no prompt: give --prompt TEXT, --prompt-file FILE, or pipe the prompt on stdin");
   }

@@ -164,14 +164,6 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
               K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-// Large fp32 products are split into one slice of C per thread along the longer of M and N, and each slice
-// is one single-threaded OpenBLAS call (OpenBLAS runs single-threaded inside a parallel region). OpenBLAS's
-// own threading synchronises its threads by spinning on sched_yield, a system call, which this virtual
-// machine makes expensive on some days: 2048x1024x256 at 284 GFLOP/s with OpenBLAS's 2 threads and 314
-// split this way (`bmojo_kernel_bench --benchmark_filter=matmul`, same run). Each element of C is still
-// computed by one call over the whole of K.
-constexpr double kSplitMinFlops = 64.0 * 64 * 64;
-
 void matmul_split(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                   const float* B, int ldb, float beta, float* C, int ldc, int threads) {
   const bool split_m = M >= N;

@@ -8,6 +8,15 @@ namespace bmojo {
 // C (M,N) = alpha * op(A) (M,K) * op(B) (K,N) + beta * C, row-major with leading dimensions.
 void matmul(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
             const float* B, int ldb, float beta, float* C, int ldc);
+// Large fp32 products are split into one slice of C per thread along the longer of M and N, and each slice
+// is one single-threaded OpenBLAS call (OpenBLAS runs single-threaded inside a parallel region). OpenBLAS's
+// own threading synchronises its threads by spinning on sched_yield, a system call, which this virtual
+// machine makes expensive on some days: 2048x1024x256 at 284 GFLOP/s with OpenBLAS's 2 threads and 314
+// split this way (`bmojo_kernel_bench --benchmark_filter=matmul`, same run). Each element of C is still
+// computed by one call over the whole of K. Below about a million multiply-adds (tens of microseconds) a
+// product stays on the calling thread: a region that short gains little alone and, beside another busy
+// process, waits far longer for the second thread than it saves (decode, docs/performance.md).
+inline constexpr double kSplitMinFlops = 128.0 * 128 * 64;
 
 // Matrix products with bf16 inputs and fp32 accumulation (oneDNN, fpmath mode bf16; about twice the fp32
 // rate on CPUs with AVX-512 BF16). Off by default; when on, matmul() uses it for products of at least

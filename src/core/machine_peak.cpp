@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+
+#include "core/cpu_features.hpp"
 
 namespace bmojo {
 
@@ -73,6 +76,42 @@ PeakMeasurement measure_fp32_peak(int threads, double seconds) {
   double best = calib;
   for (int r = 0; r < 4; ++r) best = std::max(best, run_once(threads, iterations, team));
   return {best, team, kIsa};
+}
+
+namespace {
+
+// Cycles of one core over `iterations` x 8 dependent adds (1-cycle latency each; the loop's own counter and
+// branch run beside them on other ports).
+double add_chain_ghz(int64_t iterations) {
+  uint64_t x = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < iterations; ++i)
+    asm volatile(
+        "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+        "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0"
+        : "+r"(x));
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  g_sink = static_cast<float>(x);
+  return 8.0 * static_cast<double>(iterations) / s / 1e9;
+}
+
+}  // namespace
+
+std::string NominalPeak::basis() const {
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "%d cores x %d FMA/cycle x 2 x %.2f GHz", cores, fma_per_cycle, ghz);
+  return buf;
+}
+
+NominalPeak nominal_fp32_peak(int threads) {
+  NominalPeak p;
+  p.cores = std::max(1, threads);
+  p.fma_per_cycle = cpu_features().fp32_fma_per_cycle();
+  double best = 0.0;
+  for (int r = 0; r < 5; ++r) best = std::max(best, add_chain_ghz(2'000'000));  // about 4 ms each
+  p.ghz = best;
+  p.gflops = p.cores * p.fma_per_cycle * 2.0 * p.ghz;
+  return p;
 }
 
 }  // namespace bmojo

@@ -1,14 +1,24 @@
 // The machine's fp32 multiply-add peak, measured now: a register-only loop of independent fused multiply-adds
-// on every thread, at the widest vector width this build targets. This virtual machine's clock drifts (the
-// same loop has measured 434 GFLOP/s on 2 cores against a nominal 560), so achieved GFLOP/s are quoted
-// against both.
+// on every thread, at the widest vector width this build targets; and the nominal peak derived from the CPU
+// it runs on. Virtual machines' clocks drift and cores may be shared, so achieved GFLOP/s are quoted against
+// both.
 #pragma once
 #include <string>
 
 namespace bmojo {
 
-// The nominal fp32 peak of the development machine (2 cores of AMD Zen 5, 2 x 512-bit FMA per cycle).
-inline constexpr double kNominalPeakGflops = 560.0;
+// The nominal fp32 peak of this CPU for `threads` cores: multiply-adds per cycle from its features
+// (core/cpu_features.hpp: 2 FMA pipes of the widest vector width, 512-bit ones split on Zen 4) x 2 FLOPs x
+// the core clock, measured now by a chain of dependent integer adds (one per cycle on every x86 core),
+// since virtual machines do not report their clock. Zen 5, 2 cores at 4.4 GHz: 2 x 32 x 2 x 4.4 = 563.
+struct NominalPeak {
+  double gflops = 0.0;
+  double ghz = 0.0;       // measured clock of one core
+  int fma_per_cycle = 0;  // fp32 multiply-adds per cycle and core
+  int cores = 0;
+  std::string basis() const;  // "2 cores x 32 FMA/cycle x 2 x 4.40 GHz"
+};
+NominalPeak nominal_fp32_peak(int threads);
 
 struct PeakMeasurement {
   double gflops = 0.0;  // best of a few short runs, all threads together

@@ -12,6 +12,16 @@
 
 namespace bmojo {
 
+// Below this much work (elements touched, or multiply-adds) a loop stays on the calling thread. Waking a
+// team costs microseconds, and on a machine shared with another busy process a region waits at its barrier
+// for whichever thread was descheduled: a scheduler timeslice, milliseconds. A decode step is dozens of
+// loops over one token; without this it ran many times slower on two threads than on one beside a busy
+// process (docs/performance.md, "Threads on a shared machine").
+inline constexpr double kParallelMinWork = 1 << 18;
+inline bool parallel_worth(double work) {
+  return work >= kParallelMinWork;
+}
+
 // An exception leaving an OpenMP region ends the program (std::terminate). Work inside a region that can
 // throw (an allocation, a check) runs under guard(): the first exception is kept, later guarded work is
 // skipped, every thread still reaches the region's barriers, and rethrow() after the region raises it.

@@ -411,8 +411,10 @@ void Session::attend(const LayerState& st, int64_t t0, int64_t t1, const float* 
   const std::vector<EideticEntry>* entries = q_raw != nullptr ? &st.memory.entries() : nullptr;
   constexpr int64_t kBlock = 64;
   const int64_t nq = t1 - t0, blocks = (nq + kBlock - 1) / kBlock;
+  // Keys a query reads: the window, the fading span, the memory and what was retrieved (full span: all).
+  const double span = d.W > 0 ? 3.0 * d.W + cfg.eidetic_capacity + 64 : static_cast<double>(t1);
   ParallelErrors errors;
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(static_cast <double>(nq) * d.H * d.Dh * span))
   {
     std::vector<float> S;
 #pragma omp for collapse(2) schedule(dynamic)

@@ -8,7 +8,7 @@ namespace bmojo {
 void causal_conv_forward(float* out, const float* x, int64_t ldx, const float* w, const float* bias, int B,
                          int T, int C, int K) {
   const profile::Scope scope("causal_conv_forward");
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (parallel_worth(static_cast <double>(B) * T * C * K))
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t) {
       float* o = out + (static_cast<int64_t>(b) * T + t) * C;
@@ -26,7 +26,7 @@ void causal_conv_backward(float* dx, int64_t lddx, float* dw, float* dbias, cons
                           int64_t ldx, const float* w, int B, int T, int C, int K) {
   const profile::Scope scope("causal_conv_backward");
   // Threads own channel ranges: dw and dbias need no reduction and the order is fixed.
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(static_cast <double>(B) * T * C * K))
   {
     int64_t c0, c1;
     split_range(C, omp_get_thread_num(), omp_get_num_threads(), c0, c1);

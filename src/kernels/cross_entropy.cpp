@@ -18,7 +18,7 @@ CrossEntropyResult cross_entropy_forward_backward(float* logits, const int32_t* 
   row_correct.assign(N, 0);
   double* losses = row_loss.data();
   int* hits = row_correct.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(N) * V))
   for (int64_t i = 0; i < N; ++i) {
     float* z = logits + i * V;
     const int arg = argmax_of(z, V);

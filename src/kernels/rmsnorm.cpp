@@ -10,7 +10,7 @@ namespace bmojo {
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N, int D,
                      float eps) {
   const profile::Scope scope("rmsnorm_forward");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(N) * D))
   for (int64_t i = 0; i < N; ++i) {
     const float* x = inp + i * D;
     float* y = out + i * D;
@@ -26,7 +26,7 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
                       const float* rstd, int64_t N, int D) {
   const profile::Scope scope("rmsnorm_backward");
   // d x_c = r * w_c * g_c - x_c * r^3 / D * sum_j(w_j * g_j * x_j)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(N) * D))
   for (int64_t i = 0; i < N; ++i) {
     const float* x = inp + i * D;
     const float* g = dout + i * D;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/parallel.hpp"
 #include "core/profile.hpp"
 
 namespace bmojo {
@@ -31,7 +32,8 @@ void rope_apply(float* x, int64_t ld, int B, int T, int heads, int64_t pos0, con
   const int Dh = table.head_dim();
   const int half = Dh / 2;
   const float sign = inverse ? -1.0f : 1.0f;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) \
+    schedule(static) if (parallel_worth(static_cast <double>(B) * T * heads * Dh))
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t) {
       const float* c = table.cos_at(pos0 + t);

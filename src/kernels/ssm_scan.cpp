@@ -151,7 +151,7 @@ void scan_forward_fast(float* y, const float* x, const float* dt, const float* A
   const int N = kN > 0 ? kN : d.N;
   const int groups = (d.C + kForwardGroup - 1) / kForwardGroup;
   ParallelErrors errors;
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(static_cast <double>(d.B) * d.T * d.C * N))
   {
     thread_local std::vector<float> s;  // per-thread, kept between calls
     errors.guard([&] { s.resize(static_cast<size_t>(kForwardGroup) * N); });
@@ -258,7 +258,7 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
             const int64_t r = idx(b, t, d.T, d.C);
             const float* Bt = Bm + idx(b, t, d.T, ldbc);
             float* st = chunk_states.data() + static_cast<size_t>(t - t0) * step;
-            float* decays = chunk_decays.data() + static_cast<size_t>(t - t0) * step;
+            [[maybe_unused]] float* decays = chunk_decays.data() + static_cast<size_t>(t - t0) * step;
             for (int c = g0; c < g1; ++c) {
               const float dtc = dt[r + c], u = dtc * x[r + c];
 #ifdef __AVX512F__
@@ -303,7 +303,7 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
               const float* st = st_group + static_cast<size_t>(c0 - g0) * N;
               const float* sp = sp_group + static_cast<size_t>(c0 - g0) * N;
               float* gblock = g.data() + static_cast<size_t>(c0 - g0) * N;
-              const float* decays =
+              [[maybe_unused]] const float* decays =
                   chunk_decays.data() + static_cast<size_t>(t - t0) * step + static_cast<size_t>(c0 - g0) * N;
 #ifdef __AVX512F__
               if constexpr (kN == 16) {

@@ -1,12 +1,13 @@
 #include "kernels/swiglu.hpp"
 
+#include "core/parallel.hpp"
 #include "core/profile.hpp"
 
 namespace bmojo {
 
 void swiglu_forward(float* act, const float* gate_up, int64_t N, int F) {
   const profile::Scope scope("swiglu_forward");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(N) * F))
   for (int64_t i = 0; i < N; ++i) {
     const float* g = gate_up + i * 2 * F;
     const float* u = g + F;
@@ -18,7 +19,7 @@ void swiglu_forward(float* act, const float* gate_up, int64_t N, int F) {
 
 void swiglu_backward(float* dgate_up, const float* dact, const float* gate_up, int64_t N, int F) {
   const profile::Scope scope("swiglu_backward");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(N) * F))
   for (int64_t i = 0; i < N; ++i) {
     const float* g = gate_up + i * 2 * F;
     const float* u = g + F;

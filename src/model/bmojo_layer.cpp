@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/parallel.hpp"
 #include "core/profile.hpp"
 #include "kernels/linear.hpp"
 #include "model/innovation.hpp"
@@ -166,7 +167,7 @@ void bmojo_layer_backward(float* dxn, const LayerWeights& dw, BmojoScratch& sc, 
   rope_apply(dqkv, s.width, B, T, s.d.H, 0, rope, true);
   rope_apply(dqkv + s.qd, s.width, B, T, s.d.Hk, 0, rope, true);
   if (eidetic) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(s.N) * qk))
     for (int64_t i = 0; i < s.N; ++i)
       for (int c = 0; c < qk; ++c) dqkv[i * s.width + c] += sc.dqk_raw[i * qk + c];
   }

@@ -5,6 +5,7 @@
 
 #include "core/blas.hpp"
 #include "core/error.hpp"
+#include "core/parallel.hpp"
 #include "core/profile.hpp"
 
 namespace bmojo {
@@ -91,7 +92,7 @@ double innovation_forward(float* scores, float* e, const float* x, const float* 
     if (T > 1) matmul(false, false, T - 1, D, D, -1.0f, y + r * D, D, P, D, 1.0f, e + (r + 1) * D, D);
   }
   double total = 0.0;
-#pragma omp parallel for reduction(+ : total) schedule(static)
+#pragma omp parallel for reduction(+ : total) schedule(static) if (parallel_worth(static_cast<double>(N) * D))
   for (int64_t i = 0; i < N; ++i) {
     double s = 0.0;
     for (int c = 0; c < D; ++c) s += static_cast<double>(e[i * D + c]) * e[i * D + c];

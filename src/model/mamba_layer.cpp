@@ -63,11 +63,11 @@ void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn
     causal_conv_continue(act.conv.data(), act.xz.data(), w, *state, B, T, C, K);
   else
     causal_conv_forward(act.conv.data(), act.xz.data(), 2 * C, w.conv_weight, w.conv_bias, B, T, C, K);
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (parallel_worth(static_cast <double>(N) * C))
   for (int64_t i = 0; i < N * C; ++i) act.x[i] = siluf(act.conv[i]);
   linear_forward(act.dbc.data(), bc, act.x.data(), C, w.x_proj, bc, N, C, bc);
   linear_forward(act.dt_raw.data(), C, act.dbc.data(), bc, w.dt_proj, C, N, R, C);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(N) * C))
   for (int64_t i = 0; i < N; ++i)
 #pragma omp simd
     for (int c = 0; c < C; ++c) {
@@ -87,7 +87,7 @@ void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn
                                      sd);
   else
     selective_scan_forward(act.y.data(), act.x.data(), act.dt.data(), act.A.data(), Bm, Cm, bc, w.D, sd);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(N) * C))
   for (int64_t i = 0; i < N; ++i)
 #pragma omp simd
     for (int c = 0; c < C; ++c) act.gated[i * C + c] = act.y[i * C + c] * siluf(act.xz[i * 2 * C + C + c]);
@@ -112,7 +112,7 @@ void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& s, c
                   false);
   // gated = y * silu(z): dy goes into dgated's buffer in place, dz into the z half of dxz.
   float* dy = s.dgated.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(N) * C))
   for (int64_t i = 0; i < N; ++i)
 #pragma omp simd
     for (int c = 0; c < C; ++c) {
@@ -132,7 +132,7 @@ void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& s, c
   for (size_t i = 0; i < s.dA.size(); ++i) dw.A_log[i] += s.dA[i] * act.A[i];
 
     // dt = softplus(dt_raw): d/dv = sigmoid(v), or 1 past the linear threshold.
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (parallel_worth(static_cast <double>(N) * C))
   for (int64_t i = 0; i < N * C; ++i) {
     const float v = act.dt_raw[i];
     s.ddt[i] *= v > 20.0f ? 1.0f : sigmoidf(v);
@@ -145,7 +145,7 @@ void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& s, c
                   false);
   linear_backward(s.dx.data(), C, dw.x_proj, bc, s.ddbc.data(), bc, act.x.data(), C, w.x_proj, N, C, bc,
                   true);
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (parallel_worth(static_cast <double>(N) * C))
   for (int64_t i = 0; i < N * C; ++i) s.dx[i] *= silu_grad(act.conv[i]);
   causal_conv_backward(s.dxz.data(), 2 * C, dw.conv_weight, dw.conv_bias, s.dx.data(), act.xz.data(), 2 * C,
                        w.conv_weight, B, T, C, K);

@@ -7,6 +7,7 @@
 #include "core/blas.hpp"
 #include "core/error.hpp"
 #include "core/file_io.hpp"
+#include "core/parallel.hpp"
 #include "core/profile.hpp"
 #include "core/rng.hpp"
 #include "kernels/cross_entropy.hpp"
@@ -253,7 +254,7 @@ LossResult Model::forward(const int32_t* tokens, const int32_t* targets, int B, 
   if (n == 0) return r;
   head_in_.resize(n * D);
   head_logits_.resize(n * V);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(n) * D))
   for (int64_t i = 0; i < n; ++i)
     std::memcpy(head_in_.data() + i * D, final_norm_.data() + labelled_rows_[i] * D, sizeof(float) * D);
   matmul(false, true, static_cast<int>(n), V, D, 1.0f, head_in_.data(), D, w_.lm_head, D, 0.0f,
@@ -281,7 +282,7 @@ void Model::backward() {
            dhead_in_.data(), D);
     matmul(true, false, V, D, static_cast<int>(n), 1.0f, head_logits_.data(), V, head_in_.data(), D, 1.0f,
            g_.lm_head, D);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(n) * D))
     for (int64_t i = 0; i < n; ++i)
       std::memcpy(dfinal_.data() + labelled_rows_[i] * D, dhead_in_.data() + i * D, sizeof(float) * D);
   }
