@@ -5,8 +5,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
+#include "cli_numbers.hpp"
+#include "command.hpp"
+#include "common_options.hpp"
 #include "core/blas.hpp"
 #include "core/error.hpp"
 #include "core/file_io.hpp"
@@ -127,6 +131,40 @@ int run_data_info(const std::string& path, bool json) {
       static_cast<long long>(longest), static_cast<unsigned long long>(h.num_bytes),
       h.num_tokens ? static_cast<double>(h.num_bytes) / h.num_tokens : 0.0);
   return 0;
+}
+
+std::vector<Command> data_commands(CLI::App& app) {
+  struct State {
+    DataTokenizerOptions dt;
+    DataEncodeOptions de;
+    std::string data_info_path;
+    bool data_info_json = false;
+  };
+  auto s = std::make_shared<State>();
+  auto* data = app.add_subcommand("data", "Prepare text: train a BPE tokenizer, tokenize into token files");
+  data->require_subcommand(1);
+  auto* data_tok = data->add_subcommand("tokenizer", "Train a SentencePiece BPE tokenizer on text files");
+  data_tok->add_option("-i,--input", s->dt.inputs, "Text files (one document each) or directories of them")
+      ->required();
+  data_tok->add_option("-o,--out", s->dt.out, "Tokenizer model file to write")->required();
+  add_integer(data_tok, "--vocab", s->dt.vocab_size, "Vocabulary size (default 4096)", 260, 1 << 20);
+  add_integer(data_tok, "--max-sentences", s->dt.max_sentences,
+              "Sentences sampled for training (default 2000000)", decltype(s->dt.max_sentences){1},
+              std::numeric_limits<decltype(s->dt.max_sentences)>::max());
+  add_integer(data_tok, "--threads", s->dt.threads, "Threads (default: all cores)", 1, kMaxThreads);
+  data_tok->add_flag("--verbose", s->dt.verbose, "Show SentencePiece's log");
+  auto* data_enc = data->add_subcommand("encode", "Tokenize text files into a token file for training");
+  data_enc->add_option("-i,--input", s->de.inputs, "Text files (one document each) or directories of them")
+      ->required();
+  data_enc->add_option("-t,--tokenizer", s->de.tokenizer,
+                       "\"byte\" or a tokenizer model file (default byte)");
+  data_enc->add_option("-o,--out", s->de.out, "Token file to write")->required();
+  auto* data_info = data->add_subcommand("info", "Describe a token file");
+  data_info->add_option("file", s->data_info_path, "Token file")->required()->check(CLI::ExistingFile);
+  data_info->add_flag("--json", s->data_info_json, "One JSON line");
+  return {{data_tok, [s] { return run_data_tokenizer(s->dt); }},
+          {data_enc, [s] { return run_data_encode(s->de); }},
+          {data_info, [s] { return run_data_info(s->data_info_path, s->data_info_json); }}};
 }
 
 }  // namespace bmojo

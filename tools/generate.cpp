@@ -9,10 +9,14 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <utility>
 
+#include "cli_numbers.hpp"
+#include "command.hpp"
+#include "common_options.hpp"
 #include "core/blas.hpp"
 #include "core/error.hpp"
 #include "core/file_io.hpp"
@@ -184,6 +188,54 @@ int run_generate(const GenerateOptions& o) {
                  session.state_bytes(), static_cast<long long>(session.position()));
   }
   return 0;
+}
+
+Command generate_command(CLI::App& app) {
+  struct State {
+    GenerateOptions gen;
+  };
+  auto s = std::make_shared<State>();
+  auto* generate = app.add_subcommand(
+      "generate",
+      "Run a checkpoint on a prompt: streaming inference with bounded state, tokens printed as made");
+  generate->add_option("checkpoint", s->gen.checkpoint, "Checkpoint file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  generate->add_option("-p,--prompt", s->gen.prompt, "Prompt text (or token ids with --ids)");
+  generate->add_option("-f,--prompt-file", s->gen.prompt_file,
+                       "Read the prompt from this file ('-' = stdin)");
+  generate->add_flag("--ids", s->gen.ids,
+                     "Prompt and output are whitespace-separated token ids (default: byte-level text)");
+  add_integer(generate, "-n,--max-tokens", s->gen.max_tokens, "Tokens to generate (default 64)", int64_t{0},
+              kMaxPosition);
+  generate->add_option("-t,--temperature", s->gen.sampling.temperature,
+                       "Sampling temperature; 0 = greedy (default 0)");
+  add_integer(generate, "--top-k", s->gen.sampling.top_k, "Sample among the k most likely tokens (0 = all)",
+              decltype(s->gen.sampling.top_k){0},
+              std::numeric_limits<decltype(s->gen.sampling.top_k)>::max());
+  generate->add_option("--top-p", s->gen.sampling.top_p, "Nucleus sampling mass in (0, 1] (default 1)");
+  add_integer(generate, "--seed", s->gen.sampling.seed, "Sampling seed (default 0)",
+              decltype(s->gen.sampling.seed){0}, std::numeric_limits<decltype(s->gen.sampling.seed)>::max());
+  generate->add_option("--stop", s->gen.stop,
+                       "Stop when the output contains this string (repeatable; not printed)");
+  add_integers(generate, "--stop-id", s->gen.stop_ids, "Stop when this token id is generated (repeatable)", 0,
+               std::numeric_limits<int32_t>::max());
+  add_integer(generate, "--prefill-block", s->gen.prefill_block,
+              "Prompt tokens processed per block (default 256)", int64_t{1}, kMaxPrefillBlock);
+  generate->add_option("--load-state", s->gen.load_state, "Start from a state saved by --save-state")
+      ->check(CLI::ExistingFile);
+  generate->add_option("--save-state", s->gen.save_state,
+                       "Save the state after the prompt, to continue it later with --load-state");
+  generate->add_option("--store", s->gen.store_dir,
+                       "Long-term memory store directory for the B layers (created; reopened by later runs)");
+  add_integer(generate, "--retrieve", s->gen.retrieve,
+              "Store entries read per KV head at each chunk boundary (default 8)", 0, kMaxRetrieve);
+  generate->add_flag("--store-sync", s->gen.store_sync,
+                     "Write the store in the token loop (reproducible runs)");
+  add_integer(generate, "--threads", s->gen.threads, "Threads (default: all cores)", 1, kMaxThreads);
+  generate->add_flag("--json", s->gen.json,
+                     "Print one JSON line (text, tokens, speeds, state bytes) instead of streaming");
+  return {generate, [s] { return run_generate(s->gen); }};
 }
 
 }  // namespace bmojo

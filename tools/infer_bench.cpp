@@ -4,8 +4,12 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
+#include "cli_numbers.hpp"
+#include "command.hpp"
+#include "common_options.hpp"
 #include "core/blas.hpp"
 #include "core/error.hpp"
 #include "core/rng.hpp"
@@ -101,6 +105,34 @@ int run_infer_bench(const InferBenchOptions& o) {
     }
   }
   return 0;
+}
+
+Command infer_bench_command(CLI::App& app) {
+  struct State {
+    InferBenchOptions ib;
+  };
+  auto s = std::make_shared<State>();
+  auto* infer_bench = app.add_subcommand(
+      "infer-bench",
+      "Measure inference: prefill and decode tokens/s and state bytes at several context lengths");
+  infer_bench
+      ->add_option("-c,--config", s->ib.config_path, "JSON config file (default: the built-in demo config)")
+      ->check(CLI::ExistingFile);
+  infer_bench
+      ->add_option("--checkpoint", s->ib.checkpoint, "Benchmark this trained model instead of a config")
+      ->check(CLI::ExistingFile);
+  infer_bench->add_option("-s,--set", s->ib.overrides, "Override a config value (repeatable)");
+  add_integers(infer_bench, "--contexts", s->ib.contexts, "Context lengths (default 1024,4096,16384,65536)",
+               decltype(s->ib.contexts)::value_type{1}, decltype(s->ib.contexts)::value_type{1} << 30);
+  add_integer(infer_bench, "--decode", s->ib.decode_tokens, "Tokens decoded at each context (default 128)",
+              decltype(s->ib.decode_tokens){1}, decltype(s->ib.decode_tokens){1 << 24});
+  add_integer(infer_bench, "--repeats", s->ib.repeats, "Repetitions for mean and spread (default 3)", 1,
+              1 << 16);
+  add_integer(infer_bench, "--prefill-block", s->ib.prefill_block, "Prefill block size (default 512)",
+              decltype(s->ib.prefill_block){1}, decltype(s->ib.prefill_block){kMaxPrefillBlock});
+  add_integer(infer_bench, "--threads", s->ib.threads, "Threads (default: all cores)", 1, kMaxThreads);
+  infer_bench->add_flag("--json", s->ib.json, "One JSON line per context length");
+  return {infer_bench, [s] { return (s->ib.fallback = default_config(), run_infer_bench(s->ib)); }};
 }
 
 }  // namespace bmojo

@@ -5,8 +5,12 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
+#include "cli_numbers.hpp"
+#include "command.hpp"
+#include "common_options.hpp"
 #include "core/blas.hpp"
 #include "core/error.hpp"
 #include "core/file_io.hpp"
@@ -123,6 +127,34 @@ int run_lengthgen(const LengthGenOptions& o) {
     std::printf("  [%6lld, %6lld) %8.4f\n", static_cast<long long>(b["start"].get<int64_t>()),
                 static_cast<long long>(b["end"].get<int64_t>()), b["loss"].get<double>());
   return 0;
+}
+
+Command lengthgen_command(CLI::App& app) {
+  struct State {
+    LengthGenOptions lg;
+  };
+  auto s = std::make_shared<State>();
+  auto* lengthgen = app.add_subcommand(
+      "lengthgen", "Length generalisation: loss at T, 2T, 4T, 8T and per position bucket, on long documents");
+  lengthgen->add_option("checkpoint", s->lg.checkpoint, "Checkpoint file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  lengthgen->add_option("--tokens", s->lg.tokens, "Token file of held-out documents")
+      ->required()
+      ->check(CLI::ExistingFile);
+  add_integers(lengthgen, "--multiples", s->lg.multiples, "Multiples of T (default 1,2,4,8)", 1, 1 << 16);
+  add_integer(lengthgen, "--train-length", s->lg.train_length, "T (default: the checkpoint's data.seq_len)",
+              decltype(s->lg.train_length){1}, decltype(s->lg.train_length){1 << 24});
+  add_integer(lengthgen, "--bucket", s->lg.bucket, "Positions per bucket (default T/4)",
+              decltype(s->lg.bucket){1}, std::numeric_limits<decltype(s->lg.bucket)>::max());
+  add_integer(lengthgen, "--max-docs", s->lg.max_docs, "Documents to score (default 16)",
+              decltype(s->lg.max_docs){1}, std::numeric_limits<decltype(s->lg.max_docs)>::max());
+  add_integer(lengthgen, "--prefill-block", s->lg.block, "Streaming block size (default 256)",
+              decltype(s->lg.block){1}, decltype(s->lg.block){kMaxPrefillBlock});
+  add_integer(lengthgen, "--threads", s->lg.threads, "Threads (default: all cores)", 1, kMaxThreads);
+  lengthgen->add_option("-o,--out", s->lg.out, "Also write the JSON result to this file");
+  lengthgen->add_flag("--json", s->lg.json, "Print the result as one JSON line");
+  return {lengthgen, [s] { return run_lengthgen(s->lg); }};
 }
 
 }  // namespace bmojo

@@ -2,9 +2,13 @@
 
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "cli_numbers.hpp"
+#include "command.hpp"
+#include "common_options.hpp"
 #include "core/blas.hpp"
 #include "core/error.hpp"
 #include "core/file_io.hpp"
@@ -12,6 +16,7 @@
 #include "model/model.hpp"
 #include "train/adamw.hpp"
 #include "train/checkpoint.hpp"
+#include "train/train_step.hpp"
 
 namespace bmojo {
 
@@ -52,14 +57,9 @@ int run_parity_dump(const ParityDumpOptions& o) {
   std::vector<float> losses;
   AdamW opt(model.layout().slab_size());
   for (int s = 0; s < o.adam_steps; ++s) {
-    model.zero_grads();
-    const LossResult l = model.forward(tokens.data(), targets.data(), B, T);
-    model.backward();
-    losses.push_back(static_cast<float>(l.objective()));
-    const double norm = global_norm(model.grads(), model.layout().slab_size());
-    if (c.train.grad_clip > 0 && norm > c.train.grad_clip)
-      scale_in_place(model.grads(), model.layout().slab_size(), static_cast<float>(c.train.grad_clip / norm));
-    opt.step(model.params(), model.grads(), model.layout(), static_cast<float>(c.train.lr), c.train);
+    const StepResult step =
+        train_step(model, opt, tokens.data(), targets.data(), B, T, static_cast<float>(c.train.lr), c.train);
+    losses.push_back(static_cast<float>(step.loss.objective()));
   }
 
   std::vector<SafetensorsItem> items = {
@@ -72,6 +72,31 @@ int run_parity_dump(const ParityDumpOptions& o) {
   std::printf("parity-dump: loss %.6f, innovation loss %.6f, %d AdamW steps, wrote %s\n", loss, innovation,
               o.adam_steps, o.out.c_str());
   return 0;
+}
+
+Command parity_dump_command(CLI::App& app) {
+  struct State {
+    ParityDumpOptions pd;
+  };
+  auto s = std::make_shared<State>();
+  auto* parity = app.add_subcommand(
+      "parity-dump",
+      "Write logits, loss and gradients of one batch (for the PyTorch reference's parity tests)");
+  parity->add_option("checkpoint", s->pd.checkpoint, "Checkpoint file")->required()->check(CLI::ExistingFile);
+  parity->add_option("--tokens", s->pd.tokens, "Input token ids, raw int32")
+      ->required()
+      ->check(CLI::ExistingFile);
+  parity->add_option("--targets", s->pd.targets, "Target ids, raw int32 (-100 = not scored)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  add_integer(parity, "--batch", s->pd.batch, "Sequences in the batch", decltype(s->pd.batch){1},
+              decltype(s->pd.batch){1 << 20});
+  add_integer(parity, "--adam-steps", s->pd.adam_steps, "AdamW steps on the batch afterwards",
+              decltype(s->pd.adam_steps){0}, decltype(s->pd.adam_steps){1 << 20});
+  parity->add_flag("--reference-kernels", s->pd.reference_kernels, "Use the plain reference kernels");
+  parity->add_option("-o,--out", s->pd.out, "Output safetensors file")->required();
+  add_integer(parity, "--threads", s->pd.threads, "Threads (default: all cores)", 1, kMaxThreads);
+  return {parity, [s] { return run_parity_dump(s->pd); }};
 }
 
 }  // namespace bmojo

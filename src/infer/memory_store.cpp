@@ -29,7 +29,6 @@ namespace {
 constexpr char kStoreMagic[8] = {'B', 'M', 'J', 'S', 'T', 'O', 'R', 'E'};
 constexpr uint32_t kStoreVersion = 1;
 constexpr uint32_t kRecordMagic = 0x52454331;  // "REC1"
-constexpr size_t kHeaderBytes = MemoryStore::kHeaderBytes;
 
 void write_all(int fd, const char* data, size_t n, const std::string& path) {
   while (n > 0) {

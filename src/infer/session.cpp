@@ -42,10 +42,10 @@ Dims dims_of(const ModelConfig& cfg) {
 }
 
 bool has_ssm_branch(char kind, const ModelConfig& cfg) {
-  return kind == 'M' || kind == 'B' || (kind == 'F' && cfg.fading);
+  return layer_parts(kind, cfg).ssm;
 }
 bool has_fading(char kind, const ModelConfig& cfg) {
-  return (kind == 'F' || kind == 'B') && cfg.fading;
+  return layer_parts(kind, cfg).fading;
 }
 
 // The rotation of rope_apply for one row of `heads` heads, with this position's cos and sin.
@@ -215,7 +215,7 @@ void Session::reset() {
     LayerState& st = state_.layers[l];
     st.kind = cfg.layers[l];
     if (has_ssm_branch(st.kind, cfg)) st.ssm.reset(cfg, 1);
-    if (ModelConfig::has_attention(st.kind)) st.kv.reset(2 * d.kvd, d.W);
+    if (layer_parts(st.kind, cfg).attention) st.kv.reset(2 * d.kvd, d.W);
     if (has_fading(st.kind, cfg)) st.kvf.reset(2 * d.kvd, 2 * d.W);
     if (uses_eidetic_memory(st.kind, cfg)) {
       st.y_prev.assign(d.D, 0.0f);

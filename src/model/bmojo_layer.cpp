@@ -47,7 +47,7 @@ SelectionRule selection_rule_of(const ModelConfig& cfg) {
 }
 
 bool uses_eidetic_memory(char kind, const ModelConfig& cfg) {
-  return kind == 'B' && cfg.eidetic_per_chunk > 0 && cfg.eidetic_capacity > 0;
+  return layer_parts(kind, cfg).eidetic;
 }
 
 namespace {
@@ -89,7 +89,7 @@ void bmojo_layer_forward(float* residual, BmojoActivations& act, const float* xn
   const profile::Scope scope("bmojo_layer_forward");  // own copies, elementwise passes
   const Shapes s = shapes_of(cfg, B, T);
   const bool innovation = w.kind == 'B';
-  if (cfg.fading || innovation) {
+  if (layer_parts(w.kind, cfg).ssm) {
     act.y.assign(s.N * s.D, 0.0f);
     mamba_layer_forward(act.y.data(), act.ssm, xn, w.mamba, cfg, B, T, reference);
   }

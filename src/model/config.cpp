@@ -5,6 +5,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <vector>
 
 #include "core/error.hpp"
 #include "core/file_io.hpp"
@@ -53,15 +54,6 @@ void read(const json& j, const std::string& section, const char* key, T& out) {
   }
 }
 
-void reject_unknown(const json& j, const std::string& section, std::initializer_list<const char*> known) {
-  check(j.is_object(), "config: '" + section + "' must be an object, got " + json_brief(j));
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    bool ok = false;
-    for (const char* k : known) ok = ok || it.key() == k;
-    check(ok, "config: unknown key '" + section + "." + it.key() + "'");
-  }
-}
-
 void positive(int value, const std::string& key) {
   check(value > 0, "config: '" + key + "' must be positive, got " + std::to_string(value));
 }
@@ -74,6 +66,19 @@ void at_most(int64_t value, int64_t limit, const std::string& key) {
 }
 
 }  // namespace
+
+LayerParts layer_parts(char letter, const ModelConfig& c) {
+  LayerParts p;
+  const bool mixer = letter == 'F' || letter == 'B';
+  p.attention = letter != 'M';
+  p.fading = mixer && c.fading;
+  p.ssm = letter == 'M' || letter == 'B' || p.fading;
+  p.fading_projection = p.fading && !c.tie_fading;
+  p.innovation = letter == 'B';
+  p.eidetic = letter == 'B' && c.eidetic_per_chunk > 0 && c.eidetic_capacity > 0;
+  p.mlp = c.d_ff > 0;
+  return p;
+}
 
 void ModelConfig::validate() const {
   positive(vocab_size, "model.vocab_size");
@@ -183,135 +188,115 @@ void Config::validate() const {
           "train.batch_size * (data.seq_len + data.gap)");
 }
 
+namespace {
+
+// The one table of config fields: reading, writing, `--set` and the list of known keys all come from it.
+struct Field {
+  const char* section;
+  const char* key;
+  void (*read)(const json& section_json, Config& c, const Field& f);
+  json (*write)(const Config& c);
+};
+
+template <auto Section, auto Member>
+Field field(const char* section, const char* key) {
+  return Field{
+      section, key,
+      [](const json& j, Config& c, const Field& f) { read(j, f.section, f.key, (c.*Section).*Member); },
+      [](const Config& c) { return json((c.*Section).*Member); }};
+}
+
+const std::vector<Field>& fields() {
+  using M = ModelConfig;
+  using Tr = TrainConfig;
+  using D = DataConfig;
+  constexpr auto m = &Config::model;
+  constexpr auto t = &Config::train;
+  constexpr auto d = &Config::data;
+  static const std::vector<Field> table = {
+      field<m, &M::vocab_size>("model", "vocab_size"),
+      field<m, &M::d_model>("model", "d_model"),
+      field<m, &M::n_heads>("model", "n_heads"),
+      field<m, &M::n_kv_heads>("model", "n_kv_heads"),
+      field<m, &M::layers>("model", "layers"),
+      field<m, &M::window>("model", "window"),
+      field<m, &M::d_ff>("model", "d_ff"),
+      field<m, &M::d_state>("model", "d_state"),
+      field<m, &M::expand>("model", "expand"),
+      field<m, &M::d_conv>("model", "d_conv"),
+      field<m, &M::dt_rank>("model", "dt_rank"),
+      field<m, &M::rope_base>("model", "rope_base"),
+      field<m, &M::norm_eps>("model", "norm_eps"),
+      field<m, &M::tie_embeddings>("model", "tie_embeddings"),
+      field<m, &M::fading>("model", "fading"),
+      field<m, &M::tie_fading>("model", "tie_fading"),
+      field<m, &M::eidetic_per_chunk>("model", "k"),
+      field<m, &M::eidetic_capacity>("model", "m"),
+      field<m, &M::tau>("model", "tau"),
+      field<m, &M::lambda_innov>("model", "lambda_innov"),
+      field<m, &M::eviction>("model", "eviction"),
+      field<t, &Tr::steps>("train", "steps"),
+      field<t, &Tr::batch_size>("train", "batch_size"),
+      field<t, &Tr::lr>("train", "lr"),
+      field<t, &Tr::warmup_steps>("train", "warmup_steps"),
+      field<t, &Tr::min_lr_ratio>("train", "min_lr_ratio"),
+      field<t, &Tr::weight_decay>("train", "weight_decay"),
+      field<t, &Tr::beta1>("train", "beta1"),
+      field<t, &Tr::beta2>("train", "beta2"),
+      field<t, &Tr::adam_eps>("train", "adam_eps"),
+      field<t, &Tr::grad_clip>("train", "grad_clip"),
+      field<t, &Tr::eval_every>("train", "eval_every"),
+      field<t, &Tr::eval_batches>("train", "eval_batches"),
+      field<t, &Tr::log_every>("train", "log_every"),
+      field<t, &Tr::checkpoint_every>("train", "checkpoint_every"),
+      field<t, &Tr::seed>("train", "seed"),
+      field<t, &Tr::bf16_matmul>("train", "bf16_matmul"),
+      field<d, &D::task>("data", "task"),
+      field<d, &D::seq_len>("data", "seq_len"),
+      field<d, &D::num_kv_pairs>("data", "num_kv_pairs"),
+      field<d, &D::random_non_queries>("data", "random_non_queries"),
+      field<d, &D::gap>("data", "gap"),
+      field<d, &D::power_a>("data", "power_a"),
+      field<d, &D::train_tokens>("data", "train_tokens"),
+      field<d, &D::valid_tokens>("data", "valid_tokens"),
+      field<d, &D::tokenizer>("data", "tokenizer"),
+  };
+  return table;
+}
+
+constexpr const char* kSections[] = {"model", "train", "data"};
+
+}  // namespace
+
 Config config_from_json(const json& j) {
   Config c;
-  reject_unknown(j, "config", {"model", "train", "data"});
-  if (j.contains("model")) {
-    const json& m = j["model"];
-    reject_unknown(
-        m, "model",
-        {"vocab_size", "d_model",    "n_heads", "n_kv_heads", "layers",    "window",       "d_ff",
-         "d_state",    "expand",     "d_conv",  "dt_rank",    "rope_base", "norm_eps",     "tie_embeddings",
-         "fading",     "tie_fading", "k",       "m",          "tau",       "lambda_innov", "eviction"});
-    auto& o = c.model;
-    read(m, "model", "vocab_size", o.vocab_size);
-    read(m, "model", "d_model", o.d_model);
-    read(m, "model", "n_heads", o.n_heads);
-    read(m, "model", "n_kv_heads", o.n_kv_heads);
-    read(m, "model", "layers", o.layers);
-    read(m, "model", "window", o.window);
-    read(m, "model", "d_ff", o.d_ff);
-    read(m, "model", "d_state", o.d_state);
-    read(m, "model", "expand", o.expand);
-    read(m, "model", "d_conv", o.d_conv);
-    read(m, "model", "dt_rank", o.dt_rank);
-    read(m, "model", "rope_base", o.rope_base);
-    read(m, "model", "norm_eps", o.norm_eps);
-    read(m, "model", "tie_embeddings", o.tie_embeddings);
-    read(m, "model", "fading", o.fading);
-    read(m, "model", "tie_fading", o.tie_fading);
-    read(m, "model", "k", o.eidetic_per_chunk);
-    read(m, "model", "m", o.eidetic_capacity);
-    read(m, "model", "tau", o.tau);
-    read(m, "model", "lambda_innov", o.lambda_innov);
-    read(m, "model", "eviction", o.eviction);
+  check(j.is_object(), "config: must be an object, got " + json_brief(j));
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    bool known = false;
+    for (const char* s : kSections) known = known || it.key() == s;
+    check(known, "config: unknown key 'config." + it.key() + "'");
   }
-  if (j.contains("train")) {
-    const json& t = j["train"];
-    reject_unknown(t, "train",
-                   {"steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio", "weight_decay", "beta1",
-                    "beta2", "adam_eps", "grad_clip", "eval_every", "eval_batches", "log_every",
-                    "checkpoint_every", "seed", "bf16_matmul"});
-    auto& o = c.train;
-    read(t, "train", "steps", o.steps);
-    read(t, "train", "batch_size", o.batch_size);
-    read(t, "train", "lr", o.lr);
-    read(t, "train", "warmup_steps", o.warmup_steps);
-    read(t, "train", "min_lr_ratio", o.min_lr_ratio);
-    read(t, "train", "weight_decay", o.weight_decay);
-    read(t, "train", "beta1", o.beta1);
-    read(t, "train", "beta2", o.beta2);
-    read(t, "train", "adam_eps", o.adam_eps);
-    read(t, "train", "grad_clip", o.grad_clip);
-    read(t, "train", "eval_every", o.eval_every);
-    read(t, "train", "eval_batches", o.eval_batches);
-    read(t, "train", "log_every", o.log_every);
-    read(t, "train", "checkpoint_every", o.checkpoint_every);
-    read(t, "train", "seed", o.seed);
-    read(t, "train", "bf16_matmul", o.bf16_matmul);
-  }
-  if (j.contains("data")) {
-    const json& d = j["data"];
-    reject_unknown(d, "data",
-                   {"task", "seq_len", "num_kv_pairs", "random_non_queries", "gap", "power_a", "train_tokens",
-                    "valid_tokens", "tokenizer"});
-    auto& o = c.data;
-    read(d, "data", "task", o.task);
-    read(d, "data", "seq_len", o.seq_len);
-    read(d, "data", "num_kv_pairs", o.num_kv_pairs);
-    read(d, "data", "random_non_queries", o.random_non_queries);
-    read(d, "data", "gap", o.gap);
-    read(d, "data", "power_a", o.power_a);
-    read(d, "data", "train_tokens", o.train_tokens);
-    read(d, "data", "valid_tokens", o.valid_tokens);
-    read(d, "data", "tokenizer", o.tokenizer);
+  for (const char* section : kSections) {
+    if (!j.contains(section)) continue;
+    const json& sj = j[section];
+    check(sj.is_object(), "config: '" + std::string(section) + "' must be an object, got " + json_brief(sj));
+    for (auto it = sj.begin(); it != sj.end(); ++it) {
+      bool known = false;
+      for (const Field& f : fields())
+        known = known || (it.key() == f.key && std::string(section) == f.section);
+      check(known, "config: unknown key '" + std::string(section) + "." + it.key() + "'");
+    }
+    for (const Field& f : fields())
+      if (std::string(section) == f.section) f.read(sj, c, f);
   }
   return c;
 }
 
 json config_to_json(const Config& c) {
-  const auto& m = c.model;
-  const auto& t = c.train;
-  const auto& d = c.data;
-  return json{{"model",
-               {{"vocab_size", m.vocab_size},
-                {"d_model", m.d_model},
-                {"n_heads", m.n_heads},
-                {"n_kv_heads", m.n_kv_heads},
-                {"layers", m.layers},
-                {"window", m.window},
-                {"d_ff", m.d_ff},
-                {"d_state", m.d_state},
-                {"expand", m.expand},
-                {"d_conv", m.d_conv},
-                {"dt_rank", m.dt_rank},
-                {"rope_base", m.rope_base},
-                {"norm_eps", m.norm_eps},
-                {"tie_embeddings", m.tie_embeddings},
-                {"fading", m.fading},
-                {"tie_fading", m.tie_fading},
-                {"k", m.eidetic_per_chunk},
-                {"m", m.eidetic_capacity},
-                {"tau", m.tau},
-                {"lambda_innov", m.lambda_innov},
-                {"eviction", m.eviction}}},
-              {"train",
-               {{"steps", t.steps},
-                {"batch_size", t.batch_size},
-                {"lr", t.lr},
-                {"warmup_steps", t.warmup_steps},
-                {"min_lr_ratio", t.min_lr_ratio},
-                {"weight_decay", t.weight_decay},
-                {"beta1", t.beta1},
-                {"beta2", t.beta2},
-                {"adam_eps", t.adam_eps},
-                {"grad_clip", t.grad_clip},
-                {"eval_every", t.eval_every},
-                {"eval_batches", t.eval_batches},
-                {"log_every", t.log_every},
-                {"checkpoint_every", t.checkpoint_every},
-                {"seed", t.seed},
-                {"bf16_matmul", t.bf16_matmul}}},
-              {"data",
-               {{"task", d.task},
-                {"seq_len", d.seq_len},
-                {"num_kv_pairs", d.num_kv_pairs},
-                {"random_non_queries", d.random_non_queries},
-                {"gap", d.gap},
-                {"power_a", d.power_a},
-                {"train_tokens", d.train_tokens},
-                {"valid_tokens", d.valid_tokens},
-                {"tokenizer", d.tokenizer}}}};
+  json j = json::object();
+  for (const char* section : kSections) j[section] = json::object();
+  for (const Field& f : fields()) j[f.section][f.key] = f.write(c);
+  return j;
 }
 
 Config load_config_file(const std::string& path) {

@@ -36,11 +36,22 @@ struct ModelConfig {
   int head_dim() const { return d_model / n_heads; }
   int d_inner() const { return expand * d_model; }
   int resolved_dt_rank() const { return dt_rank > 0 ? dt_rank : (d_model + 15) / 16; }
-  static bool has_ssm(char letter) { return letter != 'A'; }
-  static bool has_attention(char letter) { return letter != 'M'; }
   // Throws bmojo::Error naming the offending key.
   void validate() const;
 };
+
+// The sub-blocks a layer of kind `letter` has under this config: the one rule the parameter layout, the
+// parallel forward and backward, the recurrent step and the FLOP and memory counts all follow.
+struct LayerParts {
+  bool attention = false;          // A, F, B: QKV and output projections, attention over the window
+  bool ssm = false;                // M; B; F with fading: the selective SSM branch (Mamba weights)
+  bool fading = false;             // F, B with model.fading: SSM outputs projected into fading keys/values
+  bool fading_projection = false;  // fading with tie_fading = false: its own [Wk | Wv] (attn.wkvf)
+  bool innovation = false;         // B: the innovation predictor P
+  bool eidetic = false;            // B with k > 0 and m > 0: the eidetic memory
+  bool mlp = false;                // d_ff > 0
+};
+LayerParts layer_parts(char letter, const ModelConfig& config);
 
 struct TrainConfig {
   int steps = 1000;

@@ -20,19 +20,19 @@ double forward_flops_per_token(const ModelConfig& c, int T, double head_fraction
       std::min<double>(c.eidetic_capacity, c.eidetic_per_chunk * (T / std::max(1, c.window)));
   double total = 0.0;
   for (char kind : c.layers) {
-    if (ModelConfig::has_attention(kind)) {
+    const LayerParts parts = layer_parts(kind, c);
+    if (parts.attention) {
       total += 2.0 * D * (H + 2.0 * Hk) * Dh + 2.0 * H * Dh * D;  // projections
       total += 4.0 * H * Dh * keys;                               // scores and weighted values
     }
-    if (kind == 'F' || kind == 'B') {
-      if (c.fading) total += 2.0 * D * 2.0 * Hk * Dh + 4.0 * H * Dh * fading;  // fading projections and keys
-      if (kind == 'B') total += 2.0 * D * D + 4.0 * H * Dh * eidetic;          // predictor; eidetic keys
-    }
-    if (ModelConfig::has_ssm(kind)) {
+    if (parts.fading) total += 2.0 * D * 2.0 * Hk * Dh + 4.0 * H * Dh * fading;  // fading projections, keys
+    if (parts.innovation) total += 2.0 * D * D;                                  // predictor
+    if (parts.eidetic) total += 4.0 * H * Dh * eidetic;                          // eidetic keys
+    if (parts.ssm) {
       total += 2.0 * D * 2.0 * C + 2.0 * C * (R + 2.0 * N) + 2.0 * R * C + 2.0 * C * D;  // projections
       total += 2.0 * c.d_conv * C + 6.0 * C * N;  // conv; scan update and readout
     }
-    if (c.d_ff > 0) total += 2.0 * D * 2.0 * c.d_ff + 2.0 * c.d_ff * D;
+    if (parts.mlp) total += 2.0 * D * 2.0 * c.d_ff + 2.0 * c.d_ff * D;
   }
   total += 2.0 * D * c.vocab_size * head_fraction;
   return total;

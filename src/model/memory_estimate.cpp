@@ -17,11 +17,12 @@ namespace {
 double floats_per_token_and_layer(const ModelConfig& c, char kind) {
   const double D = c.d_model, width = (c.n_heads + 2.0 * c.kv_heads()) * c.head_dim();
   const double C = c.d_inner(), N = c.d_state, R = c.resolved_dt_rank();
+  const LayerParts parts = layer_parts(kind, c);
   double f = 6 * D;  // residual stream, normed inputs, their gradients
-  if (ModelConfig::has_attention(kind)) f += 3 * width + 2 * D + c.n_heads;
-  if (kind == 'F' || kind == 'B') f += 8.0 * c.kv_heads() * c.head_dim() + 4 * D;
-  if (kind != 'A' || ModelConfig::has_ssm(kind)) f += 10 * C + 2 * (R + 2 * N) + C * N / 8.0;
-  if (c.d_ff > 0) f += 6.0 * c.d_ff;
+  if (parts.attention) f += 3 * width + 2 * D + c.n_heads;
+  if (parts.fading || parts.innovation) f += 8.0 * c.kv_heads() * c.head_dim() + 4 * D;
+  if (parts.ssm) f += 10 * C + 2 * (R + 2 * N) + C * N / 8.0;
+  if (parts.mlp) f += 6.0 * c.d_ff;
   return f;
 }
 
@@ -58,10 +59,11 @@ MemoryEstimate estimate_inference_memory(const ModelConfig& c, int64_t block, in
   double state = 0;
   const double kv_row = 2.0 * c.kv_heads() * c.head_dim();
   for (char kind : c.layers) {
-    if (ModelConfig::has_attention(kind))
-      state += kv_row * (c.window > 0 ? c.window + block : context + block);
-    if (kind == 'F' || kind == 'B') state += kv_row * (2.0 * c.window + block) + kv_row * c.eidetic_capacity;
-    if (kind != 'A') state += static_cast<double>(c.d_inner()) * (c.d_state + c.d_conv);
+    const LayerParts parts = layer_parts(kind, c);
+    if (parts.attention) state += kv_row * (c.window > 0 ? c.window + block : context + block);
+    if (parts.fading) state += kv_row * (2.0 * c.window + block);
+    if (parts.eidetic) state += kv_row * c.eidetic_capacity;
+    if (parts.ssm) state += static_cast<double>(c.d_inner()) * (c.d_state + c.d_conv);
   }
   e.activations = (static_cast<double>(block) * per_token + state) * sizeof(float);
   return e;

@@ -46,14 +46,14 @@ Model::Model(const ModelConfig& config) : config_(config), rope_(config.head_dim
       const std::string p = layer_prefix(i);
       l.kind = config_.layers[i];
       l.norm1 = at(p + "norm1");
-      if (ModelConfig::has_attention(l.kind)) {
+      const LayerParts parts = layer_parts(l.kind, config_);
+      if (parts.attention) {
         l.attn.wqkv = at(p + "attn.wqkv");
         l.attn.wo = at(p + "attn.wo");
       }
-      if (ModelConfig::has_attention(l.kind) && l.kind != 'A' && !config_.tie_fading)
-        l.bmojo.wkvf = at(p + "attn.wkvf");
-      if (l.kind == 'B') l.bmojo.innovation = at(p + "innovation.P");
-      if (ModelConfig::has_ssm(l.kind)) {
+      if (parts.fading_projection) l.bmojo.wkvf = at(p + "attn.wkvf");
+      if (parts.innovation) l.bmojo.innovation = at(p + "innovation.P");
+      if (parts.ssm) {
         l.mamba.in_proj = at(p + "mamba.in_proj");
         l.mamba.conv_weight = at(p + "mamba.conv_weight");
         l.mamba.conv_bias = at(p + "mamba.conv_bias");
@@ -64,7 +64,7 @@ Model::Model(const ModelConfig& config) : config_(config), rope_(config.head_dim
         l.mamba.D = at(p + "mamba.D");
         l.mamba.out_proj = at(p + "mamba.out_proj");
       }
-      if (config_.d_ff > 0) {
+      if (parts.mlp) {
         l.norm2 = at(p + "norm2");
         l.mlp.w_in = at(p + "mlp.w_in");
         l.mlp.w_out = at(p + "mlp.w_out");
@@ -83,14 +83,14 @@ ParameterLayout model_layout(const ModelConfig& c) {
   for (size_t i = 0; i < c.layers.size(); ++i) {
     const std::string p = layer_prefix(i);
     layout_.add(p + "norm1", {D}, false);
-    const char kind = c.layers[i];
-    if (ModelConfig::has_attention(kind)) {
+    const LayerParts parts = layer_parts(c.layers[i], c);
+    if (parts.attention) {
       layout_.add(p + "attn.wqkv", {D, (H + 2 * Hk) * Dh}, true);
       layout_.add(p + "attn.wo", {H * Dh, D}, true);
-      if (kind != 'A' && !c.tie_fading) layout_.add(p + "attn.wkvf", {D, 2 * Hk * Dh}, true);
     }
-    if (kind == 'B') layout_.add(p + "innovation.P", {D, D}, true);
-    if (ModelConfig::has_ssm(kind)) {
+    if (parts.fading_projection) layout_.add(p + "attn.wkvf", {D, 2 * Hk * Dh}, true);
+    if (parts.innovation) layout_.add(p + "innovation.P", {D, D}, true);
+    if (parts.ssm) {
       layout_.add(p + "mamba.in_proj", {D, 2 * C}, true);
       layout_.add(p + "mamba.conv_weight", {C, c.d_conv}, true);
       layout_.add(p + "mamba.conv_bias", {C}, false);
@@ -101,7 +101,7 @@ ParameterLayout model_layout(const ModelConfig& c) {
       layout_.add(p + "mamba.D", {C}, false);
       layout_.add(p + "mamba.out_proj", {C, D}, true);
     }
-    if (c.d_ff > 0) {
+    if (parts.mlp) {
       layout_.add(p + "norm2", {D}, false);
       layout_.add(p + "mlp.w_in", {D, 2 * static_cast<int64_t>(c.d_ff)}, true);
       layout_.add(p + "mlp.w_out", {c.d_ff, D}, true);

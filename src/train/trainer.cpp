@@ -14,6 +14,7 @@
 #include "data/mqar.hpp"
 #include "model/flops.hpp"
 #include "model/memory_estimate.hpp"
+#include "train/train_step.hpp"
 
 namespace bmojo {
 
@@ -167,15 +168,12 @@ TrainSummary Trainer::run() {
   while (state_.step < last) {
     const auto t0 = std::chrono::steady_clock::now();
     const Batch batch = data_->train(state_.data_position);
-    model_->zero_grads();
-    const LossResult r = model_->forward(batch.inputs.data(), batch.targets.data(), batch.B, batch.T);
-    model_->backward();
-    const double norm = global_norm(model_->grads(), model_->layout().slab_size());
-    if (!std::isfinite(r.objective()) || !std::isfinite(norm)) diverged(r, norm, ckpt);
-    if (tc.grad_clip > 0.0f && norm > tc.grad_clip)
-      scale_in_place(model_->grads(), model_->layout().slab_size(), static_cast<float>(tc.grad_clip / norm));
     const float lr = learning_rate(tc, state_.step);
-    optimizer_->step(model_->params(), model_->grads(), model_->layout(), lr, tc);
+    const StepResult step =
+        train_step(*model_, *optimizer_, batch.inputs.data(), batch.targets.data(), batch.B, batch.T, lr, tc);
+    if (!step.finite) diverged(step.loss, step.grad_norm, ckpt);
+    const LossResult& r = step.loss;
+    const double norm = step.grad_norm;
     ++state_.step;
     ++state_.data_position;
     const double ms =

@@ -80,6 +80,12 @@ TEST(BmojoLayers, FWithoutSsmBranchComputesWhatWindowedAComputes) {
   Model f(f_cfg);
   test::randomize_model(f, 7);
   copy_shared_weights(f, a);
+  // One rule (layer_parts) for every part: no Mamba weights are kept for a branch that is off, nor a
+  // separate fading projection for fading keys that are not made.
+  EXPECT_EQ(f.num_params(), a.num_params());
+  ModelConfig untied = f_cfg;
+  untied.tie_fading = false;
+  EXPECT_EQ(Model(untied).num_params(), a.num_params());
   const auto tokens = test::random_tokens(B * T, a_cfg.vocab_size, 8);
   EXPECT_LT(test::relative_error(logits_of(f, tokens, B, T), logits_of(a, tokens, B, T)), 1e-6);
   // And with the branch on, the fading keys change the result.

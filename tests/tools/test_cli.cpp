@@ -602,6 +602,18 @@ TEST_F(Hostile, WriteErrorsExitNonZero) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("training log"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("File too large"), std::string::npos) << r.err;
+  // A state file and a token file that cannot be written whole: an error, and nothing left under the name.
+  const auto limited = [&](const std::string& args) {
+    return "--version >/dev/null; bash -c 'ulimit -f 1; exec " + std::string(BMOJO_BINARY) + " " + args + "'";
+  };
+  expect_error(
+      limited("generate " + ckpt_ + " --ids -p \"1 2 3 4 5 6 7 8 9\" -n 1 --save-state " + path("s.bin")),
+      "state file: writing");
+  EXPECT_FALSE(fs::exists(path("s.bin")));
+  write("doc.txt", std::string(4000, 'x'));
+  expect_error(limited("data encode -i " + path("doc.txt") + " -o " + path("t.bmtok")),
+               "token file: writing");
+  EXPECT_FALSE(fs::exists(path("t.bmtok")));
 }
 
 TEST_F(Hostile, DivergenceStopsAndKeepsTheLastGoodCheckpoint) {

@@ -10,6 +10,7 @@
 #include "data/mqar.hpp"
 #include "model/model.hpp"
 #include "train/adamw.hpp"
+#include "train/train_step.hpp"
 
 namespace {
 std::atomic<bool> g_counting{false};
@@ -65,12 +66,7 @@ long allocations_in_step(const std::string& layers, int window) {
     const Batch b = make_batch(c.data, c.model.vocab_size, c.train.batch_size, 1, Split::kTrain, step);
     g_allocations = 0;
     g_counting = step > 0;  // the first step sizes the buffers
-    model.zero_grads();
-    model.forward(b.inputs.data(), b.targets.data(), b.B, b.T);
-    model.backward();
-    const double norm = global_norm(model.grads(), model.layout().slab_size());
-    scale_in_place(model.grads(), model.layout().slab_size(), static_cast<float>(1.0 / (1.0 + norm)));
-    opt.step(model.params(), model.grads(), model.layout(), 1e-3f, c.train);
+    train_step(model, opt, b.inputs.data(), b.targets.data(), b.B, b.T, 1e-3f, c.train);
     g_counting = false;
     counted += g_allocations;
   }
