@@ -23,7 +23,7 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export OMP_NUM_THREADS=1
 status=0
 for h in "${harnesses[@]}"; do
-  mkdir -p "$work/$h"
+  mkdir -p "$work/$h" "tests/fuzz/corpus/$h"
   log="$work/$h.log"
   if (cd "$work" && ../fuzz_"$h" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         "$h" "../../tests/fuzz/corpus/$h" "seeds/$h") >"$log" 2>&1; then
