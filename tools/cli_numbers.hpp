@@ -30,25 +30,21 @@ T parse_flag_integer(const std::string& text, const std::string& flag, T min, T 
   return v;
 }
 
-// An integer option into target (kept when the flag is absent).
+template <class Target>
+struct IntegerOf {
+  using type = Target;
+};
 template <class T>
-CLI::Option* add_integer(CLI::App* cmd, const std::string& names, T& target, const std::string& description,
-                         T min = std::numeric_limits<T>::min(), T max = std::numeric_limits<T>::max()) {
-  const std::string flag = names.substr(names.rfind(',') + 1);
-  return cmd
-      ->add_option_function<std::string>(
-          names,
-          [&target, flag, min, max](const std::string& text) {
-            target = parse_flag_integer<T>(text, flag, min, max);
-          },
-          description)
-      ->type_name("INT");
-}
+struct IntegerOf<std::optional<T>> {
+  using type = T;
+};
 
-template <class T>
-CLI::Option* add_integer(CLI::App* cmd, const std::string& names, std::optional<T>& target,
-                         const std::string& description, T min = std::numeric_limits<T>::min(),
-                         T max = std::numeric_limits<T>::max()) {
+// An integer option into target, a T or a std::optional<T> (kept as it is when the flag is absent).
+template <class Target, class T = typename IntegerOf<Target>::type>
+CLI::Option* add_integer(CLI::App* cmd, const std::string& names, Target& target,
+                         const std::string& description,
+                         std::type_identity_t<T> min = std::numeric_limits<T>::min(),
+                         std::type_identity_t<T> max = std::numeric_limits<T>::max()) {
   const std::string flag = names.substr(names.rfind(',') + 1);
   return cmd
       ->add_option_function<std::string>(

@@ -85,15 +85,19 @@ AtomicFile::~AtomicFile() {
   }
 }
 
-void AtomicFile::write(const void* data, size_t bytes) {
+void write_fully(int fd, const void* data, size_t bytes, const std::string& what, const std::string& path) {
   const char* p = static_cast<const char*>(data);
   while (bytes > 0) {
-    const ssize_t n = ::write(fd_, p, bytes);
+    const ssize_t n = ::write(fd, p, bytes);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail(what_ + ": writing '" + tmp_ + "' failed: " + std::strerror(n < 0 ? errno : ENOSPC));
+    if (n <= 0) fail(what + ": writing '" + path + "' failed: " + std::strerror(n < 0 ? errno : ENOSPC));
     p += n;
     bytes -= static_cast<size_t>(n);
   }
+}
+
+void AtomicFile::write(const void* data, size_t bytes) {
+  write_fully(fd_, data, bytes, what_, tmp_);
 }
 
 void AtomicFile::commit() {
@@ -129,16 +133,11 @@ void append_to_file(const std::string& path, std::string_view text, const std::s
   require_replaceable(path, what);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   check(fd >= 0, what + ": cannot open '" + path + "': " + std::strerror(errno));
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string why = std::strerror(n < 0 ? errno : ENOSPC);
-      ::close(fd);
-      fail(what + ": writing '" + path + "' failed: " + why);
-    }
-    done += static_cast<size_t>(n);
+  try {
+    write_fully(fd, text.data(), text.size(), what, path);
+  } catch (...) {
+    ::close(fd);
+    throw;
   }
   check(::close(fd) == 0, what + ": writing '" + path + "' failed: " + std::strerror(errno));
 }

@@ -31,6 +31,10 @@ void require_regular_file(const std::string& path, const std::string& what);
 // replace a device, a FIFO or a directory.
 void require_replaceable(const std::string& path, const std::string& what);
 
+// Writes all bytes to an open descriptor (retrying short writes and EINTR); throws bmojo::Error
+// "<what>: writing '<path>' failed: <reason>" otherwise.
+void write_fully(int fd, const void* data, size_t bytes, const std::string& what, const std::string& path);
+
 // Writes a file under a temporary name and renames it over `path` on commit(); destroyed without commit()
 // (an error on the way), it removes the temporary file and leaves `path` as it was.
 class AtomicFile {

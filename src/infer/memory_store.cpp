@@ -30,16 +30,6 @@ constexpr char kStoreMagic[8] = {'B', 'M', 'J', 'S', 'T', 'O', 'R', 'E'};
 constexpr uint32_t kStoreVersion = 1;
 constexpr uint32_t kRecordMagic = 0x52454331;  // "REC1"
 
-void write_all(int fd, const char* data, size_t n, const std::string& path) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, data, n);
-    if (w < 0 && errno == EINTR) continue;
-    check(w > 0, "memory store '" + path + "': write failed: " + std::strerror(errno));
-    data += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
 }  // namespace
 
 // One HNSW graph per KV head over the entries' keys (inner-product space).
@@ -110,7 +100,7 @@ MemoryStore::MemoryStore(const std::string& path, uint64_t fingerprint, int kv_h
     if (::ftruncate(fd_, 0) != 0) fail_closed("memory store '" + path + "': cannot truncate");
     ::lseek(fd_, 0, SEEK_SET);
     try {
-      write_all(fd_, header, kHeaderBytes, path);
+      write_fully(fd_, header, kHeaderBytes, "memory store", path);
     } catch (...) {
       ::close(fd_);
       fd_ = -1;
@@ -132,7 +122,7 @@ MemoryStore::MemoryStore(const std::string& path, uint64_t fingerprint, int kv_h
     // tail) is cut off so appends start on a record boundary.
     const size_t rec = record_bytes();
     const size_t floats = static_cast<size_t>(2) * kv_heads_ * head_dim_;
-    size_t at = kHeaderBytes, good_end = kHeaderBytes, skipped_bytes = 0, damaged = 0;
+    size_t at = kHeaderBytes, good_end = kHeaderBytes, damaged = 0;
     bool in_damage = false;
     while (at + rec <= bytes.size()) {
       const char* r = bytes.data() + at;
@@ -164,7 +154,8 @@ MemoryStore::MemoryStore(const std::string& path, uint64_t fingerprint, int kv_h
     }
     loaded_ = positions_.size();
     const size_t tail = bytes.size() - good_end;
-    skipped_bytes = good_end - kHeaderBytes - loaded_ * rec;  // damage before the last intact record
+    const size_t skipped_bytes =
+        good_end - kHeaderBytes - loaded_ * rec;  // damage before the last intact record
     if (tail > 0) {
       if (::ftruncate(fd_, static_cast<off_t>(good_end)) != 0)
         fail_closed("memory store '" + path + "': cannot truncate");
@@ -263,7 +254,7 @@ void MemoryStore::write_and_commit(std::vector<Pending>& batch) {
     std::memcpy(r + rec - 8, &sum, 8);
   }
   try {
-    write_all(fd_, bytes.data(), bytes.size(), path_);
+    write_fully(fd_, bytes.data(), bytes.size(), "memory store", path_);
   } catch (...) {
     // Whatever part of the batch reached the file is cut off, so the file ends on a record boundary.
     if (::ftruncate(fd_, static_cast<off_t>(good_size_)) == 0)

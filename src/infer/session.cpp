@@ -115,7 +115,7 @@ class Reader {
     if (n > 0) std::memcpy(v.data(), s_.data() + at_, n * sizeof(float));
     at_ += n * sizeof(float);
     for (float x : v)
-      check(std::isfinite(x), "state file '" + path_ + "': " + what + " holds a non-finite value");
+      if (!std::isfinite(x)) fail("state file '" + path_ + "': " + what + " holds a non-finite value");
     return v;
   }
   size_t at() const { return at_; }

@@ -16,17 +16,7 @@ namespace {
 
 bmojo::Model& model() {
   static bmojo::Model* m = [] {
-    bmojo::ModelConfig c;
-    c.vocab_size = 40;
-    c.d_model = 16;
-    c.n_heads = 2;
-    c.n_kv_heads = 1;
-    c.layers = "ABFM";
-    c.window = 3;
-    c.eidetic_per_chunk = 1;
-    c.eidetic_capacity = 2;
-    c.d_ff = 8;
-    auto* model = new bmojo::Model(c);
+    auto* model = new bmojo::Model(bmojo::fuzz::state_model_config());
     model->init_weights(7);
     return model;
   }();

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <string>
 
+#include "model/config.hpp"
+
 namespace bmojo::fuzz {
 
 inline std::string scratch_path(const char* name) {
@@ -19,6 +21,21 @@ inline void write_input(const std::string& path, const uint8_t* data, size_t siz
   if (f == nullptr) return;
   if (size > 0) std::fwrite(data, 1, size, f);
   std::fclose(f);
+}
+
+// The small model fuzz_state loads states into, with every layer kind; make_seeds.cpp writes its seeds.
+inline ModelConfig state_model_config() {
+  ModelConfig c;
+  c.vocab_size = 40;
+  c.d_model = 16;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.layers = "ABFM";
+  c.window = 3;
+  c.eidetic_per_chunk = 1;
+  c.eidetic_capacity = 2;
+  c.d_ff = 8;
+  return c;
 }
 
 }  // namespace bmojo::fuzz

@@ -9,6 +9,7 @@
 #include "core/blas.hpp"
 #include "data/token_file.hpp"
 #include "data/tokenizer.hpp"
+#include "fuzz_util.hpp"
 #include "infer/memory_store.hpp"
 #include "infer/session.hpp"
 #include "train/checkpoint.hpp"
@@ -27,15 +28,7 @@ int main(int argc, char** argv) {
     fs::create_directories(dir / h);
 
   Config c;
-  c.model.vocab_size = 40;
-  c.model.d_model = 16;
-  c.model.n_heads = 2;
-  c.model.n_kv_heads = 1;
-  c.model.layers = "ABFM";
-  c.model.window = 3;
-  c.model.eidetic_per_chunk = 1;
-  c.model.eidetic_capacity = 2;
-  c.model.d_ff = 8;
+  c.model = fuzz::state_model_config();
   c.data.seq_len = 16;
   c.data.num_kv_pairs = 2;
   std::ofstream(dir / "config" / "small.json") << config_to_json(c).dump(1);
