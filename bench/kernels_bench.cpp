@@ -14,6 +14,7 @@
 #include "core/rng.hpp"
 #include "core/runtime.hpp"
 #include "kernels/attention.hpp"
+#include "kernels/skinny_matmul.hpp"
 #include "kernels/ssm_scan.hpp"
 
 namespace {
@@ -177,6 +178,49 @@ void BM_Peak(benchmark::State& state) {
   for (auto _ : state) gflops = measure_fp32_peak(threads, 0.2).gflops;
   state.counters["GFLOP/s"] = gflops;
 }
+
+// Args: M, N, K, trans_b. Products with few rows against a large B (decode against a weight matrix):
+// kSkinny true runs kernels/skinny_matmul.cpp, false one cblas_sgemm with OpenBLAS's threads. GB/s counts
+// the bytes of B, read once per product.
+template <bool kSkinny>
+void BM_SkinnyMatmul(benchmark::State& state) {
+  const int M = static_cast<int>(state.range(0)), N = static_cast<int>(state.range(1)),
+            K = static_cast<int>(state.range(2));
+  const bool tb = state.range(3) != 0;
+  // Several copies of B, used in turn, so B comes from memory rather than cache.
+  constexpr int kCopies = 32;
+  const auto A = random_vector(static_cast<size_t>(M) * K, 1);
+  std::vector<std::vector<float>> B;
+  for (int c = 0; c < kCopies; ++c) B.push_back(random_vector(static_cast<size_t>(K) * N, 2 + c));
+  std::vector<float> C(static_cast<size_t>(M) * N);
+  const int ldb = tb ? K : N;
+  int turn = 0;
+  for (auto _ : state) {
+    const float* b = B[turn++ % kCopies].data();
+    if constexpr (kSkinny)
+      skinny_matmul(tb, M, N, K, 1.0f, A.data(), K, b, ldb, 0.0f, C.data(), N);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A.data(), K, b,
+                  ldb, 0.0f, C.data(), N);
+    benchmark::ClobberMemory();
+  }
+  state.counters["GB/s"] = benchmark::Counter(4.0 * N * K * static_cast<double>(state.iterations()),
+                                              benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+// The weight products of the 106M B model (d_model 768, d_inner 1536, d_ff 2048, vocab 4096): in_proj,
+// out_proj, QKV, Wo and P, the MLP's two, the LM head (B^T); at 1, 4 and 16 rows.
+void DecodeShapes(benchmark::internal::Benchmark* b) {
+  for (int m : {1, 4, 16})
+    b->Args({m, 3072, 768, 0})
+        ->Args({m, 768, 1536, 0})
+        ->Args({m, 2304, 768, 0})
+        ->Args({m, 768, 768, 0})
+        ->Args({m, 4096, 768, 0})
+        ->Args({m, 768, 2048, 0})
+        ->Args({m, 4096, 768, 1});
+}
+BENCHMARK(BM_SkinnyMatmul<true>)->Name("skinny/bmojo")->Apply(DecodeShapes);
+BENCHMARK(BM_SkinnyMatmul<false>)->Name("skinny/openblas_sgemm")->Apply(DecodeShapes);
 
 // Two shapes of the AAAA step (MLP products of 2048 tokens) and one that fits a core's L2.
 void StepShapes(benchmark::internal::Benchmark* b) {

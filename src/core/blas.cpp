@@ -15,6 +15,7 @@
 #include "core/cpu_features.hpp"
 #include "core/error.hpp"
 #include "core/profile.hpp"
+#include "kernels/skinny_matmul.hpp"
 
 namespace bmojo {
 
@@ -230,6 +231,11 @@ void matmul(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const 
   if (g_bf16 && K > 0 && static_cast<double>(M) * N * K >= kBf16MinFlops && omp_in_parallel() == 0) {
     const profile::Scope scope("matmul_bf16", flops);
     matmul_bf16_dnnl(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  if (skinny_matmul_worth(trans_a, M, N, K)) {
+    const profile::Scope scope("matmul_skinny", flops);
+    skinny_matmul(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
   const profile::Scope scope("matmul_fp32", flops);

@@ -1,0 +1,202 @@
+#include "kernels/skinny_matmul.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "core/parallel.hpp"
+
+namespace bmojo {
+
+namespace {
+
+// One vector of the widest ISA the build targets (GCC/Clang vector extensions: AVX-512 zmm or AVX2 ymm),
+// and the register tiles sized to its register file (32 or 16 vector registers).
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+constexpr int kRowTileNT = 4;  // NT: 4 rows x 4 B rows = 16 accumulators
+constexpr int kRowTileNN = 4;  // NN: 4 rows x 4 rows of B = 16 coefficients in registers
+#else
+constexpr int kLanes = 8;
+constexpr int kRowTileNT = 3;  // 12 accumulators
+constexpr int kRowTileNN = 2;  // 8 coefficients
+#endif
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+constexpr size_t kPartialBytes = 32 * 1024;  // NN: partial sums of a block of columns (in L2)
+constexpr int kKRows = 4;                    // NN: rows of B per pass over the block's partial sums
+constexpr int kBRows = 4;                    // NT: rows of B per group
+
+inline Vec load(const float* p) {
+  Vec v;
+  __builtin_memcpy(&v, p, sizeof(Vec));
+  return v;
+}
+inline void store(float* p, Vec v) {
+  __builtin_memcpy(p, &v, sizeof(Vec));
+}
+inline float lane_sum(Vec v) {
+  float s = 0.0f;
+  for (int i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+}
+
+// Calls tile<R>(...) for R = rows (1 <= rows <= Max) through a switch on the compile-time tile sizes.
+template <int R, typename F>
+void dispatch_rows(int rows, F&& f) {
+  if constexpr (R >= 1) {
+    if (rows == R) return f(std::integral_constant<int, R>{});
+    dispatch_rows<R - 1>(rows, f);
+  }
+}
+
+// Y[r, :nc] += sum_{i < kKRows} A[r, i] B[i, :nc] for rows r < R: each vector of B loaded once for the R
+// rows (the kKRows x R coefficients in registers).
+template <int R>
+void nn_rows(const float* A, int lda, const float* b, int ldb, float* Y, int ldy, int nc, int nv) {
+  float a[R][kKRows];
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < kKRows; ++i) a[r][i] = A[static_cast<int64_t>(r) * lda + i];
+  for (int v = 0; v < nv; ++v) {
+    const int o = v * kLanes;
+    Vec w[kKRows];
+    for (int i = 0; i < kKRows; ++i) w[i] = load(b + static_cast<int64_t>(i) * ldb + o);
+    for (int r = 0; r < R; ++r) {
+      float* y = Y + static_cast<int64_t>(r) * ldy + o;
+      Vec acc = load(y);
+      for (int i = 0; i < kKRows; ++i) acc += a[r][i] * w[i];
+      store(y, acc);
+    }
+  }
+  for (int j = nv * kLanes; j < nc; ++j)
+    for (int r = 0; r < R; ++r)
+      for (int i = 0; i < kKRows; ++i)
+        Y[static_cast<int64_t>(r) * ldy + j] += a[r][i] * b[static_cast<int64_t>(i) * ldb + j];
+}
+
+// P (M, N), row stride N = A[:, k0 .. k1) B[k0 .. k1, :], B stored (K, N): the rows of B are read once,
+// in order (one contiguous stream per thread), in blocks of kKRows rows by as many columns as keep the
+// block's partial sums for all M rows within kPartialBytes (in cache across the rows).
+void nn_partial(int M, int N, int k0, int k1, const float* A, int lda, const float* B, int ldb, float* P) {
+  const int cols = std::max(kLanes, static_cast<int>(kPartialBytes / (sizeof(float) * M)) / kLanes * kLanes);
+  for (int cb = 0; cb < N; cb += cols) {
+    const int nc = std::min(cols, N - cb), nv = nc / kLanes;
+    float* Y = P + cb;
+    for (int r = 0; r < M; ++r) std::fill_n(Y + static_cast<int64_t>(r) * N, nc, 0.0f);
+    int k = k0;
+    for (; k + kKRows <= k1; k += kKRows) {
+      const float* b = B + static_cast<int64_t>(k) * ldb + cb;
+      for (int r0 = 0; r0 < M; r0 += kRowTileNN)
+        dispatch_rows<kRowTileNN>(std::min(kRowTileNN, M - r0), [&](auto R) {
+          nn_rows<decltype(R)::value>(A + static_cast<int64_t>(r0) * lda + k, lda, b, ldb,
+                                      Y + static_cast<int64_t>(r0) * N, N, nc, nv);
+        });
+    }
+    for (; k < k1; ++k) {
+      const float* b = B + static_cast<int64_t>(k) * ldb + cb;
+      for (int r = 0; r < M; ++r) {
+        const float a0 = A[static_cast<int64_t>(r) * lda + k];
+        float* y = Y + static_cast<int64_t>(r) * N;
+        for (int j = 0; j < nc; ++j) y[j] += a0 * b[j];
+      }
+    }
+  }
+}
+
+// Rows [0, R) of A against B rows n0 .. n0 + kBRows (B stored (N, K)).
+template <int R>
+void nt_tile(int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* C,
+             int ldc) {
+  Vec acc[R][kBRows] = {};
+  int k = 0;
+  for (; k + kLanes <= K; k += kLanes) {
+    Vec b[kBRows];
+    for (int j = 0; j < kBRows; ++j) b[j] = load(B + static_cast<int64_t>(j) * ldb + k);
+    for (int r = 0; r < R; ++r) {
+      const Vec a = load(A + static_cast<int64_t>(r) * lda + k);
+      for (int j = 0; j < kBRows; ++j) acc[r][j] += a * b[j];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < kBRows; ++j) {
+      float s = lane_sum(acc[r][j]);
+      for (int kk = k; kk < K; ++kk)
+        s += A[static_cast<int64_t>(r) * lda + kk] * B[static_cast<int64_t>(j) * ldb + kk];
+      float& out = C[static_cast<int64_t>(r) * ldc + j];
+      out = beta == 0.0f ? alpha * s : alpha * s + beta * out;
+    }
+}
+
+}  // namespace
+
+void skinny_matmul(bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+                   int ldb, float beta, float* C, int ldc) {
+  if (M <= 0 || N <= 0) return;
+  const bool threaded =
+      omp_in_parallel() == 0 && omp_get_max_threads() > 1 && parallel_worth(static_cast<double>(N) * K);
+  if (!trans_b) {
+    // Each thread takes a contiguous range of B's rows (one unbroken stream from memory) into its own
+    // partial product; then each sums a slice of columns over the partials into C.
+    const int parts = threaded ? std::min(omp_get_max_threads(), std::max(1, K / 64)) : 1;
+    thread_local std::vector<float> partial;  // the calling thread's, reused: no allocation per call
+    const size_t size = static_cast<size_t>(M) * N;
+    if (partial.size() < parts * size) partial.resize(parts * size);
+    float* P = partial.data();
+#pragma omp parallel num_threads(parts) if (parts > 1)
+    {
+      const int np = omp_get_num_threads(), p = omp_get_thread_num();
+      nn_partial(M, N, static_cast<int>(static_cast<int64_t>(K) * p / np),
+                 static_cast<int>(static_cast<int64_t>(K) * (p + 1) / np), A, lda, B, ldb, P + p * size);
+#pragma omp barrier
+      const int c0 = static_cast<int>(static_cast<int64_t>(N) * p / np),
+                c1 = static_cast<int>(static_cast<int64_t>(N) * (p + 1) / np);
+      for (int r = 0; r < M; ++r) {
+        float* out = C + static_cast<int64_t>(r) * ldc;
+        for (int c = c0; c < c1; ++c) {
+          float v = 0.0f;
+          for (int q = 0; q < np; ++q) v += P[q * size + static_cast<size_t>(r) * N + c];
+          out[c] = beta == 0.0f ? alpha * v : alpha * v + beta * out[c];
+        }
+      }
+    }
+    return;
+  }
+  const int groups = (N + kBRows - 1) / kBRows;
+#pragma omp parallel for schedule(static) if (threaded)
+  for (int g = 0; g < groups; ++g) {
+    const int n0 = g * kBRows;
+    if (n0 + kBRows > N) {  // the last rows of B, plain loops
+      for (int n = n0; n < N; ++n)
+        for (int r = 0; r < M; ++r) {
+          float s = 0.0f;
+          for (int k = 0; k < K; ++k)
+            s += A[static_cast<int64_t>(r) * lda + k] * B[static_cast<int64_t>(n) * ldb + k];
+          float& out = C[static_cast<int64_t>(r) * ldc + n];
+          out = beta == 0.0f ? alpha * s : alpha * s + beta * out;
+        }
+      continue;
+    }
+    for (int r0 = 0; r0 < M; r0 += kRowTileNT)
+      dispatch_rows<kRowTileNT>(std::min(kRowTileNT, M - r0), [&](auto R) {
+        nt_tile<decltype(R)::value>(K, alpha, A + static_cast<int64_t>(r0) * lda, lda,
+                                    B + static_cast<int64_t>(n0) * ldb, ldb, beta,
+                                    C + static_cast<int64_t>(r0) * ldc + n0, ldc);
+      });
+  }
+}
+
+void skinny_matmul_reference(bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                             const float* B, int ldb, float beta, float* C, int ldc) {
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double s = 0.0;
+      for (int k = 0; k < K; ++k)
+        s += static_cast<double>(A[static_cast<int64_t>(m) * lda + k]) *
+             (trans_b ? B[static_cast<int64_t>(n) * ldb + k] : B[static_cast<int64_t>(k) * ldb + n]);
+      float& out = C[static_cast<int64_t>(m) * ldc + n];
+      out = static_cast<float>(beta == 0.0f ? alpha * s : alpha * s + beta * static_cast<double>(out));
+    }
+}
+
+}  // namespace bmojo
