@@ -7,6 +7,7 @@
 #include <cmath>
 #include <string>
 
+#include "core/error.hpp"
 #include "core/rng.hpp"
 #include "model/model.hpp"
 
@@ -86,6 +87,15 @@ void ScratchDirTest::SetUp() {
 
 void ScratchDirTest::TearDown() {
   std::filesystem::remove_all(dir_);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 }  // namespace bmojo::test

@@ -21,6 +21,9 @@ std::vector<int32_t> random_tokens(int n, int V, uint64_t seed);
 // non-zero predictor P); the SSM's A_log and dt_bias are left alone so the scan stays stable.
 void randomize_model(Model& m, uint64_t seed);
 
+// The message of the bmojo::Error that f throws; "" when it throws none.
+std::string error_of(const std::function<void()>& f);
+
 // max_i |a_i - b_i| / max(max_i |b_i|, 1e-6): error relative to the reference's magnitude.
 double relative_error(const float* a, const float* b, size_t n);
 inline double relative_error(const std::vector<float>& a, const std::vector<float>& b) {

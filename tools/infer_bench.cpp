@@ -12,6 +12,7 @@
 #include "common_options.hpp"
 #include "core/blas.hpp"
 #include "core/error.hpp"
+#include "core/machine_peak.hpp"
 #include "core/rng.hpp"
 #include "infer/session.hpp"
 #include "model/config.hpp"
@@ -35,6 +36,105 @@ Spread spread_of(const std::vector<double>& v) {
   for (double x : v) s.sd += (x - s.mean) * (x - s.mean);
   s.sd = v.size() > 1 ? std::sqrt(s.sd / static_cast<double>(v.size() - 1)) : 0.0;
   return s;
+}
+
+// Bytes one decode step of one sequence reads: every weight (the embedding only one row, unless the LM head
+// shares it) and the sequence's state.
+double decode_bytes_per_token(const Model& model, size_t state_bytes) {
+  const ModelConfig& c = model.config();
+  double weights = static_cast<double>(model.num_params()) * sizeof(float);
+  if (!c.tie_embeddings) weights -= static_cast<double>(c.vocab_size - 1) * c.d_model * sizeof(float);
+  return weights + static_cast<double>(state_bytes);
+}
+
+// Aggregate decode tokens/s of `sequences` sequences, each prefilled with `context` tokens of its own,
+// then advanced one token each per step for `decode` steps.
+struct BatchRun {
+  double tokens_per_s = 0.0;
+  size_t state_bytes = 0;  // per sequence, after the prefill
+};
+
+BatchRun run_batch(const Model& model, int64_t sequences, int64_t context, int64_t decode, int64_t block,
+                   Rng& rng) {
+  const int V = model.config().vocab_size;
+  BatchSession batch(model);
+  std::vector<int64_t> ids;
+  std::vector<std::vector<int32_t>> tokens(sequences);
+  for (int64_t q = 0; q < sequences; ++q) {
+    ids.push_back(batch.join());
+    tokens[q].resize(context + decode);
+    for (auto& t : tokens[q]) t = static_cast<int32_t>(rng.below(V));
+    for (int64_t s = 0; s < context; s += block)
+      batch.step({{ids[q], tokens[q].data() + s, std::min(block, context - s)}}, nullptr);
+  }
+  BatchRun r;
+  r.state_bytes = batch.state(ids[0]).bytes();
+  std::vector<float> logits(sequences * V);
+  std::vector<BatchSession::Input> inputs(sequences);
+  const auto t0 = Clock::now();
+  for (int64_t i = 0; i < decode; ++i) {
+    for (int64_t q = 0; q < sequences; ++q) inputs[q] = {ids[q], tokens[q].data() + context + i, 1};
+    batch.step(inputs, logits.data());
+  }
+  r.tokens_per_s = sequences * decode / std::chrono::duration<double>(Clock::now() - t0).count();
+  return r;
+}
+
+int run_batched(const InferBenchOptions& o, const Config& c, const Model& model) {
+  for (int64_t n : o.concurrent)
+    check(n >= 1 && n <= 4096,
+          "--concurrent: sequence counts must be in [1, 4096], got " + std::to_string(n));
+  const double probe = o.bandwidth ? measure_read_bandwidth(num_threads()) : 0.0;
+  if (!o.json) {
+    std::printf("%10s %10s %24s %18s %10s %14s\n", "context", "sequences", "decode tokens/s (all)",
+                "per sequence", "vs one", "state bytes");
+  }
+  Rng rng(c.train.seed);
+  for (int64_t n : o.contexts) {
+    double one = 0.0;
+    for (int64_t seqs : o.concurrent) {
+      std::vector<double> rates;
+      size_t bytes = 0;
+      for (int r = 0; r < o.repeats; ++r) {
+        const BatchRun run = run_batch(model, seqs, n, o.decode_tokens, o.prefill_block, rng);
+        rates.push_back(run.tokens_per_s);
+        bytes = run.state_bytes;
+      }
+      const Spread d = spread_of(rates);
+      if (seqs == 1) one = d.mean;
+      const double ratio = one > 0.0 ? d.mean / one : 0.0;
+      // Decode of one sequence reads the weights and its state once per token: its GB/s against the probe.
+      const double gbs = seqs == 1 ? d.mean * decode_bytes_per_token(model, bytes) / 1e9 : 0.0;
+      if (o.json) {
+        nlohmann::json j{{"layers", c.model.layers},
+                         {"d_model", c.model.d_model},
+                         {"window", c.model.window},
+                         {"params", model.num_params()},
+                         {"context", n},
+                         {"sequences", seqs},
+                         {"decode_tokens_per_s", d.mean},
+                         {"decode_sd", d.sd},
+                         {"vs_one", ratio},
+                         {"state_bytes_per_sequence", bytes},
+                         {"decode_tokens", o.decode_tokens},
+                         {"repeats", o.repeats},
+                         {"threads", num_threads()}};
+        if (seqs == 1) j["decode_read_gb_per_s"] = gbs;
+        if (probe > 0.0) j["read_bandwidth_gb_per_s"] = probe;
+        std::cout << j.dump() << std::endl;
+      } else {
+        std::printf("%10lld %10lld %15.1f ± %-6.1f %18.1f %9.2fx %14zu\n", static_cast<long long>(n),
+                    static_cast<long long>(seqs), d.mean, d.sd, d.mean / seqs, ratio, bytes);
+        if (seqs == 1 && probe > 0.0)
+          std::printf(
+              "%21s one sequence reads %.1f MB per token: %.1f GB/s, %.0f%% of the %.1f GB/s read "
+              "bandwidth measured now\n",
+              "", decode_bytes_per_token(model, bytes) / 1e6, gbs, 100.0 * gbs / probe, probe);
+        std::fflush(stdout);
+      }
+    }
+  }
+  return 0;
 }
 
 }  // namespace
@@ -63,6 +163,7 @@ int run_infer_bench(const InferBenchOptions& o) {
     std::printf("infer-bench | layers %s | d_model %d | window %d | params %zu | threads %d | BLAS %s\n",
                 c.model.layers.c_str(), c.model.d_model, c.model.window, model.num_params(), num_threads(),
                 blas_core_name().c_str());
+  if (!o.concurrent.empty()) return run_batched(o, c, model);
   if (!o.json)
     std::printf("%10s %24s %24s %14s\n", "context", "prefill tokens/s", "decode tokens/s", "state bytes");
   Rng rng(c.train.seed);
@@ -132,6 +233,12 @@ Command infer_bench_command(CLI::App& app) {
               decltype(s->ib.prefill_block){1}, decltype(s->ib.prefill_block){kMaxPrefillBlock});
   add_integer(infer_bench, "--threads", s->ib.threads, "Threads (default: all cores)", 1, kMaxThreads);
   infer_bench->add_flag("--json", s->ib.json, "One JSON line per context length");
+  add_integers(infer_bench, "--concurrent", s->ib.concurrent,
+               "Batched decode: sequences decoded together, e.g. 1,4,16,64 (aggregate tokens/s per count)",
+               decltype(s->ib.concurrent)::value_type{1}, decltype(s->ib.concurrent)::value_type{4096});
+  infer_bench->add_flag(
+      "--bandwidth", s->ib.bandwidth,
+      "With --concurrent: measure the memory read bandwidth and one sequence's share of it");
   return {infer_bench, [s] { return (s->ib.fallback = default_config(), run_infer_bench(s->ib)); }};
 }
 

@@ -20,7 +20,10 @@ struct InferBenchOptions {
   int64_t prefill_block = 512;
   int threads = 0;
   bool json = false;
-  Config fallback;  // used when neither config_path nor checkpoint is given
+  // Batched decode: for each context, this many sequences decoded together (empty: one Session, as above).
+  std::vector<int64_t> concurrent;
+  bool bandwidth = false;  // also measure the memory read bandwidth and decode's share of it
+  Config fallback;         // used when neither config_path nor checkpoint is given
 };
 
 int run_infer_bench(const InferBenchOptions& o);

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <vector>
 
 #include "core/cpu_features.hpp"
 
@@ -112,6 +113,32 @@ NominalPeak nominal_fp32_peak(int threads) {
   p.ghz = best;
   p.gflops = p.cores * p.fma_per_cycle * 2.0 * p.ghz;
   return p;
+}
+
+double measure_read_bandwidth(int threads) {
+  constexpr size_t kFloats = size_t{64} << 20;  // 256 MiB
+  constexpr int kLanes = 32;                    // independent sums: the adds never wait on each other
+  std::vector<float> buffer(kFloats, 1.0f);
+  double best = 0.0;
+  volatile float sink = 0.0f;
+  for (int pass = 0; pass < 4; ++pass) {
+    const auto t0 = std::chrono::steady_clock::now();
+    float total = 0.0f;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+      float acc[kLanes] = {};
+#pragma omp for schedule(static)
+      for (size_t i = 0; i < kFloats; i += kLanes)
+#pragma omp simd
+        for (int j = 0; j < kLanes; ++j) acc[j] += buffer[i + j];
+      for (float a : acc) total += a;
+    }
+    sink = total;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (pass > 0) best = std::max(best, static_cast<double>(kFloats * sizeof(float)) / s / 1e9);
+  }
+  (void)sink;
+  return best;
 }
 
 }  // namespace bmojo

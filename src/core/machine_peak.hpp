@@ -29,4 +29,10 @@ struct PeakMeasurement {
 // Runs for about `seconds` in total.
 PeakMeasurement measure_fp32_peak(int threads, double seconds = 0.3);
 
+// The memory read bandwidth `threads` threads reach now, GB/s (1e9 bytes): each sums its contiguous share
+// of a buffer far larger than the caches (256 MiB) with independent vector accumulators; best of a few
+// passes after a first one that faults the pages in. What decode, which streams the weights once per step,
+// can at best reach (`bmojo infer-bench` reports its share of it).
+double measure_read_bandwidth(int threads);
+
 }  // namespace bmojo

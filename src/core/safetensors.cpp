@@ -36,15 +36,20 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsIte
   for (size_t i = 0; i < items.size(); ++i) {
     uint64_t numel = 1;
     for (int64_t d : items[i].shape) numel *= static_cast<uint64_t>(d);
-    bytes[i] = numel * 4;
-    header[items[i].name] = {
-        {"dtype", "F32"}, {"shape", items[i].shape}, {"data_offsets", {offset, offset + bytes[i]}}};
+    const bool i64 = items[i].i64 != nullptr;
+    bytes[i] = numel * (i64 ? 8 : 4);
+    header[items[i].name] = {{"dtype", i64 ? "I64" : "F32"},
+                             {"shape", items[i].shape},
+                             {"data_offsets", {offset, offset + bytes[i]}}};
     offset += bytes[i];
   }
   header["__metadata__"] = metadata;
   // Items are laid out in order, so chaining over them is chaining over the data section in file order.
   uint64_t sum = header_hash(header);
-  for (size_t i = 0; i < items.size(); ++i) sum = fast_hash64(items[i].data, bytes[i], sum);
+  const auto bytes_of = [&](size_t i) -> const void* {
+    return items[i].i64 != nullptr ? static_cast<const void*>(items[i].i64) : items[i].data;
+  };
+  for (size_t i = 0; i < items.size(); ++i) sum = fast_hash64(bytes_of(i), bytes[i], sum);
   header["__metadata__"][kChecksumKey] = hex64(sum);
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
@@ -55,8 +60,14 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsIte
   AtomicFile f(path, what);
   f.write(len, 8);
   f.write(text.data(), text.size());
-  for (size_t i = 0; i < items.size(); ++i) f.write(items[i].data, bytes[i]);
+  for (size_t i = 0; i < items.size(); ++i) f.write(bytes_of(i), bytes[i]);
   f.commit();
+}
+
+std::vector<int64_t> SafetensorsFile::i64_values(const SafetensorsTensor& t) const {
+  std::vector<int64_t> v(t.i64 ? t.numel() : 0);
+  if (!v.empty()) std::memcpy(v.data(), bytes.data() + data_start + t.begin, v.size() * 8);
+  return v;
 }
 
 SafetensorsFile read_safetensors(const std::string& path, const std::string& what) {
@@ -88,8 +99,11 @@ SafetensorsFile read_safetensors(const std::string& path, const std::string& wha
     const std::string tw = where + "tensor '" + it.key() + "': ";
     check(e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
           tw + "entry needs dtype, shape and data_offsets");
-    check(e["dtype"] == "F32", tw + "dtype " + json_brief(e["dtype"]) + " is not supported (F32 expected)");
+    check(e["dtype"] == "F32" || e["dtype"] == "I64",
+          tw + "dtype " + json_brief(e["dtype"]) + " is not supported (F32 or I64 expected)");
     SafetensorsTensor t;
+    t.i64 = e["dtype"] == "I64";
+    const uint64_t element = t.i64 ? 8 : 4;
     check(e["shape"].is_array() && e["shape"].size() <= 8, tw + "shape is not an array of at most 8 sizes");
     uint64_t numel = 1;
     for (const nlohmann::json& d : e["shape"]) {
@@ -106,8 +120,9 @@ SafetensorsFile read_safetensors(const std::string& path, const std::string& wha
           tw + "bad data_offsets " + json_brief(off));
     t.begin = off[0].get<uint64_t>();
     t.end = off[1].get<uint64_t>();
-    check(t.begin <= t.end && t.end - t.begin == numel * 4,
-          tw + "byte range " + json_brief(off) + " does not hold " + std::to_string(numel) + " floats");
+    check(t.begin <= t.end && t.end - t.begin == numel * element,
+          tw + "byte range " + json_brief(off) + " does not hold " + std::to_string(numel) +
+              (t.i64 ? " 64-bit integers" : " floats"));
     check(t.end <= data_size, tw + "data ends at byte " + std::to_string(t.end) +
                                   " but the file holds only " + std::to_string(data_size) +
                                   " data bytes: the file is truncated");

@@ -19,32 +19,29 @@
 #include <thread>
 #include <vector>
 
+#include "model/layer_state.hpp"
+
 namespace bmojo {
 
-struct RetrievedEntry {
-  int64_t position = 0;   // in this run's positions; -1 for entries written by an earlier run
-  std::vector<float> kv;  // [raw key | value] of one KV head (2 Dh)
-};
-
-class MemoryStore {
+class MemoryStore : public LongTermStore {
  public:
   // Opens the store file at path (created, with its directory, if missing). Throws bmojo::Error when the
   // file belongs to another model or shape, or the directory is not writable. notice receives a line for
   // the user when a torn tail was dropped (empty otherwise).
   MemoryStore(const std::string& path, uint64_t fingerprint, int kv_heads, int head_dim, bool synchronous,
               std::string* notice = nullptr);
-  ~MemoryStore();
+  ~MemoryStore() override;
   MemoryStore(const MemoryStore&) = delete;
   MemoryStore& operator=(const MemoryStore&) = delete;
 
   // Queues an entry ([raw k | v] of all KV heads, 2 Hk Dh floats). Asynchronous stores return at once; the
   // writer commits it later. Synchronous stores write and commit before returning.
-  void add(int64_t position, float score, const float* kv);
+  void add(int64_t position, float score, const float* kv) override;
   // Waits until every queued entry is written and visible to retrieve(). Throws bmojo::Error if a write
   // failed since the store was opened (the entries concerned are not stored).
   void flush();
   // For each KV head g, up to r committed entries with the largest key . queries[g] (queries: Hk x Dh).
-  std::vector<std::vector<RetrievedEntry>> retrieve(const float* queries, int r) const;
+  std::vector<std::vector<RetrievedEntry>> retrieve(const float* queries, int r) const override;
   size_t size() const;  // committed entries
   size_t loaded_from_disk() const { return loaded_; }
   const std::string& path() const { return path_; }

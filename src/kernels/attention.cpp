@@ -457,3 +457,237 @@ void attention_backward(const AttentionGrads& gr, const float* dout, const float
 }
 
 }  // namespace bmojo
+
+// ---- The recurrent step's attention ----
+
+namespace bmojo {
+
+namespace {
+
+// The block's products: through BLAS for blocks of many queries; for the few queries of decode, plain
+// loops (a BLAS call per head and key set costs more than the products themselves).
+constexpr int kDirectRows = 4;
+
+void block_product(bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+                   int ldb, float beta, float* C, int ldc) {
+  if (M > kDirectRows) {
+    matmul(false, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  for (int i = 0; i < M; ++i) {
+    const float* a = A + static_cast<int64_t>(i) * lda;
+    float* c = C + static_cast<int64_t>(i) * ldc;
+    if (trans_b) {  // c[j] = alpha a . B_j (+ beta c[j])
+      for (int j = 0; j < N; ++j) {
+        const float* b = B + static_cast<int64_t>(j) * ldb;
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int k = 0; k < K; ++k) acc += a[k] * b[k];
+        c[j] = beta == 0.0f ? alpha * acc : alpha * acc + beta * c[j];
+      }
+    } else {  // c = alpha sum_k a[k] B_k (+ beta c)
+      if (beta == 0.0f)
+        std::fill_n(c, N, 0.0f);
+      else if (beta != 1.0f)
+        for (int j = 0; j < N; ++j) c[j] *= beta;
+      for (int k = 0; k < K; ++k) {
+        const float w = alpha * a[k];
+        if (w == 0.0f) continue;
+        const float* b = B + static_cast<int64_t>(k) * ldb;
+#pragma omp simd
+        for (int j = 0; j < N; ++j) c[j] += w * b[j];
+      }
+    }
+  }
+}
+
+// Which cached keys query t of a step task may read, by set; the same rule as the parallel form.
+struct StepSpans {
+  int64_t wlo, whi;  // window positions [wlo, whi]
+  int64_t flo, fhi;  // fading positions [flo, fhi] (empty when flo > fhi)
+};
+
+StepSpans step_spans(const StepKeys& k, int64_t t, int W) {
+  StepSpans s;
+  s.wlo = std::max<int64_t>(k.window_first, W > 0 ? t - W + 1 : 0);
+  s.whi = t;
+  s.flo = std::max<int64_t>(k.fading_first, t - 2 * static_cast<int64_t>(W) + 1);
+  s.fhi = k.fading != nullptr && W > 0 ? t - W : s.flo - 1;
+  return s;
+}
+
+void check_step_task(const StepAttentionTask& task, const AttentionDims& d) {
+  check(d.H % d.Hk == 0, "attention_step: H must be a multiple of Hk");
+  const StepKeys& k = task.keys;
+  const bool eidetic = k.memory_count > 0 || k.retrieved != nullptr;
+  check(!eidetic || (task.q_raw != nullptr && d.window > 0),
+        "attention_step: memory entries need unrotated queries and a window");
+  check(k.window != nullptr && k.window_first <= task.t0, "attention_step: the window rows must reach t0");
+  if (eidetic && task.n > 0)
+    check(task.t0 / d.window == (task.t0 + task.n - 1) / d.window,
+          "attention_step: a task with memory entries must not straddle a chunk");
+}
+
+}  // namespace
+
+void attention_step_reference(const StepAttentionTask* tasks, size_t count, const AttentionDims& d) {
+  const int group = d.H / d.Hk, kvd = d.Hk * d.Dh;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d.Dh));
+  std::vector<double> score;
+  std::vector<const float*> value;
+  for (size_t ti = 0; ti < count; ++ti) {
+    const StepAttentionTask& task = tasks[ti];
+    check_step_task(task, d);
+    const StepKeys& k = task.keys;
+    for (int i = 0; i < task.n; ++i) {
+      const int64_t t = task.t0 + i;
+      const StepSpans sp = step_spans(k, t, d.window);
+      for (int h = 0; h < d.H; ++h) {
+        const int g = h / group;
+        const float* q = task.q + i * task.ldq + h * d.Dh;
+        const float* qr = task.q_raw != nullptr ? task.q_raw + i * task.ldq_raw + h * d.Dh : nullptr;
+        score.clear();
+        value.clear();
+        const auto add = [&](const float* query, const float* key, const float* val) {
+          double s = 0.0;
+          for (int c = 0; c < d.Dh; ++c) s += static_cast<double>(query[c]) * key[c];
+          score.push_back(s * scale);
+          value.push_back(val);
+        };
+        for (int64_t p = sp.wlo; p <= sp.whi; ++p) {
+          const float* r = k.window + (p - k.window_first) * k.ld;
+          add(q, r + g * d.Dh, r + kvd + g * d.Dh);
+        }
+        for (int64_t p = sp.flo; p <= sp.fhi; ++p) {
+          const float* r = k.fading + (p - k.fading_first) * k.ld;
+          add(q, r + g * d.Dh, r + kvd + g * d.Dh);
+        }
+        for (int e = 0; e < k.memory_count; ++e)
+          if (k.memory_positions[e] <= t - d.window) {
+            const float* r = k.memory + e * k.ld;
+            add(qr, r + g * d.Dh, r + kvd + g * d.Dh);
+          }
+        if (k.retrieved != nullptr)
+          for (int e = 0; e < k.retrieved_count[g]; ++e)
+            if (k.retrieved_positions[g][e] <= t - d.window) {
+              const float* r = k.retrieved[g] + static_cast<int64_t>(e) * 2 * d.Dh;
+              add(qr, r, r + d.Dh);
+            }
+        double mx = -std::numeric_limits<double>::infinity(), sum = 0.0;
+        for (double s : score) mx = std::max(mx, s);
+        for (double& s : score) sum += (s = std::exp(s - mx));
+        float* o = task.out + i * task.ldo + h * d.Dh;
+        for (int c = 0; c < d.Dh; ++c) {
+          double acc = 0.0;
+          for (size_t j = 0; j < score.size(); ++j) acc += score[j] * value[j][c];
+          o[c] = static_cast<float>(acc / sum);
+        }
+      }
+    }
+  }
+}
+
+void attention_step(const StepAttentionTask* tasks, size_t count, const AttentionDims& d) {
+  const profile::Scope scope("attention_step");
+  const int group = d.H / d.Hk, kvd = d.Hk * d.Dh, W = d.window;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d.Dh));
+  // Work items: (task, block of up to kQueryBlock queries, head).
+  struct Item {
+    size_t task;
+    int i0, i1, h;
+  };
+  // The calling thread's list, reused across calls; the team reads it through this reference (a
+  // thread_local named inside the region would be each thread's own, empty one).
+  thread_local std::vector<Item> item_buffer;
+  std::vector<Item>& items = item_buffer;
+  items.clear();
+  double work = 0.0;
+  for (size_t ti = 0; ti < count; ++ti) {
+    check_step_task(tasks[ti], d);
+    for (int i0 = 0; i0 < tasks[ti].n; i0 += kQueryBlock)
+      for (int h = 0; h < d.H; ++h) items.push_back({ti, i0, std::min(tasks[ti].n, i0 + kQueryBlock), h});
+    const double span =
+        W > 0 ? 3.0 * W + tasks[ti].keys.memory_count + 64 : static_cast<double>(tasks[ti].t0 + tasks[ti].n);
+    work += static_cast<double>(tasks[ti].n) * d.H * d.Dh * span;
+  }
+  ParallelErrors errors;
+  const int64_t n_items = static_cast<int64_t>(items.size());
+#pragma omp parallel if (parallel_worth(work))
+  {
+    std::vector<float> S;
+#pragma omp for schedule(dynamic)
+    for (int64_t it = 0; it < n_items; ++it)
+      errors.guard([&] {
+        const Item& item = items[it];
+        const StepAttentionTask& task = tasks[item.task];
+        const StepKeys& k = task.keys;
+        const int h = item.h, g = h / group, nb = item.i1 - item.i0;
+        const int64_t a = task.t0 + item.i0, b = task.t0 + item.i1;  // positions [a, b)
+        // Column spans shared by the block: window [wlo, b), fading [flo, fend), memory, retrieved.
+        const StepSpans first = step_spans(k, a, W), last = step_spans(k, b - 1, W);
+        const int64_t wlo = first.wlo, nw = b - wlo;
+        const int64_t flo = first.flo;
+        const int64_t nf = k.fading != nullptr && W > 0 ? std::max<int64_t>(0, last.fhi - flo + 1) : 0;
+        int64_t ne = 0;
+        while (ne < k.memory_count && k.memory_positions[ne] <= b - 1 - W) ++ne;
+        const int64_t nr = k.retrieved != nullptr ? k.retrieved_count[g] : 0;
+        const int64_t cols = nw + nf + ne + nr;
+        S.resize(static_cast<size_t>(nb) * cols);
+        const float* qb = task.q + item.i0 * task.ldq + h * d.Dh;
+        const float* qr = task.q_raw != nullptr ? task.q_raw + item.i0 * task.ldq_raw + h * d.Dh : nullptr;
+        const float* wrows = k.window + (wlo - k.window_first) * k.ld;
+        const float* frows = nf > 0 ? k.fading + (flo - k.fading_first) * k.ld : nullptr;
+        const int ldq = static_cast<int>(task.ldq), ldr = static_cast<int>(task.ldq_raw),
+                  ld = static_cast<int>(k.ld), ldS = static_cast<int>(cols);
+        block_product(true, nb, static_cast<int>(nw), d.Dh, scale, qb, ldq, wrows + g * d.Dh, ld, 0.0f,
+                      S.data(), ldS);
+        if (nf > 0)
+          block_product(true, nb, static_cast<int>(nf), d.Dh, scale, qb, ldq, frows + g * d.Dh, ld, 0.0f,
+                        S.data() + nw, ldS);
+        if (ne > 0)
+          block_product(true, nb, static_cast<int>(ne), d.Dh, scale, qr, ldr, k.memory + g * d.Dh, ld, 0.0f,
+                        S.data() + nw + nf, ldS);
+        if (nr > 0)
+          block_product(true, nb, static_cast<int>(nr), d.Dh, scale, qr, ldr, k.retrieved[g], 2 * d.Dh, 0.0f,
+                        S.data() + nw + nf + ne, ldS);
+        // Mask what each query may not read, then softmax its row (masked weights are exactly 0).
+        for (int i = 0; i < nb; ++i) {
+          const int64_t t = a + i;
+          const StepSpans sp = step_spans(k, t, W);
+          float* row = S.data() + static_cast<int64_t>(i) * cols;
+          const auto visible = [&](int64_t c) {
+            if (c < nw) return wlo + c >= sp.wlo && wlo + c <= sp.whi;
+            if (c < nw + nf) return flo + (c - nw) >= sp.flo && flo + (c - nw) <= sp.fhi;
+            if (c < nw + nf + ne) return k.memory_positions[c - nw - nf] <= t - W;
+            return k.retrieved_positions[g][c - nw - nf - ne] <= t - W;
+          };
+          float mx = -std::numeric_limits<float>::infinity();
+          for (int64_t c = 0; c < cols; ++c)
+            if (visible(c)) mx = std::max(mx, row[c]);
+          float sum = 0.0f;
+          for (int64_t c = 0; c < cols; ++c) {
+            row[c] = visible(c) ? std::exp(row[c] - mx) : 0.0f;
+            sum += row[c];
+          }
+          const float inv = 1.0f / sum;
+          for (int64_t c = 0; c < cols; ++c) row[c] *= inv;
+        }
+        float* ob = task.out + item.i0 * task.ldo + h * d.Dh;
+        const int ldo = static_cast<int>(task.ldo);
+        block_product(false, nb, d.Dh, static_cast<int>(nw), 1.0f, S.data(), ldS, wrows + kvd + g * d.Dh, ld,
+                      0.0f, ob, ldo);
+        if (nf > 0)
+          block_product(false, nb, d.Dh, static_cast<int>(nf), 1.0f, S.data() + nw, ldS,
+                        frows + kvd + g * d.Dh, ld, 1.0f, ob, ldo);
+        if (ne > 0)
+          block_product(false, nb, d.Dh, static_cast<int>(ne), 1.0f, S.data() + nw + nf, ldS,
+                        k.memory + kvd + g * d.Dh, ld, 1.0f, ob, ldo);
+        if (nr > 0)
+          block_product(false, nb, d.Dh, static_cast<int>(nr), 1.0f, S.data() + nw + nf + ne, ldS,
+                        k.retrieved[g] + d.Dh, 2 * d.Dh, 1.0f, ob, ldo);
+      });
+  }
+  errors.rethrow();
+}
+
+}  // namespace bmojo

@@ -9,6 +9,7 @@
 // blocks of at most 64 rows that never straddle a chunk of W positions, scores and products through BLAS,
 // O(T (2W + m)) work when windowed). The backward recomputes scores from the saved log-sum-exp.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -66,5 +67,44 @@ void attention_forward_reference(float* out, int64_t ldo, float* lse, const Atte
                                  const AttentionDims& d);
 void attention_backward_reference(const AttentionGrads& g, const float* dout, const float* out, int64_t ldo,
                                   const float* lse, const AttentionInputs& in, const AttentionDims& d);
+
+// The recurrent step's attention (SPEC section 5): a block of queries of one sequence at positions
+// t0 .. t0 + n - 1 reading that sequence's cached keys, with the same key sets and one softmax as above.
+// Cached rows are [key | value] of all KV heads (2 Hk Dh floats, the value at column Hk Dh); a position p's
+// row in a cache is at rows + (p - first) * ld. Query rows hold H Dh columns (head h at h Dh).
+struct StepKeys {
+  const float* window = nullptr;  // rotated in-context rows for positions [window_first, t0 + n)
+  int64_t window_first = 0;
+  const float* fading = nullptr;  // rotated fading rows for positions [fading_first, t0 + n) (null: none)
+  int64_t fading_first = 0;
+  int64_t ld = 0;  // row stride of the window, fading and memory rows
+  // Eidetic entries (read with the unrotated query): rows of [raw key | value], ascending positions.
+  const float* memory = nullptr;
+  const int64_t* memory_positions = nullptr;
+  int memory_count = 0;
+  // Entries read from a store, per KV head g: retrieved_count[g] rows of [raw key | value] of head g
+  // (2 Dh floats each) at retrieved[g], with their positions (-1: an earlier run's, always visible).
+  const float* const* retrieved = nullptr;
+  const int64_t* const* retrieved_positions = nullptr;
+  const int* retrieved_count = nullptr;
+};
+
+struct StepAttentionTask {
+  const float* q = nullptr;  // rotated queries, n rows, stride ldq
+  int64_t ldq = 0;
+  const float* q_raw = nullptr;  // unrotated queries (needed when there are memory or retrieved entries)
+  int64_t ldq_raw = 0;
+  float* out = nullptr;  // n rows of H Dh, stride ldo
+  int64_t ldo = 0;
+  int64_t t0 = 0;
+  int n = 0;
+  StepKeys keys;
+};
+
+// Runs every task (independent sequences or blocks; a task's queries must not straddle a chunk of W
+// positions when it has memory entries, since the memory changes at chunk boundaries). Uses d.H, d.Hk,
+// d.Dh and d.window (0: full span, then no fading or memory).
+void attention_step(const StepAttentionTask* tasks, size_t count, const AttentionDims& d);
+void attention_step_reference(const StepAttentionTask* tasks, size_t count, const AttentionDims& d);
 
 }  // namespace bmojo

@@ -31,4 +31,9 @@ void rope_angles(float* cos, float* sin, int64_t pos, int head_dim, double base)
 void rope_apply(float* x, int64_t ld, int B, int T, int heads, int64_t pos0, const RopeTable& table,
                 bool inverse);
 
+// Rotates in place the heads [0, heads) of each of `rows` rows of x (row stride ld), row r by the angles
+// cos/sin + r * (head_dim / 2): the recurrent step's form, where rows are at arbitrary positions.
+void rope_rotate_rows(float* x, int64_t ld, int64_t rows, int heads, int head_dim, const float* cos,
+                      const float* sin);
+
 }  // namespace bmojo

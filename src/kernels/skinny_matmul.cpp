@@ -18,12 +18,20 @@ namespace {
 constexpr int kLanes = 16;
 constexpr int kRowTileNT = 4;  // NT: 4 rows x 4 B rows = 16 accumulators
 constexpr int kRowTileNN = 4;  // NN: 4 rows x 4 rows of B = 16 coefficients in registers
+constexpr int kTileRows = 8;   // NN register tile: 8 rows x 3 vectors = 24 accumulators
+constexpr int kTileVecs = 3;
 #else
 constexpr int kLanes = 8;
 constexpr int kRowTileNT = 3;  // 12 accumulators
 constexpr int kRowTileNN = 2;  // 8 coefficients
+constexpr int kTileRows = 4;   // 4 rows x 3 vectors = 12 accumulators
+constexpr int kTileVecs = 3;
 #endif
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+constexpr int kStreamRows = 4;  // NN up to this many rows: B streamed row by row (bound by memory)
+constexpr int kKBlock = 256;
+constexpr int kAhead = 8;  // NN register tiles: rows of B prefetched ahead    // NN register tiles: rows of B
+                           // per pass (its panel stays in L1/L2)
 constexpr size_t kPartialBytes = 32 * 1024;  // NN: partial sums of a block of columns (in L2)
 constexpr int kKRows = 4;                    // NN: rows of B per pass over the block's partial sums
 constexpr int kBRows = 4;                    // NT: rows of B per group
@@ -104,6 +112,66 @@ void nn_partial(int M, int N, int k0, int k1, const float* A, int lda, const flo
   }
 }
 
+// C[0 .. R, 0 .. V vectors) (+)= alpha A[0 .. R, k0 .. k1) B[k0 .. k1, panel]: the accumulators stay in
+// registers across the rows of B; `first` pass applies beta, later ones add.
+template <int R, int V>
+void nn_register_tile(int k0, int k1, float alpha, const float* A, int lda, const float* B, int ldb,
+                      float beta, float* C, int ldc, bool first) {
+  Vec acc[R][V] = {};
+  for (int k = k0; k < k1; ++k) {
+    const float* b = B + static_cast<int64_t>(k) * ldb;
+    Vec w[V];
+    for (int v = 0; v < V; ++v) {
+      w[v] = load(b + v * kLanes);
+      __builtin_prefetch(b + kAhead * static_cast<int64_t>(ldb) + v * kLanes);
+    }
+    for (int r = 0; r < R; ++r) {
+      const float a = A[static_cast<int64_t>(r) * lda + k];
+      for (int v = 0; v < V; ++v) acc[r][v] += a * w[v];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) {
+      float* out = C + static_cast<int64_t>(r) * ldc + v * kLanes;
+      const Vec add = alpha * acc[r][v];
+      if (!first)
+        store(out, load(out) + add);
+      else
+        store(out, beta == 0.0f ? add : beta * load(out) + add);
+    }
+}
+
+// Columns [c0, c1) of C for all M rows, B stored (K, N), by register tiles: compute-bound products (tens of
+// rows). Column panels of kTileVecs vectors (then single vectors, then plain loops for the last columns).
+void nn_tiled(int M, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
+              float* C, int ldc, int c0, int c1) {
+  for (int k0 = 0; k0 < K; k0 += kKBlock) {
+    const int k1 = std::min(K, k0 + kKBlock);
+    const bool first = k0 == 0;
+    int c = c0;
+    const auto panel = [&](auto vecs) {
+      constexpr int V = decltype(vecs)::value;
+      for (int r0 = 0; r0 < M; r0 += kTileRows)
+        dispatch_rows<kTileRows>(std::min(kTileRows, M - r0), [&](auto R) {
+          nn_register_tile<decltype(R)::value, V>(k0, k1, alpha, A + static_cast<int64_t>(r0) * lda, lda,
+                                                  B + c, ldb, beta, C + static_cast<int64_t>(r0) * ldc + c,
+                                                  ldc, first);
+        });
+    };
+    for (; c + kTileVecs * kLanes <= c1; c += kTileVecs * kLanes)
+      panel(std::integral_constant<int, kTileVecs>{});
+    for (; c + kLanes <= c1; c += kLanes) panel(std::integral_constant<int, 1>{});
+    for (; c < c1; ++c)
+      for (int r = 0; r < M; ++r) {
+        float acc = 0.0f;
+        for (int k = k0; k < k1; ++k)
+          acc += A[static_cast<int64_t>(r) * lda + k] * B[static_cast<int64_t>(k) * ldb + c];
+        float& out = C[static_cast<int64_t>(r) * ldc + c];
+        out = first ? (beta == 0.0f ? alpha * acc : beta * out + alpha * acc) : out + alpha * acc;
+      }
+  }
+}
+
 // Rows [0, R) of A against B rows n0 .. n0 + kBRows (B stored (N, K)).
 template <int R>
 void nt_tile(int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* C,
@@ -135,6 +203,18 @@ void skinny_matmul(bool trans_b, int M, int N, int K, float alpha, const float* 
   if (M <= 0 || N <= 0) return;
   const bool threaded =
       omp_in_parallel() == 0 && omp_get_max_threads() > 1 && parallel_worth(static_cast<double>(N) * K);
+  if (!trans_b && M > kStreamRows) {
+    // One contiguous slice of columns per thread, on vector boundaries.
+    const int vecs = (N + kLanes - 1) / kLanes;
+#pragma omp parallel if (threaded)
+    {
+      const int parts = omp_get_num_threads(), p = omp_get_thread_num();
+      const int c0 = std::min(N, static_cast<int>(static_cast<int64_t>(vecs) * p / parts) * kLanes);
+      const int c1 = std::min(N, static_cast<int>(static_cast<int64_t>(vecs) * (p + 1) / parts) * kLanes);
+      if (c1 > c0) nn_tiled(M, K, alpha, A, lda, B, ldb, beta, C, ldc, c0, c1);
+    }
+    return;
+  }
   if (!trans_b) {
     // Each thread takes a contiguous range of B's rows (one unbroken stream from memory) into its own
     // partial product; then each sums a slice of columns over the partials into C.

@@ -1,6 +1,9 @@
 #include "model/attention_layer.hpp"
 
+#include <algorithm>
+
 #include "kernels/linear.hpp"
+#include "model/layer_state.hpp"
 
 namespace bmojo {
 
@@ -71,6 +74,63 @@ void attention_layer_backward(float* dxn, const AttentionWeights& dw, AttentionS
   rope_apply(dqkv, width, B, T, d.H, 0, rope, true);
   rope_apply(dqkv + qd, width, B, T, d.Hk, 0, rope, true);
   linear_backward(dxn, D, dw.wqkv, width, dqkv, width, xn, D, w.wqkv, N, D, width, false);
+}
+
+void step_qkv(StepScratch& s, const float* xn, const AttentionWeights& w, const ModelConfig& cfg,
+              int64_t rows, bool keep_raw) {
+  const int D = cfg.d_model, Dh = cfg.head_dim(), qd = cfg.n_heads * Dh, kvd = cfg.kv_heads() * Dh;
+  const int width = qd + 2 * kvd, qk = qd + kvd;
+  s.qkv.resize(rows * width);
+  linear_forward(s.qkv.data(), width, xn, D, w.wqkv, width, rows, D, width);
+  if (keep_raw) {
+    s.qk_raw.resize(rows * qk);
+    for (int64_t i = 0; i < rows; ++i) std::copy_n(s.qkv.data() + i * width, qk, s.qk_raw.data() + i * qk);
+  }
+  rope_rotate_rows(s.qkv.data(), width, rows, cfg.n_heads, Dh, s.rope_cos.data(), s.rope_sin.data());
+  rope_rotate_rows(s.qkv.data() + qd, width, rows, cfg.kv_heads(), Dh, s.rope_cos.data(), s.rope_sin.data());
+}
+
+StepAttentionTask step_task(StepScratch& s, const ModelConfig& cfg, const StepSequence& seq,
+                            const LayerState& st, int64_t i0, int64_t i1) {
+  const int Dh = cfg.head_dim(), qd = cfg.n_heads * Dh, kvd = cfg.kv_heads() * Dh, width = qd + 2 * kvd;
+  StepAttentionTask t;
+  t.q = s.qkv.data() + (seq.row + i0) * width;
+  t.ldq = width;
+  t.out = s.out.data() + (seq.row + i0) * qd;
+  t.ldo = qd;
+  t.t0 = seq.position + i0;
+  t.n = static_cast<int>(i1 - i0);
+  t.keys.window = st.kv.data.data();
+  t.keys.window_first = st.kv.first;
+  t.keys.ld = 2 * kvd;
+  if (st.kvf.width > 0) {
+    t.keys.fading = st.kvf.data.data();
+    t.keys.fading_first = st.kvf.first;
+  }
+  return t;
+}
+
+void attention_layer_step(float* residual, StepScratch& s, const float* xn, const AttentionWeights& w,
+                          const ModelConfig& cfg, const StepSequence* seqs, size_t count,
+                          LayerState* const* states, bool reference) {
+  const int D = cfg.d_model, Dh = cfg.head_dim(), qd = cfg.n_heads * Dh, kvd = cfg.kv_heads() * Dh;
+  const int width = qd + 2 * kvd;
+  int64_t rows = 0;
+  for (size_t i = 0; i < count; ++i) rows = std::max(rows, seqs[i].row + seqs[i].n);
+  step_qkv(s, xn, w, cfg, rows, false);
+  s.out.resize(rows * qd);
+  s.tasks.clear();
+  for (size_t i = 0; i < count; ++i) {
+    states[i]->kv.append(s.qkv.data() + seqs[i].row * width + qd, width, seqs[i].n);
+    s.tasks.push_back(step_task(s, cfg, seqs[i], *states[i], 0, seqs[i].n));
+  }
+  AttentionDims d;
+  d.H = cfg.n_heads;
+  d.Hk = cfg.kv_heads();
+  d.Dh = Dh;
+  d.window = cfg.window;
+  (reference ? attention_step_reference : attention_step)(s.tasks.data(), s.tasks.size(), d);
+  linear_forward(residual, D, s.out.data(), qd, w.wo, D, rows, qd, D, 1.0f);
 }
 
 }  // namespace bmojo

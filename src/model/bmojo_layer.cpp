@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/blas.hpp"
 #include "core/parallel.hpp"
 #include "core/profile.hpp"
 #include "kernels/linear.hpp"
+#include "model/attention_layer.hpp"
 #include "model/innovation.hpp"
+#include "model/layer_state.hpp"
 
 namespace bmojo {
 
@@ -188,6 +191,169 @@ void bmojo_layer_backward(float* dxn, const LayerWeights& dw, BmojoScratch& sc, 
     innovation_backward(dw.bmojo.innovation, sc.dy.data(), cfg.lambda_innov, act.innovation_error.data(),
                         act.y.data(), w.bmojo.innovation, B, T, s.D);
   mamba_layer_backward(dxn, dw.mamba, sc.ssm, sc.dy.data(), act.ssm, xn, w.mamba, cfg, B, T, reference, true);
+}
+
+namespace {
+
+// Promotes the chunk that ends at chunk_start + W (its evicted entries go to the store), then reads the next
+// chunk's entries from the store with the chunk's mean unrotated query.
+void finish_chunk(LayerState& st, StepScratch& s, const ModelConfig& cfg, int64_t chunk_start) {
+  const int W = cfg.window, Dh = cfg.head_dim(), Hk = cfg.kv_heads(), row = 2 * Hk * Dh;
+  s.evicted.clear();
+  s.evicted_rows.clear();
+  st.memory.promote_chunk(st.chunk_scores.data(), chunk_start, &s.evicted, st.chunk_kv.data(),
+                          &s.evicted_rows);
+  if (st.store != nullptr) {
+    for (size_t e = 0; e < s.evicted.size(); ++e)
+      st.store->add(s.evicted[e].position, s.evicted[e].score, s.evicted_rows.data() + e * row);
+    const float inv = 1.0f / static_cast<float>(W * (cfg.n_heads / Hk));
+    for (float& v : st.chunk_qsum) v *= inv;
+    const std::vector<std::vector<RetrievedEntry>> got =
+        st.store->retrieve(st.chunk_qsum.data(), st.retrieve);
+    st.retrieved_kv.assign(Hk, {});
+    st.retrieved_positions.assign(Hk, {});
+    for (int g = 0; g < Hk && g < static_cast<int>(got.size()); ++g)
+      for (const RetrievedEntry& e : got[g]) {
+        st.retrieved_positions[g].push_back(e.position);
+        st.retrieved_kv[g].insert(st.retrieved_kv[g].end(), e.kv.begin(), e.kv.end());
+      }
+  }
+  std::fill(st.chunk_qsum.begin(), st.chunk_qsum.end(), 0.0f);
+}
+
+}  // namespace
+
+void bmojo_layer_step(float* residual, StepScratch& s, const float* xn, const LayerWeights& w,
+                      const ModelConfig& cfg, const StepSequence* seqs, size_t count,
+                      LayerState* const* states, bool reference) {
+  const profile::Scope scope("bmojo_layer_step");
+  const LayerParts parts = layer_parts(w.kind, cfg);
+  const Shapes sh = shapes_of(cfg, 1, 1);
+  const int D = sh.D, qd = sh.qd, kvd = sh.kvd, width = sh.width, W = cfg.window, Dh = sh.d.Dh;
+  const int qk = qd + kvd, group = sh.d.H / sh.d.Hk;
+  int64_t rows = 0;
+  for (size_t i = 0; i < count; ++i) rows = std::max(rows, seqs[i].row + seqs[i].n);
+
+  // The fading sequence y: the SSM branch's output (not added to the residual).
+  s.y.assign(rows * D, 0.0f);
+  if (parts.ssm) {
+    std::vector<MambaState*> ssm(count);
+    for (size_t i = 0; i < count; ++i) ssm[i] = &states[i]->ssm;
+    mamba_layer_step(s.y.data(), s.mamba, xn, w.mamba, cfg, seqs, count, ssm.data());
+  }
+  step_qkv(s, xn, w.attn, cfg, rows, parts.eidetic);
+  for (size_t i = 0; i < count; ++i)
+    states[i]->kv.append(s.qkv.data() + seqs[i].row * width + qd, width, seqs[i].n);
+  if (parts.fading) {
+    int ldw = 0;
+    const float* wf = fading_weight(w, sh, cfg, &ldw);
+    s.kvf.resize(rows * 2 * kvd);
+    linear_forward(s.kvf.data(), 2 * kvd, s.y.data(), D, wf, ldw, rows, D, 2 * kvd);
+    rope_rotate_rows(s.kvf.data(), 2 * kvd, rows, sh.d.Hk, Dh, s.rope_cos.data(), s.rope_sin.data());
+    for (size_t i = 0; i < count; ++i)
+      states[i]->kvf.append(s.kvf.data() + seqs[i].row * 2 * kvd, 2 * kvd, seqs[i].n);
+  }
+  s.out.resize(rows * qd);
+  AttentionDims d = sh.d;
+  const auto attend = [&] {
+    (reference ? attention_step_reference : attention_step)(s.tasks.data(), s.tasks.size(), d);
+  };
+  s.tasks.clear();
+  if (!parts.eidetic) {
+    for (size_t i = 0; i < count; ++i)
+      s.tasks.push_back(step_task(s, cfg, seqs[i], *states[i], 0, seqs[i].n));
+    attend();
+    linear_forward(residual, D, s.out.data(), qd, w.attn.wo, D, rows, qd, D, 1.0f);
+    return;
+  }
+
+  // Innovation scores s_t = |x_t - y_{t-1} P|^2 / D, y_{t-1} carried across steps in y_prev.
+  s.err.assign(xn, xn + rows * D);
+  s.yshift.resize(rows * D);
+  for (size_t i = 0; i < count; ++i) {
+    const StepSequence& q = seqs[i];
+    std::copy_n(states[i]->y_prev.data(), D, s.yshift.data() + q.row * D);
+    if (q.n > 1) std::copy_n(s.y.data() + q.row * D, (q.n - 1) * D, s.yshift.data() + (q.row + 1) * D);
+    std::copy_n(s.y.data() + (q.row + q.n - 1) * D, D, states[i]->y_prev.data());
+  }
+  matmul(false, false, static_cast<int>(rows), D, D, -1.0f, s.yshift.data(), D, w.bmojo.innovation, D, 1.0f,
+         s.err.data(), D);
+  s.scores.resize(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    double v = 0.0;
+    for (int c = 0; c < D; ++c) v += static_cast<double>(s.err[r * D + c]) * s.err[r * D + c];
+    s.scores[r] = static_cast<float>(v / D);
+  }
+
+  // Rounds: in round k every sequence runs its k-th segment (its rows up to the next chunk boundary), all
+  // sequences' segments in one kernel call; then each sequence whose segment completed a chunk promotes it.
+  std::vector<int64_t> done(count, 0);  // rows of each sequence processed
+  for (;;) {
+    s.tasks.clear();
+    std::vector<size_t> who;
+    std::vector<int64_t> seg_end;
+    for (size_t i = 0; i < count; ++i) {
+      const StepSequence& q = seqs[i];
+      if (done[i] >= q.n) continue;
+      const int64_t t = q.position + done[i];
+      const int64_t end = std::min(q.position + q.n, (t / W + 1) * W);
+      who.push_back(i);
+      seg_end.push_back(end);
+    }
+    if (who.empty()) break;
+    s.memory_positions.resize(who.size());
+    s.retrieved.resize(who.size());
+    s.retrieved_positions.resize(who.size());
+    s.retrieved_count.resize(who.size());
+    for (size_t j = 0; j < who.size(); ++j) {
+      const size_t i = who[j];
+      const LayerState& st = *states[i];
+      StepAttentionTask task = step_task(s, cfg, seqs[i], st, done[i], seg_end[j] - seqs[i].position);
+      task.q_raw = s.qk_raw.data() + (seqs[i].row + done[i]) * qk;
+      task.ldq_raw = qk;
+      std::vector<int64_t>& pos = s.memory_positions[j];
+      pos.clear();
+      for (const EideticEntry& e : st.memory.entries()) pos.push_back(e.position);
+      task.keys.memory = st.memory.rows().data();
+      task.keys.memory_positions = pos.data();
+      task.keys.memory_count = static_cast<int>(pos.size());
+      if (!st.retrieved_kv.empty()) {
+        s.retrieved[j].assign(sh.d.Hk, nullptr);
+        s.retrieved_positions[j].assign(sh.d.Hk, nullptr);
+        s.retrieved_count[j].assign(sh.d.Hk, 0);
+        for (int g = 0; g < sh.d.Hk; ++g) {
+          s.retrieved[j][g] = st.retrieved_kv[g].data();
+          s.retrieved_positions[j][g] = st.retrieved_positions[g].data();
+          s.retrieved_count[j][g] = static_cast<int>(st.retrieved_positions[g].size());
+        }
+        task.keys.retrieved = s.retrieved[j].data();
+        task.keys.retrieved_positions = s.retrieved_positions[j].data();
+        task.keys.retrieved_count = s.retrieved_count[j].data();
+      }
+      s.tasks.push_back(task);
+    }
+    attend();
+    for (size_t j = 0; j < who.size(); ++j) {
+      const size_t i = who[j];
+      const StepSequence& q = seqs[i];
+      LayerState& st = *states[i];
+      for (int64_t p = q.position + done[i]; p < seg_end[j]; ++p) {
+        const int64_t r = q.row + (p - q.position), slot = p % W;
+        st.chunk_scores[slot] = s.scores[r];
+        float* dst = st.chunk_kv.data() + slot * 2 * kvd;
+        std::copy_n(s.qk_raw.data() + r * qk + qd, kvd, dst);
+        std::copy_n(s.qkv.data() + r * width + qd + kvd, kvd, dst + kvd);
+        for (int h = 0; h < sh.d.H; ++h) {
+          const float* qh = s.qk_raw.data() + r * qk + h * Dh;
+          float* sum = st.chunk_qsum.data() + (h / group) * Dh;
+          for (int c = 0; c < Dh; ++c) sum[c] += qh[c];
+        }
+      }
+      if (seg_end[j] % W == 0) finish_chunk(st, s, cfg, seg_end[j] - W);
+      done[i] = seg_end[j] - q.position;
+    }
+  }
+  linear_forward(residual, D, s.out.data(), qd, w.attn.wo, D, rows, qd, D, 1.0f);
 }
 
 }  // namespace bmojo

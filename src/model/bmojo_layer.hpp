@@ -50,4 +50,17 @@ void bmojo_layer_backward(float* dxn, const LayerWeights& dw, BmojoScratch& scra
                           const BmojoActivations& act, const float* xn, const LayerWeights& w,
                           const ModelConfig& cfg, const RopeTable& rope, int B, int T, bool reference);
 
+struct StepSequence;
+struct LayerState;
+struct StepScratch;
+
+// The recurrent form of an F or B layer over a batch of sequences (model/layer_state.hpp): residual (rows,
+// D) += Mixer(xn), sequence i owning rows [seqs[i].row, + seqs[i].n) and continuing from states[i]. The SSM
+// branch steps (mamba_layer_step) into the fading sequence; a B layer scores each token's innovation, lets
+// each chunk's queries read the memory as it stands, and promotes a completed chunk (evicted entries to
+// the layer's store, if any, which then answers the next chunk's retrieval) before the next.
+void bmojo_layer_step(float* residual, StepScratch& s, const float* xn, const LayerWeights& w,
+                      const ModelConfig& cfg, const StepSequence* seqs, size_t count,
+                      LayerState* const* states, bool reference);
+
 }  // namespace bmojo

@@ -20,8 +20,19 @@ const char* eviction_name(Eviction e) {
   return e == Eviction::kFifo ? "fifo" : "lowest_score";
 }
 
+void EideticMemory::set_entries(std::vector<EideticEntry> entries, std::vector<float> rows) {
+  check(rows.size() == entries.size() * static_cast<size_t>(width_),
+        "eidetic memory: " + std::to_string(rows.size()) + " row values for " +
+            std::to_string(entries.size()) + " entries of width " + std::to_string(width_));
+  entries_ = std::move(entries);
+  rows_ = std::move(rows);
+}
+
 void EideticMemory::promote_chunk(const float* scores, int64_t chunk_start,
-                                  std::vector<EideticEntry>* evicted) {
+                                  std::vector<EideticEntry>* evicted, const float* chunk_rows,
+                                  std::vector<float>* evicted_rows) {
+  const bool with_rows = width_ > 0 && chunk_rows != nullptr;
+  check(width_ == 0 || chunk_rows != nullptr, "eidetic memory: a memory with rows needs the chunk's rows");
   std::vector<EideticEntry>& candidates = candidates_;
   candidates.clear();
   for (int i = 0; i < rule_.window; ++i)
@@ -35,12 +46,22 @@ void EideticMemory::promote_chunk(const float* scores, int64_t chunk_start,
   std::sort(candidates.begin(), candidates.end(),
             [](const EideticEntry& a, const EideticEntry& b) { return a.position < b.position; });
   entries_.insert(entries_.end(), candidates.begin(), candidates.end());
+  if (with_rows)
+    for (const EideticEntry& e : candidates) {
+      const float* r = chunk_rows + (e.position - chunk_start) * width_;
+      rows_.insert(rows_.end(), r, r + width_);
+    }
   while (static_cast<int>(entries_.size()) > rule_.capacity) {
     auto victim = entries_.begin();  // fifo: the smallest position, kept first
     if (rule_.eviction == Eviction::kLowestScore)
       for (auto it = entries_.begin(); it != entries_.end(); ++it)
         if (it->score < victim->score) victim = it;  // strict: ties keep the smaller position
     if (evicted != nullptr) evicted->push_back(*victim);
+    if (with_rows) {
+      const auto at = rows_.begin() + (victim - entries_.begin()) * width_;
+      if (evicted_rows != nullptr) evicted_rows->insert(evicted_rows->end(), at, at + width_);
+      rows_.erase(at, at + width_);
+    }
     entries_.erase(victim);
   }
 }

@@ -37,32 +37,42 @@ struct SelectionRule {
 };
 
 // The bounded memory of one sequence, advanced one complete chunk at a time (used by training, where the
-// whole sequence is known, and later by streaming inference).
+// whole sequence is known, and by streaming inference). With a row width, each entry also owns its row
+// (streaming inference: the entry's [raw key | value]), kept in the entries' order.
 class EideticMemory {
  public:
   EideticMemory() = default;
-  explicit EideticMemory(const SelectionRule& rule) : rule_(rule) {}
-  // Replaces the entries (restoring a saved inference state); they must ascend by position.
-  void set_entries(std::vector<EideticEntry> entries) { entries_ = std::move(entries); }
+  explicit EideticMemory(const SelectionRule& rule, int row_width = 0) : rule_(rule), width_(row_width) {}
+  // Replaces the entries (restoring a saved inference state); they must ascend by position, and rows must
+  // hold one row per entry when the memory keeps rows.
+  void set_entries(std::vector<EideticEntry> entries, std::vector<float> rows = {});
   // Promotes from the W scores of the chunk starting at position chunk_start, then evicts; the evicted
-  // entries (possibly some just promoted) are appended to *evicted when given.
-  void promote_chunk(const float* scores, int64_t chunk_start, std::vector<EideticEntry>* evicted = nullptr);
+  // entries (possibly some just promoted) are appended to *evicted when given. With rows, chunk_rows holds
+  // the chunk's W rows (row i for position chunk_start + i) and the evicted entries' rows are appended to
+  // *evicted_rows when given.
+  void promote_chunk(const float* scores, int64_t chunk_start, std::vector<EideticEntry>* evicted = nullptr,
+                     const float* chunk_rows = nullptr, std::vector<float>* evicted_rows = nullptr);
   // Entries held, ascending by position (training sequences: positions below 2^31).
   std::vector<int32_t> positions() const;
   // The same into `out` (its capacity reused: no allocation once it is large enough).
   void positions(std::vector<int32_t>& out) const;
   const std::vector<EideticEntry>& entries() const { return entries_; }
+  int row_width() const { return width_; }
+  const std::vector<float>& rows() const { return rows_; }  // (entries, row_width)
   // Empties the memory and sets its rule, keeping its buffers.
   void reset(const SelectionRule& rule) {
     rule_ = rule;
     entries_.clear();
+    rows_.clear();
     entries_.reserve(static_cast<size_t>(rule.capacity + rule.per_chunk));
     candidates_.reserve(static_cast<size_t>(rule.window));
   }
 
  private:
   SelectionRule rule_;
+  int width_ = 0;
   std::vector<EideticEntry> entries_;     // ascending by position
+  std::vector<float> rows_;               // one row per entry when width_ > 0
   std::vector<EideticEntry> candidates_;  // promote_chunk's scratch, kept between calls
 };
 

@@ -9,6 +9,7 @@
 #include "kernels/linear.hpp"
 #include "kernels/ssm_scan.hpp"
 #include "kernels/swiglu.hpp"
+#include "model/layer_state.hpp"
 
 namespace bmojo {
 
@@ -40,29 +41,22 @@ void causal_conv_continue(float* out, const float* xz, const MambaWeights& w, Ma
   }
 }
 
-}  // namespace
-
-void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn, const MambaWeights& w,
-                         const ModelConfig& cfg, int B, int T, bool reference, MambaState* state) {
-  const profile::Scope scope("mamba_layer_forward");  // own copies, elementwise passes
-  const int D = cfg.d_model, C = cfg.d_inner(), R = cfg.resolved_dt_rank(), Ns = cfg.d_state, K = cfg.d_conv;
-  const int bc = R + 2 * Ns;
-  const int64_t N = static_cast<int64_t>(B) * T;
+void size_activations(MambaActivations& act, const ModelConfig& cfg, int64_t N) {
+  const int C = cfg.d_inner(), bc = cfg.resolved_dt_rank() + 2 * cfg.d_state;
   act.xz.resize(N * 2 * C);
   act.conv.resize(N * C);
   act.x.resize(N * C);
   act.dbc.resize(N * bc);
   act.dt_raw.resize(N * C);
   act.dt.resize(N * C);
-  act.A.resize(static_cast<size_t>(C) * Ns);
+  act.A.resize(static_cast<size_t>(C) * cfg.d_state);
   act.y.resize(N * C);
   act.gated.resize(N * C);
+}
 
-  linear_forward(act.xz.data(), 2 * C, xn, D, w.in_proj, 2 * C, N, D, 2 * C);
-  if (state != nullptr)
-    causal_conv_continue(act.conv.data(), act.xz.data(), w, *state, B, T, C, K);
-  else
-    causal_conv_forward(act.conv.data(), act.xz.data(), 2 * C, w.conv_weight, w.conv_bias, B, T, C, K);
+// From the conv output: x = SiLU(conv), [dt | B | C] = x W_x, dt = softplus(dt W_dt + b), A = -exp(A_log).
+void input_projections(MambaActivations& act, const MambaWeights& w, const ModelConfig& cfg, int64_t N) {
+  const int C = cfg.d_inner(), R = cfg.resolved_dt_rank(), bc = R + 2 * cfg.d_state;
 #pragma omp parallel for simd schedule(static) if (parallel_worth(static_cast <double>(N) * C))
   for (int64_t i = 0; i < N * C; ++i) act.x[i] = siluf(act.conv[i]);
   linear_forward(act.dbc.data(), bc, act.x.data(), C, w.x_proj, bc, N, C, bc);
@@ -75,23 +69,72 @@ void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn
       act.dt[i * C + c] = softplusf(v);
     }
   for (size_t i = 0; i < act.A.size(); ++i) act.A[i] = -std::exp(w.A_log[i]);
+}
 
-  ScanDims sd{B, T, C, Ns};
-  const float* Bm = act.dbc.data() + R;
-  const float* Cm = Bm + Ns;
-  if (state != nullptr)
-    selective_scan_forward(act.y.data(), act.x.data(), act.dt.data(), act.A.data(), Bm, Cm, bc, w.D, sd,
-                           state->ssm.data(), state->ssm.data());
-  else if (reference)
-    selective_scan_forward_reference(act.y.data(), act.x.data(), act.dt.data(), act.A.data(), Bm, Cm, bc, w.D,
-                                     sd);
-  else
-    selective_scan_forward(act.y.data(), act.x.data(), act.dt.data(), act.A.data(), Bm, Cm, bc, w.D, sd);
+// residual += (y * SiLU(z)) W_out.
+void gate_and_project(float* residual, MambaActivations& act, const MambaWeights& w, const ModelConfig& cfg,
+                      int64_t N) {
+  const int D = cfg.d_model, C = cfg.d_inner();
 #pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(N) * C))
   for (int64_t i = 0; i < N; ++i)
 #pragma omp simd
     for (int c = 0; c < C; ++c) act.gated[i * C + c] = act.y[i * C + c] * siluf(act.xz[i * 2 * C + C + c]);
   linear_forward(residual, D, act.gated.data(), C, w.out_proj, D, N, C, D, 1.0f);
+}
+
+}  // namespace
+
+void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn, const MambaWeights& w,
+                         const ModelConfig& cfg, int B, int T, bool reference) {
+  const profile::Scope scope("mamba_layer_forward");  // own copies, elementwise passes
+  const int D = cfg.d_model, C = cfg.d_inner(), R = cfg.resolved_dt_rank(), Ns = cfg.d_state, K = cfg.d_conv;
+  const int bc = R + 2 * Ns;
+  const int64_t N = static_cast<int64_t>(B) * T;
+  size_activations(act, cfg, N);
+  linear_forward(act.xz.data(), 2 * C, xn, D, w.in_proj, 2 * C, N, D, 2 * C);
+  causal_conv_forward(act.conv.data(), act.xz.data(), 2 * C, w.conv_weight, w.conv_bias, B, T, C, K);
+  input_projections(act, w, cfg, N);
+
+  ScanDims sd{B, T, C, Ns};
+  const float* Bm = act.dbc.data() + R;
+  const float* Cm = Bm + Ns;
+  if (reference)
+    selective_scan_forward_reference(act.y.data(), act.x.data(), act.dt.data(), act.A.data(), Bm, Cm, bc, w.D,
+                                     sd);
+  else
+    selective_scan_forward(act.y.data(), act.x.data(), act.dt.data(), act.A.data(), Bm, Cm, bc, w.D, sd);
+  gate_and_project(residual, act, w, cfg, N);
+}
+
+void mamba_layer_step(float* residual, MambaActivations& act, const float* xn, const MambaWeights& w,
+                      const ModelConfig& cfg, const StepSequence* seqs, size_t count,
+                      MambaState* const* states) {
+  const profile::Scope scope("mamba_layer_step");
+  const int D = cfg.d_model, C = cfg.d_inner(), R = cfg.resolved_dt_rank(), Ns = cfg.d_state, K = cfg.d_conv;
+  const int bc = R + 2 * Ns;
+  int64_t N = 0;
+  for (size_t i = 0; i < count; ++i) N = std::max(N, seqs[i].row + seqs[i].n);
+  size_activations(act, cfg, N);
+  linear_forward(act.xz.data(), 2 * C, xn, D, w.in_proj, 2 * C, N, D, 2 * C);
+  const auto per_sequence = [&](auto&& body) {
+    const int64_t n_seq = static_cast<int64_t>(count);
+#pragma omp parallel for schedule(dynamic) if (n_seq > 1 && parallel_worth(static_cast <double>(N) * C * Ns))
+    for (int64_t i = 0; i < n_seq; ++i) body(seqs[i], *states[i]);
+  };
+  per_sequence([&](const StepSequence& s, MambaState& st) {
+    causal_conv_continue(act.conv.data() + s.row * C, act.xz.data() + s.row * 2 * C, w, st, 1,
+                         static_cast<int>(s.n), C, K);
+  });
+  input_projections(act, w, cfg, N);
+  const float* Bm = act.dbc.data() + R;
+  const float* Cm = Bm + Ns;
+  per_sequence([&](const StepSequence& s, MambaState& st) {
+    const ScanDims sd{1, static_cast<int>(s.n), C, Ns};
+    selective_scan_forward(act.y.data() + s.row * C, act.x.data() + s.row * C, act.dt.data() + s.row * C,
+                           act.A.data(), Bm + s.row * bc, Cm + s.row * bc, bc, w.D, sd, st.ssm.data(),
+                           st.ssm.data());
+  });
+  gate_and_project(residual, act, w, cfg, N);
 }
 
 void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& s, const float* dresidual,

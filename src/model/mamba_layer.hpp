@@ -39,10 +39,17 @@ struct MambaState {
   void reset(const ModelConfig& cfg, int B);
 };
 
-// residual (B, T, D) += Mamba(xn (B, T, D)). With a state, the T tokens continue the sequences the state
-// has seen (the fast kernels are used) and the state advances past them.
+// residual (B, T, D) += Mamba(xn (B, T, D)): the parallel form.
 void mamba_layer_forward(float* residual, MambaActivations& act, const float* xn, const MambaWeights& w,
-                         const ModelConfig& cfg, int B, int T, bool reference, MambaState* state = nullptr);
+                         const ModelConfig& cfg, int B, int T, bool reference);
+
+struct StepSequence;
+// The recurrent form over a batch of sequences: residual (rows, D) += Mamba(xn (rows, D)), where sequence i
+// owns rows [seqs[i].row, + seqs[i].n) and continues from states[i] (B = 1), which advances past them.
+// Projections run over all rows at once; conv and scan per sequence.
+void mamba_layer_step(float* residual, MambaActivations& act, const float* xn, const MambaWeights& w,
+                      const ModelConfig& cfg, const StepSequence* seqs, size_t count,
+                      MambaState* const* states);
 // dxn (B, T, D) = gradient w.r.t. xn (+= when accumulate_dxn); weight gradients accumulate into dw.
 void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& scratch, const float* dresidual,
                           const MambaActivations& act, const float* xn, const MambaWeights& w,

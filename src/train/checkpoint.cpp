@@ -137,6 +137,7 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt
     check(it->second.shape == spec.shape, where + "tensor '" + name + "' has shape " +
                                               shape_string(it->second.shape) + " but the config expects " +
                                               shape_string(spec.shape));
+    check(!it->second.i64, where + "tensor '" + name + "' is I64; checkpoint tensors are F32");
     std::memcpy(base + spec.offset, f.data(it->second), spec.numel * 4);
   };
   size_t expected = 0;

@@ -44,11 +44,11 @@ int main(int argc, char** argv) {
                   TrainingState{});
 
   Session s(model);
-  s.save((dir / "state" / "empty.bmstate").string());
+  s.save((dir / "state" / "empty.safetensors").string());
   std::vector<int32_t> tokens;
   for (int i = 0; i < 11; ++i) tokens.push_back((i * 7) % 40);
   s.feed(tokens.data(), static_cast<int64_t>(tokens.size()), nullptr, false, 4);
-  s.save((dir / "state" / "eleven_tokens.bmstate").string());
+  s.save((dir / "state" / "eleven_tokens.safetensors").string());
 
   const Tokenizer bytes = Tokenizer::load("byte");
   write_token_file((dir / "token_file" / "two_docs.bmtok").string(), bytes, {"hello world", "B'MOJO \xff"});

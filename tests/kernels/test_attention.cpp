@@ -188,3 +188,149 @@ TEST(Attention, EideticEntriesFollowTheVisibilityRule) {
 
 }  // namespace
 }  // namespace bmojo
+
+namespace bmojo {
+namespace {
+
+// The recurrent step's attention (attention_step): blocks of queries of one sequence read its caches.
+// Caches built from one parallel call's inputs: the window and fading rows of the positions a block may
+// read (plus a few older rows the kernel must skip), the memory of the block's chunk from the plan.
+struct StepCaches {
+  std::vector<float> window, fading, memory;
+  std::vector<int64_t> memory_positions;
+  int64_t window_first = 0, fading_first = 0;
+};
+
+StepCaches caches_for(const Inputs& p, int t0, int n, int extra) {
+  const AttentionDims& d = p.c.d;
+  const int W = d.window, kvd = p.kvd;
+  StepCaches c;
+  c.window_first = std::max(0, (W > 0 ? t0 - W + 1 : 0) - extra);
+  for (int j = static_cast<int>(c.window_first); j < t0 + n; ++j) {
+    const float* r = p.qkv.data() + static_cast<size_t>(j) * p.width + p.qd;
+    c.window.insert(c.window.end(), r, r + 2 * kvd);  // [k | v]
+  }
+  if (p.c.fading) {
+    c.fading_first = std::max(0, t0 - 2 * W + 1 - extra);
+    for (int j = static_cast<int>(c.fading_first); j < t0 + n; ++j) {
+      const float* r = p.kvf.data() + static_cast<size_t>(j) * 2 * kvd;
+      c.fading.insert(c.fading.end(), r, r + 2 * kvd);
+    }
+  }
+  if (p.c.eidetic)
+    for (int32_t e : p.plan.positions[0][t0 / W]) {
+      c.memory_positions.push_back(e);
+      const float* k = p.qk_raw.data() + static_cast<size_t>(e) * (p.qd + kvd) + p.qd;
+      const float* v = p.qkv.data() + static_cast<size_t>(e) * p.width + p.qd + kvd;
+      c.memory.insert(c.memory.end(), k, k + kvd);
+      c.memory.insert(c.memory.end(), v, v + kvd);
+    }
+  return c;
+}
+
+StepAttentionTask task_for(const Inputs& p, const StepCaches& c, int t0, int n, float* out) {
+  StepAttentionTask t;
+  t.q = p.qkv.data() + static_cast<size_t>(t0) * p.width;
+  t.ldq = p.width;
+  if (p.c.eidetic) {
+    t.q_raw = p.qk_raw.data() + static_cast<size_t>(t0) * (p.qd + p.kvd);
+    t.ldq_raw = p.qd + p.kvd;
+  }
+  t.out = out;
+  t.ldo = p.qd;
+  t.t0 = t0;
+  t.n = n;
+  t.keys.window = c.window.data();
+  t.keys.window_first = c.window_first;
+  t.keys.ld = 2 * p.kvd;
+  if (p.c.fading) {
+    t.keys.fading = c.fading.data();
+    t.keys.fading_first = c.fading_first;
+  }
+  if (!c.memory_positions.empty()) {
+    t.keys.memory = c.memory.data();
+    t.keys.memory_positions = c.memory_positions.data();
+    t.keys.memory_count = static_cast<int>(c.memory_positions.size());
+  }
+  return t;
+}
+
+// Every position of one sequence split into ragged blocks (blocks of memory layers never straddle a chunk),
+// all blocks given to one call as independent tasks: each block's output equals the parallel form's rows,
+// for the fast kernel and for the reference; and the two agree.
+TEST(AttentionStep, RaggedBlocksMatchTheParallelForm) {
+  const Case cases[] = {make_case(1, 150, 4, 2, 8, 0), make_case(1, 150, 4, 4, 8, 9),
+                        make_case(1, 150, 4, 2, 8, 9, true), make_case(1, 160, 4, 2, 8, 8, true, true),
+                        make_case(1, 150, 2, 1, 16, 70, true)};
+  for (const Case& cs : cases) {
+    const Inputs p(cs, 11);
+    std::vector<float> want(p.out_size()), lse(p.lse_size());
+    attention_forward_reference(want.data(), p.qd, lse.data(), p.view(), cs.d);
+    Rng rng(5);
+    std::vector<StepCaches> caches;
+    std::vector<std::pair<int, int>> blocks;
+    const int W = cs.d.window;
+    for (int t0 = 0; t0 < cs.d.T;) {
+      int n = 1 + static_cast<int>(rng.below(70));  // crosses the kernel's 64-query blocks
+      if (cs.eidetic) n = std::min(n, W - t0 % W);
+      n = std::min(n, cs.d.T - t0);
+      blocks.push_back({t0, n});
+      caches.push_back(caches_for(p, t0, n, static_cast<int>(rng.below(4))));
+      t0 += n;
+    }
+    for (bool reference : {false, true}) {
+      std::vector<float> got(p.out_size(), -7.0f);
+      std::vector<StepAttentionTask> tasks;
+      for (size_t i = 0; i < blocks.size(); ++i)
+        tasks.push_back(task_for(p, caches[i], blocks[i].first, blocks[i].second,
+                                 got.data() + static_cast<size_t>(blocks[i].first) * p.qd));
+      (reference ? attention_step_reference : attention_step)(tasks.data(), tasks.size(), cs.d);
+      EXPECT_LT(test::relative_error(got, want), 1e-5)
+          << "W " << W << " fading " << cs.fading << " eidetic " << cs.eidetic << " reference " << reference;
+    }
+  }
+}
+
+// Entries read from a store: visible to query t only when p <= t - W (p = -1, an earlier run's, always),
+// read with the unrotated query; the fast kernel agrees with the reference, and an entry that is visible
+// changes the output while an invisible one does not.
+TEST(AttentionStep, RetrievedEntriesFollowTheVisibilityRule) {
+  const Case cs = make_case(1, 40, 4, 2, 8, 8, true, true);
+  const Inputs p(cs, 21);
+  const int t0 = 32, n = 6;
+  const StepCaches c = caches_for(p, t0, n, 0);
+  const std::vector<float> rows0 = test::random_vector(3 * 16, 3), rows1 = test::random_vector(2 * 16, 4);
+  const std::vector<int64_t> pos0 = {-1, 20, 27}, pos1 = {24, 29};
+  const float* rows[2] = {rows0.data(), rows1.data()};
+  const int64_t* positions[2] = {pos0.data(), pos1.data()};
+  const int counts[2] = {3, 2};
+  std::vector<float> fast(n * p.qd), ref(n * p.qd), none(n * p.qd);
+  StepAttentionTask t = task_for(p, c, t0, n, none.data());
+  attention_step_reference(&t, 1, cs.d);
+  t.keys.retrieved = rows;
+  t.keys.retrieved_positions = positions;
+  t.keys.retrieved_count = counts;
+  t.out = ref.data();
+  attention_step_reference(&t, 1, cs.d);
+  t.out = fast.data();
+  attention_step(&t, 1, cs.d);
+  EXPECT_LT(test::relative_error(fast, ref), 1e-5);
+  // Query 32 (t - W = 24) reads -1 and 20 of head 0 and 24 of head 1, not 27 or 29: changing entry 27 of
+  // head 0 leaves row 0 alone and changes row 3 (t = 35, reads up to 27).
+  std::vector<float> changed_rows = rows0;
+  for (int j = 32; j < 48; ++j) changed_rows[j] += 1.0f;
+  rows[0] = changed_rows.data();
+  std::vector<float> changed(n * p.qd);
+  t.out = changed.data();
+  attention_step_reference(&t, 1, cs.d);
+  for (int j = 0; j < p.qd; ++j) EXPECT_EQ(changed[j], ref[j]) << "row 0 must not read entry 27";
+  double moved = 0.0;
+  for (int j = 0; j < p.qd; ++j) moved += std::fabs(changed[3 * p.qd + j] - ref[3 * p.qd + j]);
+  EXPECT_GT(moved, 1e-4) << "row 3 reads entry 27";
+  double differs = 0.0;
+  for (size_t j = 0; j < ref.size(); ++j) differs += std::fabs(ref[j] - none[j]);
+  EXPECT_GT(differs, 1e-4) << "retrieved entries are read at all";
+}
+
+}  // namespace
+}  // namespace bmojo

@@ -5,18 +5,10 @@
 #include "core/error.hpp"
 #include "model/config.hpp"
 #include "model/model.hpp"
+#include "test_util.hpp"
 
 namespace bmojo {
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 Config parse(const std::string& text) {
   Config c = config_from_json(nlohmann::json::parse(text));
@@ -35,30 +27,31 @@ TEST(Config, RoundTripsThroughJson) {
 }
 
 TEST(Config, UnknownKeysAreNamed) {
-  EXPECT_NE(error_of([] { parse(R"({"model": {"d_modle": 64}})"); }).find("model.d_modle"),
+  EXPECT_NE(test::error_of([] { parse(R"({"model": {"d_modle": 64}})"); }).find("model.d_modle"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse(R"({"optim": {}})"); }).find("optim"), std::string::npos);
+  EXPECT_NE(test::error_of([] { parse(R"({"optim": {}})"); }).find("optim"), std::string::npos);
 }
 
 TEST(Config, WrongTypesAreNamed) {
-  EXPECT_NE(error_of([] { parse(R"({"model": {"d_model": "big"}})"); }).find("model.d_model"),
+  EXPECT_NE(test::error_of([] { parse(R"({"model": {"d_model": "big"}})"); }).find("model.d_model"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse(R"({"train": {"lr": true}})"); }).find("train.lr"), std::string::npos);
-  EXPECT_NE(error_of([] { parse(R"({"model": []})"); }).find("model"), std::string::npos);
+  EXPECT_NE(test::error_of([] { parse(R"({"train": {"lr": true}})"); }).find("train.lr"), std::string::npos);
+  EXPECT_NE(test::error_of([] { parse(R"({"model": []})"); }).find("model"), std::string::npos);
 }
 
 TEST(Config, ImpossibleShapesAreRejected) {
-  EXPECT_NE(error_of([] { parse(R"({"model": {"d_model": 66, "n_heads": 4}})"); }).find("divisible"),
+  EXPECT_NE(test::error_of([] { parse(R"({"model": {"d_model": 66, "n_heads": 4}})"); }).find("divisible"),
             std::string::npos);
-  EXPECT_NE(error_of([] {
+  EXPECT_NE(test::error_of([] {
               parse(R"({"model": {"n_heads": 4, "n_kv_heads": 3, "d_model": 64}})");
             }).find("n_kv_heads"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse(R"({"model": {"layers": "AXA"}})"); }).find("'X'"), std::string::npos);
-  EXPECT_NE(error_of([] { parse(R"({"model": {"layers": ""}})"); }).find("layers"), std::string::npos);
-  EXPECT_NE(error_of([] { parse(R"({"data": {"seq_len": 8, "num_kv_pairs": 4}})"); }).find("num_kv_pairs"),
-            std::string::npos);
-  EXPECT_NE(error_of([] { parse(R"({"train": {"batch_size": 0}})"); }).find("train.batch_size"),
+  EXPECT_NE(test::error_of([] { parse(R"({"model": {"layers": "AXA"}})"); }).find("'X'"), std::string::npos);
+  EXPECT_NE(test::error_of([] { parse(R"({"model": {"layers": ""}})"); }).find("layers"), std::string::npos);
+  EXPECT_NE(
+      test::error_of([] { parse(R"({"data": {"seq_len": 8, "num_kv_pairs": 4}})"); }).find("num_kv_pairs"),
+      std::string::npos);
+  EXPECT_NE(test::error_of([] { parse(R"({"train": {"batch_size": 0}})"); }).find("train.batch_size"),
             std::string::npos);
 }
 

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "test_util.hpp"
 #include "train/checkpoint.hpp"
 
 namespace bmojo {
@@ -36,15 +37,6 @@ Config small(const std::string& layers = "AM", int d_model = 32) {
   c.model.layers = layers;
   c.model.d_ff = 16;
   return c;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 TEST(Checkpoint, RoundTripRestoresWeightsMomentsAndState) {
@@ -90,16 +82,17 @@ TEST(Checkpoint, TruncatedFileIsReported) {
   const std::string path = dir.file("c.safetensors");
   save_checkpoint(path, c, model, nullptr, TrainingState{});
   fs::resize_file(path, fs::file_size(path) / 2);
-  EXPECT_NE(error_of([&] { read_checkpoint_info(path); }).find("truncated"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { read_checkpoint_info(path); }).find("truncated"), std::string::npos);
   fs::resize_file(path, 5);
-  EXPECT_NE(error_of([&] { read_checkpoint_info(path); }).find("too short"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { read_checkpoint_info(path); }).find("too short"), std::string::npos);
 }
 
 TEST(Checkpoint, ForeignFilesAreRejected) {
   TempDir dir;
   { std::ofstream(dir.file("text.safetensors")) << "this is not a checkpoint at all, just some text"; }
-  EXPECT_NE(error_of([&] { read_checkpoint_info(dir.file("text.safetensors")); }).find("not a safetensors"),
-            std::string::npos);
+  EXPECT_NE(
+      test::error_of([&] { read_checkpoint_info(dir.file("text.safetensors")); }).find("not a safetensors"),
+      std::string::npos);
   // A well-formed safetensors file written by someone else: no bmojo metadata.
   const std::string header = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
   {
@@ -108,9 +101,10 @@ TEST(Checkpoint, ForeignFilesAreRejected) {
     for (int i = 0; i < 8; ++i) out.put(static_cast<char>(n >> (8 * i)));
     out << header << std::string(8, '\0');
   }
-  EXPECT_NE(
-      error_of([&] { read_checkpoint_info(dir.file("other.safetensors")); }).find("not a bmojo checkpoint"),
-      std::string::npos);
+  EXPECT_NE(test::error_of([&] {
+              read_checkpoint_info(dir.file("other.safetensors"));
+            }).find("not a bmojo checkpoint"),
+            std::string::npos);
 }
 
 TEST(Checkpoint, ShapesThatDisagreeWithTheConfigAreNamed) {
@@ -119,16 +113,18 @@ TEST(Checkpoint, ShapesThatDisagreeWithTheConfigAreNamed) {
   Model model(c.model);
   save_checkpoint(dir.file("c.safetensors"), c, model, nullptr, TrainingState{});
   Model wider(small("AM", 64).model);
-  const std::string e = error_of([&] { load_checkpoint(dir.file("c.safetensors"), wider, nullptr); });
+  const std::string e = test::error_of([&] { load_checkpoint(dir.file("c.safetensors"), wider, nullptr); });
   EXPECT_NE(e.find("embedding"), std::string::npos) << e;
   EXPECT_NE(e.find("[64, 32]"), std::string::npos) << e;
   Model other(small("MA", 32).model);
-  EXPECT_NE(error_of([&] { load_checkpoint(dir.file("c.safetensors"), other, nullptr); }).find("missing"),
-            std::string::npos);
-  AdamW opt(model.layout().slab_size());
   EXPECT_NE(
-      error_of([&] { load_checkpoint(dir.file("c.safetensors"), model, &opt); }).find("no optimizer state"),
+      test::error_of([&] { load_checkpoint(dir.file("c.safetensors"), other, nullptr); }).find("missing"),
       std::string::npos);
+  AdamW opt(model.layout().slab_size());
+  EXPECT_NE(test::error_of([&] {
+              load_checkpoint(dir.file("c.safetensors"), model, &opt);
+            }).find("no optimizer state"),
+            std::string::npos);
 }
 
 TEST(Checkpoint, KilledWriterNeverLeavesABrokenCheckpoint) {

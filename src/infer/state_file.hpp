@@ -1,0 +1,31 @@
+// Inference state files: one sequence's recurrent state (model/model_step.hpp) as a safetensors file, like
+// checkpoints. Metadata: format "bmojo-state", format_version, the model's fingerprint (config and
+// weights), the position and the layer letters. Tensors, per layer l and only those the layer has:
+//   layer<l>.ssm_conv (d_conv - 1, d_inner), layer<l>.ssm_scan (d_inner, d_state)          M, F, B
+//   layer<l>.kv (rows, 2 Hk Dh): [rotated k | v] of the last min(W, position) positions    A, F, B
+//   layer<l>.kvf (rows, 2 Hk Dh): the same for the fading keys, last min(2W, position)     F, B (fading)
+//   layer<l>.y_prev (D), .chunk_scores (W), .chunk_kv (W, 2 Hk Dh), .chunk_qsum (Hk Dh),
+//   layer<l>.memory_positions I64 (e), .memory_scores (e), .memory_kv (e, 2 Hk Dh),
+//   layer<l>.retrieved<g>_positions I64 (r), .retrieved<g>_kv (r, 2 Dh) per KV head g     B (eidetic)
+// The file is written atomically; the checksum (core/safetensors.hpp) catches damage, and on load every
+// field is checked against the model field by field (names, shapes, finiteness, positions), since a file
+// can be hostile even when its checksum matches.
+#pragma once
+#include <string>
+
+#include "core/safetensors.hpp"
+#include "model/model.hpp"
+#include "model/model_step.hpp"
+
+namespace bmojo {
+
+inline constexpr const char* kStateFormat = "bmojo-state";
+inline constexpr int kStateVersion = 3;  // 3: safetensors (2: the binary format with 64-bit positions)
+
+void save_sequence_state(const std::string& path, const SequenceState& state, const Model& model);
+// Throws bmojo::Error naming the file and the field for anything that is not a state of this model.
+SequenceState load_sequence_state(const std::string& path, const Model& model);
+// The checks and the decoding of load_sequence_state on an already-read file (the fuzz harness calls it).
+SequenceState sequence_state_from(const SafetensorsFile& f, const Model& model, const std::string& path);
+
+}  // namespace bmojo
