@@ -13,6 +13,7 @@
 #include "command.hpp"
 #include "core/error.hpp"
 #include "core/runtime.hpp"
+#include "train/data_parallel.hpp"
 
 namespace {
 
@@ -64,9 +65,11 @@ int dispatch(int argc, char** argv) {
       if (*c.cli) return c.run();
   } catch (const bmojo::Error& e) {
     std::fprintf(stderr, "bmojo: error: %s\n", e.what());
+    bmojo::abort_if_distributed(1);
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bmojo: error: %s\n", e.what());
+    bmojo::abort_if_distributed(1);
     return 1;
   }
   return 0;

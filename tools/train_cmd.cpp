@@ -5,6 +5,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <string>
 
 #include "cli_numbers.hpp"
@@ -23,26 +24,42 @@ using nlohmann::json;
 int run_train(const CommonOptions& o, const std::string& out_dir, const std::string& resume,
               std::optional<int> steps, std::optional<double> lr, std::optional<uint64_t> seed,
               int64_t stop_after) {
-  apply_threads(o.threads);
+  const World world = init_world();
+  // Threads per rank: the cores shared among the ranks on this node, unless --threads says otherwise.
+  int local_ranks = 1;
+  if (const char* v = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) local_ranks = std::max(1, std::atoi(v));
+  if (o.threads > 0)
+    set_num_threads(o.threads);
+  else
+    set_num_threads(std::max(1, num_cores() / local_ranks));
   Config c = o.config_path.empty() ? default_config() : load_config_file(o.config_path);
   if (steps) c.train.steps = *steps;
   if (lr) c.train.lr = *lr;
   if (seed) c.train.seed = *seed;
   for (const auto& a : o.overrides) apply_override(c, a);
   c.validate();
-  std::ostream& progress = o.json ? std::cerr : std::cout;
+  // Rank 0 alone prints, logs and writes checkpoints.
+  std::ostringstream silent;
+  std::ostream& progress = world.rank != 0 ? silent : o.json ? std::cerr : std::cout;
   TrainOptions opts;
-  opts.out_dir = out_dir;
+  opts.out_dir = world.rank == 0 ? out_dir : "";
   opts.resume_from = resume;
   opts.stop_after = stop_after;
-  opts.progress = &progress;
+  opts.progress = world.rank == 0 ? &progress : nullptr;
+  opts.world = world;
   Trainer trainer(c, opts);
+  if (world.distributed())
+    progress << "bmojo train | data parallel: " << world.size << " ranks x batch " << c.train.batch_size
+             << " = global batch " << world.size * c.train.batch_size << " | threads per rank "
+             << num_threads() << std::endl;
   progress << "bmojo train | layers " << c.model.layers << " | d_model " << c.model.d_model << " | params "
            << trainer.model().num_params() << " | task " << c.data.task << " L=" << c.data.seq_len
            << (c.data.task == "mqar" ? " K=" + std::to_string(c.data.num_kv_pairs) : "")
            << (c.data.gap ? " gap=" + std::to_string(c.data.gap) : "") << " | batch " << c.train.batch_size
            << " | threads " << num_threads() << " | BLAS " << blas_core_name() << std::endl;
   const TrainSummary s = trainer.run();
+  finalize_world();
+  if (world.rank != 0) return 0;
   if (o.json) {
     std::cout << json{{"steps", s.steps},
                       {"loss", s.eval.loss},
@@ -51,12 +68,17 @@ int run_train(const CommonOptions& o, const std::string& out_dir, const std::str
                       {"tokens_per_s", s.tokens_per_second},
                       {"ms_per_step", s.ms_per_step},
                       {"gflops", s.gflops},
+                      {"ranks", world.size},
+                      {"allreduce_ms_per_step", s.allreduce_ms_per_step},
                       {"params", s.num_params}}
                      .dump()
               << std::endl;
   } else {
-    std::printf("accuracy %.4f | loss %.4f | %.0f tokens/s | %zu params\n", s.eval.accuracy, s.eval.loss,
+    std::printf("accuracy %.4f | loss %.4f | %.0f tokens/s | %zu params", s.eval.accuracy, s.eval.loss,
                 s.tokens_per_second, s.num_params);
+    if (world.distributed())
+      std::printf(" | %d ranks, all-reduce %.2f ms/step", world.size, s.allreduce_ms_per_step);
+    std::printf("\n");
   }
   return 0;
 }

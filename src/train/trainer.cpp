@@ -64,7 +64,18 @@ Trainer::Trainer(const Config& config, TrainOptions options) : config_(config), 
   check_fits_in_memory(estimate_training_memory(config_).total(),
                        "training at batch " + std::to_string(config_.train.batch_size) + " x " +
                            std::to_string(config_.data.total_length()) + " tokens");
-  data_ = std::make_unique<BatchSource>(config_);
+  const World& world = options_.world;
+  data_config_ = config_;
+  data_config_.train.batch_size = config_.train.batch_size * world.size;
+  data_ = std::make_unique<BatchSource>(data_config_);
+  if (world.distributed()) {
+    // Every rank must train the same thing: the same config (model, data, schedule) and binary.
+    const std::string cfg = config_to_json(config_).dump();
+    check_same_on_every_rank(fnv1a64(cfg.data(), cfg.size()), "config");
+    const std::string version = std::string(BMOJO_VERSION) + " " + __DATE__ + " " + __TIME__;
+    check_same_on_every_rank(fnv1a64(version.data(), version.size()), "bmojo binary (version and build)");
+    check_same_on_every_rank(data_->tokenizer_hash(), "tokenizer");
+  }
   model_ = std::make_unique<Model>(config_.model);
   optimizer_ = std::make_unique<AdamW>(model_->layout().slab_size());
   if (options_.resume_from.empty()) {
@@ -153,7 +164,7 @@ TrainSummary Trainer::run() {
   TrainSummary summary;
   summary.num_params = model_->num_params();
   const int T = config_.data.total_length();
-  const double tokens_per_step = static_cast<double>(tc.batch_size) * T;
+  const double tokens_per_step = static_cast<double>(tc.batch_size) * options_.world.size * T;
   const bool has_innovation = model_->config().layers.find('B') != std::string::npos;
   double timed_ms = 0.0;
   int64_t timed_steps = 0;
@@ -165,12 +176,27 @@ TrainSummary Trainer::run() {
   const double flops_per_token = training_flops_per_token(config_.model, T, head_fraction);
 
   if (out && state_.step > 0) *out << "resuming at step " << state_.step << "\n";
+  const World& world = options_.world;
+  const GradientHook reduce =
+      world.distributed() ? GradientHook([](float* g, size_t n) { allreduce_mean(g, n); }) : GradientHook();
   while (state_.step < last) {
     const auto t0 = std::chrono::steady_clock::now();
-    const Batch batch = data_->train(state_.data_position);
+    const Batch global = data_->train(state_.data_position);
+    // This rank's rows of the global batch (all of it in a single process).
+    const int B = tc.batch_size;
+    const size_t row0 = static_cast<size_t>(world.rank) * B * global.T;
     const float lr = learning_rate(tc, state_.step);
-    const StepResult step =
-        train_step(*model_, *optimizer_, batch.inputs.data(), batch.targets.data(), batch.B, batch.T, lr, tc);
+    StepResult step = train_step(*model_, *optimizer_, global.inputs.data() + row0,
+                                 global.targets.data() + row0, B, global.T, lr, tc, reduce);
+    if (world.distributed()) {
+      // The ranks' losses averaged (equal rows per rank): the loss of the global batch.
+      step.loss.loss = allreduce_mean(step.loss.loss);
+      step.loss.innovation_loss = allreduce_mean(step.loss.innovation_loss);
+      const double correct = allreduce_mean(static_cast<double>(step.loss.correct)) * world.size;
+      const double labelled = allreduce_mean(static_cast<double>(step.loss.labelled)) * world.size;
+      step.loss.correct = static_cast<int64_t>(std::llround(correct));
+      step.loss.labelled = static_cast<int64_t>(std::llround(labelled));
+    }
     if (!step.finite) diverged(step.loss, step.grad_norm, ckpt);
     const LossResult& r = step.loss;
     const double norm = step.grad_norm;
@@ -188,6 +214,10 @@ TrainSummary Trainer::run() {
     ++window_steps;
 
     if (state_.step % tc.log_every == 0 || state_.step == last) {
+      // The weights must be identical on every rank (same reduced gradients, same step): a cheap proof.
+      if (world.distributed())
+        check_same_on_every_rank(model_->fingerprint(),
+                                 "weights at step " + std::to_string(state_.step) + " (the ranks diverged)");
       const double avg = window_ms / window_steps;
       const double tps = tokens_per_step / (avg / 1000.0);
       nlohmann::json j = {{"step", state_.step}, {"loss", r.loss},     {"accuracy", r.accuracy()}, {"lr", lr},
@@ -243,6 +273,8 @@ TrainSummary Trainer::run() {
     summary.tokens_per_second = tokens_per_step / (summary.ms_per_step / 1000.0);
     summary.gflops = flops_per_token * summary.tokens_per_second / 1e9;
   }
+  const int64_t steps_run = static_cast<int64_t>(step_losses_.size());
+  if (steps_run > 0) summary.allreduce_ms_per_step = allreduce_seconds() * 1000.0 / steps_run;
   if (!ckpt.empty()) {
     save(ckpt);
     if (out) *out << "checkpoint written to " << ckpt << std::endl;

@@ -12,6 +12,7 @@
 #include "model/model.hpp"
 #include "train/adamw.hpp"
 #include "train/checkpoint.hpp"
+#include "train/data_parallel.hpp"
 
 namespace bmojo {
 
@@ -20,6 +21,10 @@ struct TrainOptions {
   std::string resume_from;  // checkpoint to continue from; empty = fresh start
   int64_t stop_after = -1;  // stop after this many total steps (the schedule still spans train.steps)
   std::ostream* progress = nullptr;  // human-readable progress; null = silent
+  // Data parallel (train/data_parallel.hpp): this rank takes rows [rank b, (rank + 1) b) of each global batch
+  // of size b x size (b = train.batch_size) and gradients are averaged over the ranks. Give out_dir and
+  // progress to rank 0 only.
+  World world;
 };
 
 struct EvalResult {
@@ -40,6 +45,7 @@ struct TrainSummary {
   double tokens_per_second = 0.0;
   double ms_per_step = 0.0;
   double gflops = 0.0;  // achieved model GFLOP/s
+  double allreduce_ms_per_step = 0.0;  // data parallel: time in the gradient all-reduce
   size_t num_params = 0;
 };
 
@@ -59,6 +65,7 @@ class Trainer {
 
   Config config_;
   TrainOptions options_;
+  Config data_config_;  // config_ with the global batch (batch_size x ranks): what data_ reads
   std::unique_ptr<BatchSource> data_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<AdamW> optimizer_;
