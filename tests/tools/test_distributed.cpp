@@ -3,8 +3,10 @@
 // continues exactly; ranks with different configs are refused naming the rank. Skipped when this build
 // has no MPI or mpirun is missing.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -89,6 +91,41 @@ TEST_F(Distributed, ResumedRunContinuesExactly) {
   ASSERT_EQ(whole.size(), 12u);
   ASSERT_EQ(rest.size(), 6u);
   for (size_t i = 0; i < rest.size(); ++i) EXPECT_EQ(rest[i], whole[6 + i]) << "step " << 7 + i;
+}
+
+// A rank killed mid-run (SIGKILL, after the first checkpoint) ends the whole job with an error within a
+// bounded time, and the checkpoint on disk is whole: it loads.
+TEST_F(Distributed, AKilledRankEndsTheJobAndLeavesTheCheckpointWhole) {
+  const std::string out = path("killed"), ckpt = out + "/checkpoint.safetensors";
+  const std::string job = mpirun(2) + train(8, 100000, out, "--set train.checkpoint_every=5") + " >" +
+                          path("job_out.txt") + " 2>" + path("job_err.txt") + " & echo $!";
+  FILE* p = ::popen(("timeout 120 sh -c '" + job + "'").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  ::pclose(p);
+  // Wait (at most 60 s) for the first checkpoint, then kill -9 one rank: the newest process whose command
+  // line runs this test's training (mpirun's own line matches too, but the ranks start after it).
+  bool have_checkpoint = false;
+  for (int i = 0; i < 600 && !have_checkpoint; ++i) {
+    have_checkpoint = std::filesystem::exists(ckpt);
+    if (!have_checkpoint) ::usleep(100 * 1000);
+  }
+  ASSERT_TRUE(have_checkpoint) << "the job wrote no checkpoint";
+  // "[t]rain": the pattern must not match the command line of the shell that runs pkill or pgrep.
+  const std::string pattern = std::string(BMOJO_BINARY) + " [t]rain .*--out " + out;
+  ASSERT_EQ(std::system(("pkill -9 -n -f '" + pattern + "'").c_str()), 0) << "no rank to kill";
+  // mpirun must end every rank: no bmojo of this job left after at most 30 s.
+  bool gone = false;
+  for (int i = 0; i < 300 && !gone; ++i) {
+    gone = std::system(("pgrep -f '" + pattern + "' >/dev/null").c_str()) != 0;
+    if (!gone) ::usleep(100 * 1000);
+  }
+  if (!gone) std::system(("pkill -9 -f '" + pattern + "'").c_str());
+  EXPECT_TRUE(gone) << "ranks were still running 30 s after one was killed";
+  std::ifstream in(path("job_err.txt"));
+  const std::string err{std::istreambuf_iterator<char>(in), {}};
+  EXPECT_NE(err.find("signal 9"), std::string::npos) << err;
+  // The checkpoint is whole: a fresh process reads it (an interrupted write would have left the old one).
+  EXPECT_EQ(run(std::string(BMOJO_BINARY) + " info --checkpoint " + ckpt), 0);
 }
 
 TEST_F(Distributed, RanksWithDifferentConfigsAreRefused) {
