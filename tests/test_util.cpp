@@ -7,6 +7,7 @@
 #include <cmath>
 #include <string>
 
+#include "core/blas.hpp"
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "model/model.hpp"
@@ -87,6 +88,13 @@ void ScratchDirTest::SetUp() {
 
 void ScratchDirTest::TearDown() {
   std::filesystem::remove_all(dir_);
+}
+
+Threads::Threads(int n) : saved(num_threads()) {
+  set_num_threads(n);
+}
+Threads::~Threads() {
+  set_num_threads(saved);
 }
 
 std::string error_of(const std::function<void()>& f) {

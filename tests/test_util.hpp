@@ -21,6 +21,15 @@ std::vector<int32_t> random_tokens(int n, int V, uint64_t seed);
 // non-zero predictor P); the SSM's A_log and dt_bias are left alone so the scan stays stable.
 void randomize_model(Model& m, uint64_t seed);
 
+// Sets the thread count for its lifetime (OpenMP and OpenBLAS), then restores the previous one.
+struct Threads {
+  explicit Threads(int n);
+  ~Threads();
+  Threads(const Threads&) = delete;
+  Threads& operator=(const Threads&) = delete;
+  int saved;
+};
+
 // The message of the bmojo::Error that f throws; "" when it throws none.
 std::string error_of(const std::function<void()>& f);
 

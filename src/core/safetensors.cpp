@@ -13,12 +13,6 @@ namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 64ull << 20;
 
-std::string hex64(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 uint64_t header_hash(nlohmann::json header) {
   if (header.contains("__metadata__") && header["__metadata__"].is_object())
     header["__metadata__"].erase(kChecksumKey);
@@ -27,6 +21,12 @@ uint64_t header_hash(nlohmann::json header) {
 }
 
 }  // namespace
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
 
 void write_safetensors(const std::string& path, const std::vector<SafetensorsItem>& items,
                        const std::map<std::string, std::string>& metadata, const std::string& what) {

@@ -18,6 +18,9 @@ namespace bmojo {
 
 inline constexpr const char* kChecksumKey = "checksum";
 
+// 16 lower-case hex digits: how checksums and fingerprints are written into metadata.
+std::string hex64(uint64_t v);
+
 struct SafetensorsItem {
   std::string name;
   std::vector<int64_t> shape;

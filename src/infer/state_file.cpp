@@ -13,12 +13,6 @@ namespace bmojo {
 
 namespace {
 
-std::string hex64(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 std::string prefix(size_t l) {
   return "layer" + std::to_string(l) + ".";
 }

@@ -237,9 +237,9 @@ void bmojo_layer_step(float* residual, StepScratch& s, const float* xn, const La
   // The fading sequence y: the SSM branch's output (not added to the residual).
   s.y.assign(rows * D, 0.0f);
   if (parts.ssm) {
-    std::vector<MambaState*> ssm(count);
-    for (size_t i = 0; i < count; ++i) ssm[i] = &states[i]->ssm;
-    mamba_layer_step(s.y.data(), s.mamba, xn, w.mamba, cfg, seqs, count, ssm.data());
+    s.ssm_states.resize(count);
+    for (size_t i = 0; i < count; ++i) s.ssm_states[i] = &states[i]->ssm;
+    mamba_layer_step(s.y.data(), s.mamba, xn, w.mamba, cfg, seqs, count, s.ssm_states.data());
   }
   step_qkv(s, xn, w.attn, cfg, rows, parts.eidetic);
   for (size_t i = 0; i < count; ++i)

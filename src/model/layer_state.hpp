@@ -108,6 +108,7 @@ struct StepScratch {
   std::vector<std::vector<int>> retrieved_count;
   std::vector<float> evicted_rows;
   std::vector<EideticEntry> evicted;
+  std::vector<MambaState*> ssm_states;  // the step's sequences' SSM states (M, and the F/B branch)
 };
 
 }  // namespace bmojo

@@ -62,10 +62,10 @@ void model_step(const Model& model, SequenceState* const* sequences, const int64
     for (size_t i = 0; i < count; ++i) x.states[i] = &sequences[i]->layers[l];
     rmsnorm_forward(x.xn.data(), x.rstd.data(), x.residual.data(), lw.norm1, rows, D, cfg.norm_eps);
     if (lw.kind == 'M') {
-      std::vector<MambaState*> ssm(count);
-      for (size_t i = 0; i < count; ++i) ssm[i] = &x.states[i]->ssm;
+      s.ssm_states.resize(count);
+      for (size_t i = 0; i < count; ++i) s.ssm_states[i] = &x.states[i]->ssm;
       mamba_layer_step(x.residual.data(), s.mamba, x.xn.data(), lw.mamba, cfg, x.seqs.data(), count,
-                       ssm.data());
+                       s.ssm_states.data());
     } else if (lw.kind == 'A') {
       attention_layer_step(x.residual.data(), s, x.xn.data(), lw.attn, cfg, x.seqs.data(), count,
                            x.states.data(), reference);
@@ -85,16 +85,20 @@ void model_step(const Model& model, SequenceState* const* sequences, const int64
   }
   for (size_t i = 0; i < count; ++i) sequences[i]->position += counts[i];
   if (logits == nullptr) return;
-  x.final.resize(rows * D);
-  rmsnorm_forward(x.final.data(), x.rstd.data(), x.residual.data(), w.norm_f, rows, D, cfg.norm_eps);
-  if (all_logits) {
-    matmul(false, true, static_cast<int>(rows), V, D, 1.0f, x.final.data(), D, w.lm_head, D, 0.0f, logits, V);
-    return;
+  // The final norm and the head over the rows that get logits: every row, or each sequence's last.
+  const float* head_in = x.residual.data();
+  int64_t head_rows = rows;
+  if (!all_logits) {
+    x.last.resize(count * D);
+    for (size_t i = 0; i < count; ++i)
+      std::copy_n(x.residual.data() + (x.seqs[i].row + x.seqs[i].n - 1) * D, D, x.last.data() + i * D);
+    head_in = x.last.data();
+    head_rows = static_cast<int64_t>(count);
   }
-  x.last.resize(count * D);
-  for (size_t i = 0; i < count; ++i)
-    std::copy_n(x.final.data() + (x.seqs[i].row + x.seqs[i].n - 1) * D, D, x.last.data() + i * D);
-  matmul(false, true, static_cast<int>(count), V, D, 1.0f, x.last.data(), D, w.lm_head, D, 0.0f, logits, V);
+  x.final.resize(head_rows * D);
+  rmsnorm_forward(x.final.data(), x.rstd.data(), head_in, w.norm_f, head_rows, D, cfg.norm_eps);
+  matmul(false, true, static_cast<int>(head_rows), V, D, 1.0f, x.final.data(), D, w.lm_head, D, 0.0f, logits,
+         V);
 }
 
 }  // namespace bmojo

@@ -44,7 +44,7 @@ struct TrainSummary {
   EvalResult eval;          // final evaluation
   double tokens_per_second = 0.0;
   double ms_per_step = 0.0;
-  double gflops = 0.0;  // achieved model GFLOP/s
+  double gflops = 0.0;                 // achieved model GFLOP/s
   double allreduce_ms_per_step = 0.0;  // data parallel: time in the gradient all-reduce
   size_t num_params = 0;
 };

@@ -36,9 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     bmojo::SequenceState state;
     if (bmojo::fnv1a64(data, size) & 1) {
       bmojo::SafetensorsFile f = bmojo::read_safetensors(path, "state file");
-      char fp[17];
-      std::snprintf(fp, sizeof fp, "%016llx", static_cast<unsigned long long>(model().fingerprint()));
-      f.metadata["fingerprint"] = fp;
+      f.metadata["fingerprint"] = bmojo::hex64(model().fingerprint());
       state = bmojo::sequence_state_from(f, model(), path);
     } else {
       state = bmojo::load_sequence_state(path, model());

@@ -12,12 +12,6 @@
 namespace bmojo {
 namespace {
 
-struct Threads {
-  explicit Threads(int n) : saved(num_threads()) { set_num_threads(n); }
-  ~Threads() { set_num_threads(saved); }
-  int saved;
-};
-
 std::vector<float> product(bool ta, bool tb, int M, int N, int K, const std::vector<float>& A, int lda,
                            const std::vector<float>& B, int ldb, const std::vector<float>& C0, int ldc,
                            float beta) {
@@ -41,11 +35,11 @@ TEST(Matmul, SplitAcrossThreadsMatchesReference) {
           const auto C0 = test::random_vector(static_cast<size_t>(M) * ldc, 3);
           std::vector<float> two, one;
           {
-            const Threads t(2);
+            const test::Threads t(2);
             two = product(ta, tb, M, N, K, A, lda, B, ldb, C0, ldc, beta);
           }
           {
-            const Threads t(1);
+            const test::Threads t(1);
             one = product(ta, tb, M, N, K, A, lda, B, ldb, C0, ldc, beta);
           }
           double worst = 0.0;
@@ -71,7 +65,7 @@ TEST(Matmul, SplitAcrossThreadsMatchesReference) {
 // Called from a one-thread team (where omp_in_parallel() is false, so the split path is taken) the nested
 // region may get fewer threads than asked for: every slice must still be computed.
 TEST(Matmul, SplitInsideAOneThreadTeamComputesEverySlice) {
-  const Threads t(2);
+  const test::Threads t(2);
   const int M = 160, N = 96, K = 80;
   const auto A = test::random_vector(static_cast<size_t>(M) * K, 4);
   const auto B = test::random_vector(static_cast<size_t>(K) * N, 5);

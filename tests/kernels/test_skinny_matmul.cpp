@@ -15,12 +15,6 @@
 namespace bmojo {
 namespace {
 
-struct Threads {
-  explicit Threads(int n) : saved(num_threads()) { set_num_threads(n); }
-  ~Threads() { set_num_threads(saved); }
-  int saved;
-};
-
 // Error relative to the size of the terms summed (K products of unit-variance numbers: about sqrt(K)).
 double worst_error(const std::vector<float>& got, const std::vector<float>& want, int K) {
   double worst = 0.0;
@@ -34,7 +28,7 @@ TEST(SkinnyMatmul, MatchesReferenceForRaggedShapes) {
   // (N, K): small, off every block size, and one large enough to be split across two threads.
   const int shapes[][2] = {{1, 1}, {17, 5}, {37, 67}, {300, 130}, {1100, 301}};
   for (int threads : {1, 2}) {
-    const Threads t(threads);
+    const test::Threads t(threads);
     for (const auto& sh : shapes)
       for (int M = 1; M <= kSkinnyMaxRows; M += (M < 9 ? 1 : 7))
         for (bool tb : {false, true})
