@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(build-essential cmake libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libgtest-dev
           libbenchmark-dev libhnswlib-dev libdnnl-dev libsentencepiece-dev python3-torch python3-numpy
-          clang libomp-dev libclang-rt-dev libopenmpi-dev openmpi-bin)
+          clang libomp-dev libclang-rt-dev libopenmpi-dev openmpi-bin libcpp-httplib-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -28,6 +28,19 @@ std::vector<int32_t> random_tokens(int n, int V, uint64_t seed) {
   return t;
 }
 
+ModelConfig small_bm_config() {
+  ModelConfig c;
+  c.vocab_size = 37;
+  c.d_model = 16;
+  c.n_heads = 2;
+  c.layers = "BM";
+  c.window = 4;
+  c.d_state = 4;
+  c.eidetic_per_chunk = 1;
+  c.eidetic_capacity = 2;
+  return c;
+}
+
 void randomize_model(Model& m, uint64_t seed) {
   m.init_weights(seed);
   Rng rng(seed + 1);

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "model/config.hpp"
+
 namespace bmojo {
 class Model;
 }
@@ -17,6 +19,9 @@ namespace bmojo::test {
 std::vector<float> random_vector(size_t n, uint64_t seed, float scale = 1.0f);
 // n tokens uniform in [0, V).
 std::vector<int32_t> random_tokens(int n, int V, uint64_t seed);
+// A small B + M model (vocabulary 37, d_model 16, window 4, one eidetic entry a chunk, two kept): the
+// state, store and cache tests' model.
+ModelConfig small_bm_config();
 // init_weights(seed), then every parameter moved well away from the init (distinct innovation scores, a
 // non-zero predictor P); the SSM's A_log and dt_bias are left alone so the scan stays stable.
 void randomize_model(Model& m, uint64_t seed);

@@ -52,7 +52,7 @@ int dispatch(int argc, char** argv) {
   std::vector<Command> commands = {train_command(app), eval_command(app)};
   for (Command& c : data_commands(app)) commands.push_back(std::move(c));
   for (Command c : {lengthgen_command(app), info_command(app), bench_command(app), generate_command(app),
-                    infer_bench_command(app), parity_dump_command(app)})
+                    infer_bench_command(app), parity_dump_command(app), serve_command(app)})
     commands.push_back(std::move(c));
 
   try {

@@ -20,6 +20,7 @@ Command generate_command(CLI::App& app);            // generate.cpp
 Command infer_bench_command(CLI::App& app);         // infer_bench.cpp
 Command parity_dump_command(CLI::App& app);         // parity_dump.cpp
 Command lengthgen_command(CLI::App& app);           // lengthgen.cpp
+Command serve_command(CLI::App& app);               // serve_cmd.cpp
 std::vector<Command> data_commands(CLI::App& app);  // data_cmd.cpp: data tokenizer | encode | info
 
 }  // namespace bmojo

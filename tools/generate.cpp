@@ -23,6 +23,7 @@
 #include "data/tokenizer.hpp"
 #include "infer/sampler.hpp"
 #include "infer/session.hpp"
+#include "infer/stop_filter.hpp"
 #include "model/model.hpp"
 #include "train/checkpoint.hpp"
 
@@ -62,40 +63,6 @@ std::vector<int32_t> parse_ids(const std::string& text) {
   }
   return ids;
 }
-
-// Holds back output that may be the start of a stop string, so a stop string is never printed.
-class StopFilter {
- public:
-  explicit StopFilter(const std::vector<std::string>& stops) : stops_(stops) {}
-  // Adds text; returns what can be printed now. Sets stopped when a stop string completed.
-  std::string push(const std::string& text, bool& stopped) {
-    pending_ += text;
-    for (const std::string& s : stops_) {
-      const size_t at = pending_.find(s);
-      if (!s.empty() && at != std::string::npos) {
-        stopped = true;
-        std::string out = pending_.substr(0, at);
-        pending_.clear();
-        return out;
-      }
-    }
-    size_t hold = 0;  // longest suffix of pending that is a proper prefix of a stop string
-    for (const std::string& s : stops_)
-      for (size_t n = std::min(s.size() - 1, pending_.size()); n > hold; --n)
-        if (pending_.compare(pending_.size() - n, n, s, 0, n) == 0) {
-          hold = n;
-          break;
-        }
-    std::string out = pending_.substr(0, pending_.size() - hold);
-    pending_.erase(0, pending_.size() - hold);
-    return out;
-  }
-  std::string flush() { return std::exchange(pending_, {}); }
-
- private:
-  std::vector<std::string> stops_;
-  std::string pending_;
-};
 
 }  // namespace
 

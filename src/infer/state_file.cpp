@@ -88,7 +88,8 @@ int64_t strict_integer(const std::string& text, const std::string& what) {
 
 }  // namespace
 
-void save_sequence_state(const std::string& path, const SequenceState& state, const Model& model) {
+void save_sequence_state(const std::string& path, const SequenceState& state, const Model& model,
+                         const std::vector<int32_t>* prefix_tokens) {
   require_replaceable(path, "state file");
   const ModelConfig& cfg = model.config();
   std::vector<SafetensorsItem> items;
@@ -140,6 +141,11 @@ void save_sequence_state(const std::string& path, const SequenceState& state, co
           st.retrieved_kv[g].data());
     }
   }
+  if (prefix_tokens != nullptr) {
+    check(static_cast<int64_t>(prefix_tokens->size()) == state.position,
+          "state file: the prefix tokens must be the state's " + std::to_string(state.position) + " tokens");
+    add_i64("prefix_tokens", std::vector<int64_t>(prefix_tokens->begin(), prefix_tokens->end()));
+  }
   std::string letters;
   for (const LayerState& st : state.layers) letters += st.kind;
   write_safetensors(path, items,
@@ -151,7 +157,8 @@ void save_sequence_state(const std::string& path, const SequenceState& state, co
                     "state file");
 }
 
-SequenceState load_sequence_state(const std::string& path, const Model& model) {
+SequenceState load_sequence_state(const std::string& path, const Model& model,
+                                  std::vector<int32_t>* prefix_tokens) {
   SafetensorsFile f;
   try {
     f = read_safetensors(path, "state file");
@@ -162,10 +169,11 @@ SequenceState load_sequence_state(const std::string& path, const Model& model) {
          ")");
   }
   check(f.has_checksum, "state file '" + path + "': has no checksum (not written by bmojo)");
-  return sequence_state_from(f, model, path);
+  return sequence_state_from(f, model, path, prefix_tokens);
 }
 
-SequenceState sequence_state_from(const SafetensorsFile& f, const Model& model, const std::string& path) {
+SequenceState sequence_state_from(const SafetensorsFile& f, const Model& model, const std::string& path,
+                                  std::vector<int32_t>* prefix_tokens) {
   const std::string where = "state file '" + path + "': ";
   const ModelConfig& cfg = model.config();
   const auto meta = [&](const char* key) {
@@ -241,6 +249,19 @@ SequenceState sequence_state_from(const SafetensorsFile& f, const Model& model, 
                                                      " is not of the past");
       st.retrieved_kv[g] = fields.floats(
           r + "_kv", {static_cast<int64_t>(st.retrieved_positions[g].size()), 2 * cfg.head_dim()});
+    }
+  }
+  if (prefix_tokens != nullptr) {
+    check(fields.has("prefix_tokens"), where + "has no prefix_tokens (the tokens the state has consumed)");
+    check(state.position <= (int64_t{1} << 24), where + "a prefix of " + std::to_string(state.position) +
+                                                    " tokens is beyond what a state file holds");
+    const std::vector<int64_t> ids = fields.integers("prefix_tokens", {state.position});
+    prefix_tokens->clear();
+    for (int64_t id : ids) {
+      check(id >= 0 && id < cfg.vocab_size, where + "prefix token " + std::to_string(id) +
+                                                " is outside the vocabulary [0, " +
+                                                std::to_string(cfg.vocab_size) + ")");
+      prefix_tokens->push_back(static_cast<int32_t>(id));
     }
   }
   fields.refuse_unexpected();

@@ -11,7 +11,9 @@
 // field is checked against the model field by field (names, shapes, finiteness, positions), since a file
 // can be hostile even when its checksum matches.
 #pragma once
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/safetensors.hpp"
 #include "model/model.hpp"
@@ -22,10 +24,17 @@ namespace bmojo {
 inline constexpr const char* kStateFormat = "bmojo-state";
 inline constexpr int kStateVersion = 3;  // 3: safetensors (2: the binary format with 64-bit positions)
 
-void save_sequence_state(const std::string& path, const SequenceState& state, const Model& model);
+// prefix_tokens, when given, are the state's tokens (one per position), kept as an I64 tensor
+// "prefix_tokens" (the server's prefix-state cache files).
+void save_sequence_state(const std::string& path, const SequenceState& state, const Model& model,
+                         const std::vector<int32_t>* prefix_tokens = nullptr);
 // Throws bmojo::Error naming the file and the field for anything that is not a state of this model.
-SequenceState load_sequence_state(const std::string& path, const Model& model);
+// prefix_tokens, when given, receives the file's prefix tokens, which it must have (checked against the
+// position and the vocabulary); without it a file with prefix tokens is refused.
+SequenceState load_sequence_state(const std::string& path, const Model& model,
+                                  std::vector<int32_t>* prefix_tokens = nullptr);
 // The checks and the decoding of load_sequence_state on an already-read file (the fuzz harness calls it).
-SequenceState sequence_state_from(const SafetensorsFile& f, const Model& model, const std::string& path);
+SequenceState sequence_state_from(const SafetensorsFile& f, const Model& model, const std::string& path,
+                                  std::vector<int32_t>* prefix_tokens = nullptr);
 
 }  // namespace bmojo

@@ -141,16 +141,7 @@ TEST_F(Store, RefusesAnotherModelsStoreAndUnwritablePlaces) {
 }
 
 ModelConfig store_model() {
-  ModelConfig c;
-  c.vocab_size = 37;
-  c.d_model = 16;
-  c.n_heads = 2;
-  c.layers = "BM";
-  c.window = 4;
-  c.d_state = 4;
-  c.eidetic_per_chunk = 1;
-  c.eidetic_capacity = 2;
-  return c;
+  return test::small_bm_config();
 }
 
 TEST_F(Store, SessionsWriteEvictedEntriesAndReadThemBack) {
