@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes every parser of outside input (tests/fuzz/fuzz_*.cpp) with libFuzzer, AddressSanitizer and UBSan:
-#   scripts/fuzz.sh [SECONDS_PER_HARNESS] [HARNESS...]     (default 20 s each, all six harnesses)
+#   scripts/fuzz.sh [SECONDS_PER_HARNESS] [HARNESS...]     (default 20 s each, all seven harnesses)
 # CI runs it for a short fixed time; for hours: scripts/fuzz.sh 3600. Seeds: tests/fuzz/corpus/<harness>
 # (committed) plus fresh ones from bmojo_fuzz_seeds; new inputs go to build-fuzz/work/<harness>, crashes to
 # build-fuzz/work/crash-* (turn each into a regression test). Prints executions per harness; exits non-zero
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-20}"
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -eq 0 ] && harnesses=(config checkpoint state token_file tokenizer store)
+[ ${#harnesses[@]} -eq 0 ] && harnesses=(config checkpoint state token_file tokenizer store request)
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DBMOJO_FUZZ=ON -DBMOJO_TESTS=OFF -DBMOJO_BENCHMARKS=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j "$(nproc)" >/dev/null
@@ -23,7 +23,7 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export OMP_NUM_THREADS=1
 status=0
 for h in "${harnesses[@]}"; do
-  mkdir -p "$work/$h" "tests/fuzz/corpus/$h"
+  mkdir -p "$work/$h" "tests/fuzz/corpus/$h" "$work/seeds/$h"
   log="$work/$h.log"
   if (cd "$work" && ../fuzz_"$h" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         "$h" "../../tests/fuzz/corpus/$h" "seeds/$h") >"$log" 2>&1; then

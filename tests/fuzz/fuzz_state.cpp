@@ -5,6 +5,7 @@
 // harness patches this model's fingerprint into the metadata and skips the checksum, so edited states are
 // reached without the fuzzer having to find two 64-bit hashes.
 #include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 #include "core/blas.hpp"
@@ -34,13 +35,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   bmojo::fuzz::write_input(path, data, size);
   try {
     bmojo::SequenceState state;
-    if (bmojo::fnv1a64(data, size) & 1) {
+    const uint64_t h = bmojo::fnv1a64(data, size);
+    // A prefix-state cache file carries the tokens of the state (serve/prefix_cache.hpp).
+    std::vector<int32_t> prefix_tokens;
+    std::vector<int32_t>* tokens_out = h & 2 ? &prefix_tokens : nullptr;
+    if (h & 1) {
       bmojo::SafetensorsFile f = bmojo::read_safetensors(path, "state file");
       f.metadata["fingerprint"] = bmojo::hex64(model().fingerprint());
-      state = bmojo::sequence_state_from(f, model(), path);
+      state = bmojo::sequence_state_from(f, model(), path, tokens_out);
     } else {
-      state = bmojo::load_sequence_state(path, model());
+      state = bmojo::load_sequence_state(path, model(), tokens_out);
     }
+    if (tokens_out != nullptr && static_cast<int64_t>(prefix_tokens.size()) != state.position) std::abort();
     bmojo::BatchSession batch(model());
     const int64_t loaded = batch.join(state), fresh = batch.join();
     const int32_t tokens[5] = {1, 2, 3, 4, 5};

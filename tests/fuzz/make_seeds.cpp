@@ -12,6 +12,7 @@
 #include "fuzz_util.hpp"
 #include "infer/memory_store.hpp"
 #include "infer/session.hpp"
+#include "infer/state_file.hpp"
 #include "train/checkpoint.hpp"
 
 namespace fs = std::filesystem;
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 11; ++i) tokens.push_back((i * 7) % 40);
   s.feed(tokens.data(), static_cast<int64_t>(tokens.size()), nullptr, false, 4);
   s.save((dir / "state" / "eleven_tokens.safetensors").string());
+  save_sequence_state((dir / "state" / "eleven_with_tokens.safetensors").string(), s.state(), model, &tokens);
 
   const Tokenizer bytes = Tokenizer::load("byte");
   write_token_file((dir / "token_file" / "two_docs.bmtok").string(), bytes, {"hello world", "B'MOJO \xff"});

@@ -484,5 +484,28 @@ TEST_F(Serve, ModelsTokenizeMetricsAndAGracefulStop) {
   EXPECT_TRUE(fs::exists(path("store/layer0.bmstore")));
 }
 
+// A client no one here wrote: the official openai npm package (installed by scripts/install-deps.sh into
+// tests/serve/clients/node_modules), driven by tests/serve/clients/openai_client.mjs.
+TEST_F(Serve, TheOfficialOpenAIClientGetsWhatItExpects) {
+  const std::string clients = std::string(BMOJO_SOURCE_DIR) + "/tests/serve/clients";
+  ASSERT_TRUE(fs::exists(clients + "/node_modules/openai/package.json"))
+      << "the openai npm package is missing: run scripts/install-deps.sh (it runs npm ci in " << clients
+      << ")";
+  Server server("--model-name model --api-key k1", log());
+  ASSERT_GT(server.port(), 0);
+  const std::string cmd =
+      "node " + clients + "/openai_client.mjs " + std::to_string(server.port()) + " model k1 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  EXPECT_EQ(::pclose(p), 0) << out;
+  const json j = json::parse(out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << out;
+  EXPECT_TRUE(j["ok"].get<bool>()) << out;
+  EXPECT_EQ(server.stop(), 0);
+}
+
 }  // namespace
 }  // namespace bmojo
