@@ -1,6 +1,9 @@
 #include "serve/http_server.hpp"
 
 #include <httplib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -121,10 +124,19 @@ void HttpServer::Impl::routes() {
   svr.set_read_timeout(o.read_timeout_s, 0);
   svr.set_write_timeout(o.write_timeout_s, 0);
   svr.set_keep_alive_timeout(o.keep_alive_s);
+  svr.set_keep_alive_max_count(1000);  // httplib's default closes a connection after 5 requests
   const SchedulerOptions& so = scheduler.options();
   const size_t threads = o.http_threads > 0 ? static_cast<size_t>(o.http_threads)
                                             : static_cast<size_t>(so.max_batch + so.max_queue + 8);
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // No Nagle delay: a response is written in pieces (headers, body, stream events), and waiting for the
+  // client's delayed ACK between them cost 40 ms a request on a kept-alive connection. Accepted sockets
+  // inherit the option from the listening one.
+  svr.set_socket_options([](int sock) {
+    const int one = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  });
 
   svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!o.api_key.empty() && req.path != "/health") {
