@@ -23,7 +23,8 @@ using nlohmann::json;
 
 int run_train(const CommonOptions& o, const std::string& out_dir, const std::string& resume,
               std::optional<int> steps, std::optional<double> lr, std::optional<uint64_t> seed,
-              int64_t stop_after) {
+              int64_t stop_after, int collective_timeout) {
+  set_collective_timeout(collective_timeout);
   const World world = init_world();
   // Threads per rank: the cores shared among the ranks on this node, unless --threads says otherwise.
   int local_ranks = 1;
@@ -50,12 +51,14 @@ int run_train(const CommonOptions& o, const std::string& out_dir, const std::str
   Trainer trainer(c, opts);
   if (world.distributed())
     progress << "bmojo train | data parallel: " << world.size << " ranks x batch " << c.train.batch_size
-             << " = global batch " << world.size * c.train.batch_size << " | threads per rank "
-             << num_threads() << std::endl;
+             << (c.train.grad_accum > 1 ? " x " + std::to_string(c.train.grad_accum) + " micro-batches" : "")
+             << " = global batch " << world.size * c.train.batch_size * c.train.grad_accum
+             << " | threads per rank " << num_threads() << std::endl;
   progress << "bmojo train | layers " << c.model.layers << " | d_model " << c.model.d_model << " | params "
            << trainer.model().num_params() << " | task " << c.data.task << " L=" << c.data.seq_len
            << (c.data.task == "mqar" ? " K=" + std::to_string(c.data.num_kv_pairs) : "")
            << (c.data.gap ? " gap=" + std::to_string(c.data.gap) : "") << " | batch " << c.train.batch_size
+           << (c.train.grad_accum > 1 ? " x " + std::to_string(c.train.grad_accum) + " micro-batches" : "")
            << " | threads " << num_threads() << " | BLAS " << blas_core_name() << std::endl;
   const TrainSummary s = trainer.run();
   finalize_world();
@@ -93,6 +96,7 @@ Command train_command(CLI::App& app) {
     std::optional<double> lr;
     std::optional<uint64_t> seed;
     int64_t stop_after = -1;
+    int collective_timeout = 300;
   };
   auto s = std::make_shared<State>();
   auto* train = app.add_subcommand("train", "Train a model (default: the built-in MQAR demo)");
@@ -110,8 +114,13 @@ Command train_command(CLI::App& app) {
   add_integer(train, "--stop-after", s->stop_after,
               "Stop once this many steps are done, keeping the schedule of train.steps (for staged runs)",
               int64_t{0}, std::numeric_limits<int64_t>::max());
+  add_integer(train, "--collective-timeout", s->collective_timeout,
+              "Under mpirun: seconds a rank waits for the others in one all-reduce before it ends the job "
+              "(a hung or lost rank; default 300, 0 = wait forever)",
+              0, 86400);
   return {train, [s] {
-            return run_train(s->train_o, s->out_dir, s->resume, s->steps, s->lr, s->seed, s->stop_after);
+            return run_train(s->train_o, s->out_dir, s->resume, s->steps, s->lr, s->seed, s->stop_after,
+                             s->collective_timeout);
           }};
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.hpp"
+#include "core/file_io.hpp"
 #include "core/rng.hpp"
 #include "model/model.hpp"
 
@@ -82,6 +83,16 @@ Batch BatchSource::eval(uint64_t index) const {
   const TrainConfig& t = config_.train;
   if (train_file_) return text_contiguous_batch(*eval_file(), config_.data.seq_len, t.batch_size, index);
   return make_batch(config_.data, config_.model.vocab_size, t.batch_size, t.seed, Split::kEval, index);
+}
+
+uint64_t BatchSource::data_hash() const {
+  uint64_t h = kFnvOffset;
+  for (const TokenFile* f : {train_file_.get(), valid_file_.get()}) {
+    const uint64_t sum = f ? f->header().checksum : 0, n = f ? f->header().num_tokens : 0;
+    h = fnv1a64(&sum, sizeof sum, h);
+    h = fnv1a64(&n, sizeof n, h);
+  }
+  return text() ? h : 0;
 }
 
 }  // namespace bmojo

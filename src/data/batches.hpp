@@ -35,6 +35,8 @@ class BatchSource {
   int eval_token_bytes(int32_t id) const { return eval_file()->token_bytes(id); }
   const TokenFile* eval_file() const { return valid_file_ ? valid_file_.get() : train_file_.get(); }
   uint64_t tokenizer_hash() const { return tokenizer_hash_; }
+  // The token files' checksums combined (0 for the synthetic tasks): ranks compare it at start.
+  uint64_t data_hash() const;
 
  private:
   const Config& config_;

@@ -135,6 +135,8 @@ void ModelConfig::validate() const {
 void TrainConfig::validate() const {
   check(steps >= 0, "config: 'train.steps' must be >= 0");
   positive(batch_size, "train.batch_size");
+  positive(grad_accum, "train.grad_accum");
+  at_most(grad_accum, 1 << 16, "train.grad_accum");
   check(lr > 0.0f, "config: 'train.lr' must be > 0");
   check(warmup_steps >= 0, "config: 'train.warmup_steps' must be >= 0");
   check(min_lr_ratio >= 0.0f && min_lr_ratio <= 1.0f, "config: 'train.min_lr_ratio' must be in [0, 1]");
@@ -237,6 +239,7 @@ const std::vector<Field>& fields() {
       field<m, &M::eviction>("model", "eviction"),
       field<t, &Tr::steps>("train", "steps"),
       field<t, &Tr::batch_size>("train", "batch_size"),
+      field<t, &Tr::grad_accum>("train", "grad_accum"),
       field<t, &Tr::lr>("train", "lr"),
       field<t, &Tr::warmup_steps>("train", "warmup_steps"),
       field<t, &Tr::min_lr_ratio>("train", "min_lr_ratio"),

@@ -55,7 +55,8 @@ LayerParts layer_parts(char letter, const ModelConfig& config);
 
 struct TrainConfig {
   int steps = 1000;
-  int batch_size = 32;
+  int batch_size = 32;  // rows per micro-batch and rank
+  int grad_accum = 1;   // micro-batches per optimizer step (global batch = ranks x grad_accum x batch_size)
   double lr = 1e-3;
   int warmup_steps = 100;
   double min_lr_ratio = 0.1;  // cosine decays to this fraction of the peak

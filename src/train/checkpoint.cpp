@@ -87,6 +87,7 @@ CheckpointInfo info_from(const SafetensorsFile& f, const std::string& path) {
   info.state.data_position = parse_number<uint64_t>(m.value("data_position", "0"), where + "data_position");
   info.state.tokenizer_hash =
       parse_number<uint64_t>(m.value("tokenizer_hash", "0"), where + "tokenizer_hash");
+  info.state.global_batch = parse_number<int64_t>(m.value("global_batch", "0"), where + "global_batch");
   info.state.rng = rng_from_string(m.value("rng", "0 0 0 0"), where);
   const std::string optimizer = m.value("optimizer", "none");
   check(optimizer == "adamw" || optimizer == "none",
@@ -115,6 +116,7 @@ void save_checkpoint(const std::string& path, const Config& config, const Model&
                      {"data_position", std::to_string(state.data_position)},
                      {"rng", rng_to_string(state.rng)},
                      {"tokenizer_hash", std::to_string(state.tokenizer_hash)},
+                     {"global_batch", std::to_string(state.global_batch)},
                      {"optimizer", optimizer ? "adamw" : "none"}},
                     "checkpoint");
 }

@@ -23,6 +23,9 @@ struct TrainingState {
   // Hash of the tokenizer of the text the model was trained on (data/tokenizer.hpp); 0 for the synthetic
   // tasks. Evaluation and generation check the tokenizer they load against it.
   uint64_t tokenizer_hash = 0;
+  // Rows per optimizer step over all ranks and micro-batches (data_position counts batches of it); 0 in
+  // checkpoints written before it was recorded.
+  int64_t global_batch = 0;
 };
 
 struct CheckpointInfo {

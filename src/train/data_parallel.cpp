@@ -1,7 +1,12 @@
 #include "train/data_parallel.hpp"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <thread>
 #include <vector>
 
 #include "core/error.hpp"
@@ -20,14 +25,64 @@ bool started_by_mpirun() {
 
 double g_allreduce_seconds = 0.0;
 bool g_initialised = false;
+std::atomic<double> g_collective_timeout{300.0};
 
 }  // namespace
+
+void set_collective_timeout(double seconds) {
+  g_collective_timeout = seconds;
+}
 
 double allreduce_seconds() {
   return g_allreduce_seconds;
 }
 
 #ifdef BMOJO_HAVE_MPI
+
+namespace {
+
+int g_rank = 0;
+// When the collective now running began (steady clock, ns; 0: none) and what it is.
+std::atomic<int64_t> g_waiting_since{0};
+std::atomic<const char*> g_waiting_in{""};
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Marks a collective for the watchdog while it runs.
+class Waiting {
+ public:
+  explicit Waiting(const char* what) {
+    g_waiting_in = what;
+    g_waiting_since = now_ns();
+  }
+  ~Waiting() { g_waiting_since = 0; }
+};
+
+// Checks twice a second whether this rank has waited too long in a collective; ends the process if so.
+void start_watchdog() {
+  std::thread([] {
+    for (;;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      const int64_t since = g_waiting_since;
+      const double limit = g_collective_timeout;
+      if (since == 0 || limit <= 0.0) continue;
+      const double waited = static_cast<double>(now_ns() - since) * 1e-9;
+      if (waited < limit) continue;
+      std::fprintf(stderr,
+                   "bmojo: error: data parallel: rank %d has waited %.0f s in the %s for the other ranks "
+                   "(--collective-timeout %.0f): one of them is hung or gone; ending the job\n",
+                   g_rank, waited, g_waiting_in.load(), limit);
+      std::fflush(stderr);
+      ::_exit(1);  // mpirun sees a rank end without finalizing and takes the others down
+    }
+  }).detach();
+}
+
+}  // namespace
 
 bool mpi_built_in() {
   return true;
@@ -47,6 +102,8 @@ World init_world() {
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   MPI_Comm_rank(MPI_COMM_WORLD, &w.rank);
   MPI_Comm_size(MPI_COMM_WORLD, &w.size);
+  g_rank = w.rank;
+  if (w.size > 1) start_watchdog();
   return w;
 }
 
@@ -77,6 +134,7 @@ void allreduce_mean(float* data, size_t n) {
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   if (size == 1) return;
   const auto t0 = std::chrono::steady_clock::now();
+  const Waiting waiting("gradient all-reduce");
   // Buckets of 4M floats (16 MiB): counts stay far inside int, and memory traffic stays bounded.
   constexpr size_t kBucket = size_t{1} << 22;
   for (size_t at = 0; at < n; at += kBucket) {
@@ -94,6 +152,7 @@ double allreduce_mean(double v) {
   int size = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   double sum = 0.0;
+  const Waiting waiting("all-reduce of the losses");
   check_mpi(MPI_Allreduce(&v, &sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "all-reduce");
   return sum / size;
 }
@@ -104,6 +163,7 @@ void check_same_on_every_rank(uint64_t value, const std::string& what) {
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   std::vector<unsigned long long> all(size);
   unsigned long long mine = value;
+  const Waiting waiting("comparison of the ranks");
   check_mpi(
       MPI_Allgather(&mine, 1, MPI_UNSIGNED_LONG_LONG, all.data(), 1, MPI_UNSIGNED_LONG_LONG, MPI_COMM_WORLD),
       "start-up check");

@@ -25,6 +25,10 @@ bool mpi_built_in();
 World init_world();
 // Ends MPI (at normal exit).
 void finalize_world();
+// A rank that has waited longer than this in one collective (an all-reduce, a start-up check) decides the
+// others are hung or gone: it says so on stderr and exits, and mpirun then ends every rank, so a hung rank
+// never leaves the job waiting forever. 0 turns the watch off. Default 300 s.
+void set_collective_timeout(double seconds);
 // After an error on this rank, when MPI is running: brings every rank down (MPI_Abort), so a rank that
 // fails never leaves the others waiting in a collective. Returns when MPI is not running.
 void abort_if_distributed(int code);

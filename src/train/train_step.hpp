@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "model/config.hpp"
 #include "model/model.hpp"
@@ -24,9 +25,13 @@ struct StepResult {
   bool finite = true;
 };
 
-// tokens, targets (B, T). Clips the global gradient norm to train.grad_clip (0 = off) and takes one AdamW
-// step at learning rate lr.
+// tokens, targets (micro_batches * B, T): one forward and backward pass per micro-batch of B rows, their
+// gradients summed with weights labelled_m / labelled (the gradient of the mean loss over all the rows,
+// exactly when every micro-batch labels as many tokens, as MQAR's do), kept in `accumulated` (resized to
+// the slab; needed when micro_batches > 1). Then the hook, the global-norm clip to train.grad_clip (0 =
+// off) and one AdamW step at learning rate lr. The loss is the labelled-weighted mean over micro-batches.
 StepResult train_step(Model& model, AdamW& optimizer, const int32_t* tokens, const int32_t* targets, int B,
-                      int T, float lr, const TrainConfig& train, const GradientHook& reduce_gradients = {});
+                      int T, float lr, const TrainConfig& train, const GradientHook& reduce_gradients = {},
+                      int micro_batches = 1, std::vector<float>* accumulated = nullptr);
 
 }  // namespace bmojo

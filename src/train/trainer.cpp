@@ -37,11 +37,12 @@ EvalResult evaluate_model(Model& model, const Config& config, int batches) {
   return evaluate_model(model, data, batches);
 }
 
-EvalResult evaluate_model(Model& model, const BatchSource& data, int batches) {
+EvalResult evaluate_model(Model& model, const BatchSource& data, int batches, const World& world) {
   EvalResult r;
   double loss_sum = 0.0;
   int64_t correct = 0;
-  for (int i = 0; i < batches; ++i) {
+  // Distributed: rank r takes batches r, r + size, ...; the sums are added over the ranks.
+  for (int i = world.rank; i < batches; i += world.size) {
     const Batch b = data.eval(static_cast<uint64_t>(i));
     const LossResult l = model.forward(b.inputs.data(), b.targets.data(), b.B, b.T);
     loss_sum += l.loss * l.labelled;
@@ -50,6 +51,13 @@ EvalResult evaluate_model(Model& model, const BatchSource& data, int batches) {
     if (data.text())
       for (int32_t t : b.targets)
         if (t != kIgnoreLabel) r.bytes += data.eval_token_bytes(t);
+  }
+  if (world.distributed()) {
+    const auto sum = [&](double v) { return allreduce_mean(v) * world.size; };
+    loss_sum = sum(loss_sum);
+    correct = std::llround(sum(static_cast<double>(correct)));
+    r.labelled = std::llround(sum(static_cast<double>(r.labelled)));
+    r.bytes = std::llround(sum(static_cast<double>(r.bytes)));
   }
   if (r.labelled > 0) {
     r.loss = loss_sum / r.labelled;
@@ -66,7 +74,11 @@ Trainer::Trainer(const Config& config, TrainOptions options) : config_(config), 
                            std::to_string(config_.data.total_length()) + " tokens");
   const World& world = options_.world;
   data_config_ = config_;
-  data_config_.train.batch_size = config_.train.batch_size * world.size;
+  const int64_t global_batch =
+      static_cast<int64_t>(config_.train.batch_size) * config_.train.grad_accum * world.size;
+  check(global_batch <= (1 << 24), "the global batch (ranks x train.grad_accum x train.batch_size = " +
+                                       std::to_string(global_batch) + ") is beyond 2^24 rows");
+  data_config_.train.batch_size = static_cast<int>(global_batch);
   data_ = std::make_unique<BatchSource>(data_config_);
   if (world.distributed()) {
     // Every rank must train the same thing: the same config (model, data, schedule) and binary.
@@ -75,6 +87,7 @@ Trainer::Trainer(const Config& config, TrainOptions options) : config_(config), 
     const std::string version = std::string(BMOJO_VERSION) + " " + __DATE__ + " " + __TIME__;
     check_same_on_every_rank(fnv1a64(version.data(), version.size()), "bmojo binary (version and build)");
     check_same_on_every_rank(data_->tokenizer_hash(), "tokenizer");
+    check_same_on_every_rank(data_->data_hash(), "token files (data.train_tokens, data.valid_tokens)");
   }
   model_ = std::make_unique<Model>(config_.model);
   optimizer_ = std::make_unique<AdamW>(model_->layout().slab_size());
@@ -86,12 +99,22 @@ Trainer::Trainer(const Config& config, TrainOptions options) : config_(config), 
     state_ = info.state;
     check(state_.tokenizer_hash == data_->tokenizer_hash(),
           "cannot resume from " + options_.resume_from + ": it was trained on text of another tokenizer");
+    // Any number of ranks may continue a run, as long as a step still covers the same rows (the data
+    // position counts global batches).
+    check(state_.global_batch == 0 || state_.global_batch == global_batch,
+          "cannot resume from " + options_.resume_from + ": it was trained with a global batch of " +
+              std::to_string(state_.global_batch) + " rows a step, this run's is " +
+              std::to_string(global_batch) + " (" + std::to_string(world.size) +
+              " ranks x train.grad_accum " + std::to_string(config_.train.grad_accum) +
+              " x train.batch_size " + std::to_string(config_.train.batch_size) +
+              "): choose them so that the product is " + std::to_string(state_.global_batch));
   }
   state_.tokenizer_hash = data_->tokenizer_hash();
+  state_.global_batch = global_batch;
 }
 
 EvalResult Trainer::evaluate() {
-  return evaluate_model(*model_, *data_, config_.train.eval_batches);
+  return evaluate_model(*model_, *data_, config_.train.eval_batches, options_.world);
 }
 
 void Trainer::log_line(const std::string& line) {
@@ -164,7 +187,7 @@ TrainSummary Trainer::run() {
   TrainSummary summary;
   summary.num_params = model_->num_params();
   const int T = config_.data.total_length();
-  const double tokens_per_step = static_cast<double>(tc.batch_size) * options_.world.size * T;
+  const double tokens_per_step = static_cast<double>(state_.global_batch) * T;
   const bool has_innovation = model_->config().layers.find('B') != std::string::npos;
   double timed_ms = 0.0;
   int64_t timed_steps = 0;
@@ -182,12 +205,13 @@ TrainSummary Trainer::run() {
   while (state_.step < last) {
     const auto t0 = std::chrono::steady_clock::now();
     const Batch global = data_->train(state_.data_position);
-    // This rank's rows of the global batch (all of it in a single process).
+    // This rank's rows of the global batch (all of it in a single process), as grad_accum micro-batches.
     const int B = tc.batch_size;
-    const size_t row0 = static_cast<size_t>(world.rank) * B * global.T;
+    const size_t row0 = static_cast<size_t>(world.rank) * tc.grad_accum * B * global.T;
     const float lr = learning_rate(tc, state_.step);
-    StepResult step = train_step(*model_, *optimizer_, global.inputs.data() + row0,
-                                 global.targets.data() + row0, B, global.T, lr, tc, reduce);
+    StepResult step =
+        train_step(*model_, *optimizer_, global.inputs.data() + row0, global.targets.data() + row0, B,
+                   global.T, lr, tc, reduce, tc.grad_accum, &accumulated_);
     if (world.distributed()) {
       // The ranks' losses averaged (equal rows per rank): the loss of the global batch.
       step.loss.loss = allreduce_mean(step.loss.loss);

@@ -71,10 +71,12 @@ class Trainer {
   std::unique_ptr<AdamW> optimizer_;
   TrainingState state_;
   std::vector<double> step_losses_;
+  std::vector<float> accumulated_;  // the micro-batches' gradient sum (train.grad_accum > 1)
 };
 
-// Evaluates a model on `batches` held-out batches of the config's task.
+// Evaluates a model on `batches` held-out batches of the config's task. In a distributed world every rank
+// calls it, evaluates its share of the batches and gets the result over all of them.
 EvalResult evaluate_model(Model& model, const Config& config, int batches);
-EvalResult evaluate_model(Model& model, const BatchSource& data, int batches);
+EvalResult evaluate_model(Model& model, const BatchSource& data, int batches, const World& world = World{});
 
 }  // namespace bmojo

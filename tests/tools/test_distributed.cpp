@@ -1,10 +1,14 @@
 // Data-parallel training under mpirun (OpenMPI on localhost, 2 ranks of 1 thread, --oversubscribe), driven
-// as a user runs it: 2 ranks x batch b give the losses of 1 process x batch 2b; a resumed distributed run
-// continues exactly; ranks with different configs are refused naming the rank. Skipped when this build
-// has no MPI or mpirun is missing.
+// as a user runs it: 2 ranks x batch b give the losses (and the distributed evaluation) of 1 process x
+// batch 2b, and ranks times micro-batches those of their product; a resumed distributed run continues
+// exactly, and on another number of ranks with the same global batch; a killed or hung rank ends the job
+// with an intact checkpoint; ranks with different configs are refused naming the rank. Skipped when this
+// build has no MPI or mpirun is missing.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -48,17 +52,25 @@ class Distributed : public test::ScratchDirTest {
   static std::string train(int batch, int steps, const std::string& out, const std::string& extra = "") {
     return std::string(BMOJO_BINARY) + " train --threads 1 --steps " + std::to_string(steps) +
            " --set train.batch_size=" + std::to_string(batch) +
-           " --set train.log_every=1 --set train.eval_batches=1 --set train.eval_every=0 --out " + out + " " +
+           " --set train.log_every=1 --set train.eval_batches=4 --set train.eval_every=0 --out " + out + " " +
            extra;
   }
-  std::vector<double> losses(const std::string& dir) const {
+  std::vector<double> losses(const std::string& dir, const char* key = "loss") const {
     std::vector<double> v;
     std::ifstream in(path(dir) + "/log.jsonl");
     for (std::string line; std::getline(in, line);) {
       const auto j = nlohmann::json::parse(line);
-      if (j.contains("loss")) v.push_back(j["loss"].get<double>());
+      if (j.contains(key)) v.push_back(j[key].get<double>());
     }
     return v;
+  }
+  void one_rank_fails(const std::string& name, const std::string& signal, const std::string& extra,
+                      const std::string& said);
+  static double worst_relative(const std::vector<double>& a, const std::vector<double>& b, size_t from = 0) {
+    double worst = 0.0;
+    for (size_t i = 0; i < b.size(); ++i)
+      worst = std::max(worst, std::fabs(a[from + i] - b[i]) / std::fabs(a[from + i]));
+    return worst;
   }
 };
 
@@ -76,6 +88,47 @@ TEST_F(Distributed, TwoRanksGiveTheLossesOfOneProcessWithTheirCombinedBatch) {
   const std::string out{std::istreambuf_iterator<char>(in), {}};
   EXPECT_NE(out.find("data parallel: 2 ranks x batch 8 = global batch 16"), std::string::npos) << out;
   EXPECT_EQ(out.find("bmojo train | layers"), out.rfind("bmojo train | layers")) << "rank 0 alone prints";
+  // The evaluation is shared out (two of the four batches each) and reduced: the single process's result.
+  const auto eval_a = losses("one", "eval_loss"), eval_b = losses("two", "eval_loss");
+  ASSERT_EQ(eval_a.size(), 1u);
+  ASSERT_EQ(eval_b.size(), 1u);
+  EXPECT_LT(worst_relative(eval_a, eval_b), 1e-5);
+}
+
+// Ranks and micro-batches multiply: 2 ranks x 2 micro-batches of 4 rows = 1 process x 16 rows.
+TEST_F(Distributed, RanksTimesMicroBatchesGiveTheLossesOfTheGlobalBatch) {
+  ASSERT_EQ(run(train(16, 20, path("one"))), 0);
+  std::string err;
+  ASSERT_EQ(run(mpirun(2) + train(4, 20, path("two"), "--set train.grad_accum=2"), &err), 0) << err;
+  const auto a = losses("one"), b = losses("two");
+  ASSERT_EQ(a.size(), 20u);
+  ASSERT_EQ(b.size(), 20u);
+  // Summed in another order, the gradients differ by rounding (1e-9 relative at first); a B layer's
+  // selection of eidetic tokens can then flip a near tie, a step-sized jump of a few 1e-6 that the next
+  // steps do not carry. So: every step within 3e-5, the median within 1e-6.
+  EXPECT_LT(worst_relative(a, b), 3e-5);
+  std::vector<double> each;
+  for (size_t i = 0; i < a.size(); ++i) each.push_back(std::fabs(a[i] - b[i]) / std::fabs(a[i]));
+  std::nth_element(each.begin(), each.begin() + each.size() / 2, each.end());
+  EXPECT_LT(each[each.size() / 2], 1e-6);
+  std::ifstream in(path("stdout.txt"));
+  const std::string out{std::istreambuf_iterator<char>(in), {}};
+  EXPECT_NE(out.find("2 ranks x batch 4 x 2 micro-batches = global batch 16"), std::string::npos) << out;
+}
+
+// A run of 2 ranks continues on 1 process (or the other way) when the global batch stays; another
+// global batch is refused, naming both.
+TEST_F(Distributed, AResumeMayChangeTheWorldSizeButNotTheGlobalBatch) {
+  std::string err;
+  ASSERT_EQ(run(mpirun(2) + train(4, 12, path("whole")), &err), 0) << err;
+  ASSERT_EQ(run(mpirun(2) + train(4, 12, path("part"), "--stop-after 6"), &err), 0) << err;
+  const std::string ckpt = " --resume " + path("part") + "/checkpoint.safetensors";
+  ASSERT_EQ(run(train(8, 12, path("rest"), ckpt), &err), 0) << err;
+  const auto whole = losses("whole"), rest = losses("rest");
+  ASSERT_EQ(rest.size(), 6u);
+  EXPECT_LT(worst_relative(whole, rest, 6), 1e-5);
+  EXPECT_NE(run(train(4, 12, path("bad"), ckpt), &err), 0);
+  EXPECT_NE(err.find("global batch of 8 rows a step, this run's is 4"), std::string::npos) << err;
 }
 
 TEST_F(Distributed, ResumedRunContinuesExactly) {
@@ -93,17 +146,19 @@ TEST_F(Distributed, ResumedRunContinuesExactly) {
   for (size_t i = 0; i < rest.size(); ++i) EXPECT_EQ(rest[i], whole[6 + i]) << "step " << 7 + i;
 }
 
-// A rank killed mid-run (SIGKILL, after the first checkpoint) ends the whole job with an error within a
-// bounded time, and the checkpoint on disk is whole: it loads.
-TEST_F(Distributed, AKilledRankEndsTheJobAndLeavesTheCheckpointWhole) {
-  const std::string out = path("killed"), ckpt = out + "/checkpoint.safetensors";
-  const std::string job = mpirun(2) + train(8, 100000, out, "--set train.checkpoint_every=5") + " >" +
-                          path("job_out.txt") + " 2>" + path("job_err.txt") + " & echo $!";
+// Starts a long 2-rank job writing a checkpoint every 5 steps, waits (at most 60 s) for the first one,
+// sends `signal` to one rank (the newest process whose command line runs this job's training: mpirun's
+// own line matches too, but the ranks start after it), and checks that no process of the job is left
+// after at most 30 s, that the job's stderr says `said`, and that the checkpoint is whole: a fresh process
+// reads it (an interrupted write would have left the old one).
+void Distributed::one_rank_fails(const std::string& name, const std::string& signal, const std::string& extra,
+                                 const std::string& said) {
+  const std::string out = path(name), ckpt = out + "/checkpoint.safetensors";
+  const std::string job = mpirun(2) + train(8, 100000, out, "--set train.checkpoint_every=5 " + extra) +
+                          " >" + path("job_out.txt") + " 2>" + path("job_err.txt") + " & echo $!";
   FILE* p = ::popen(("timeout 120 sh -c '" + job + "'").c_str(), "r");
   ASSERT_NE(p, nullptr);
   ::pclose(p);
-  // Wait (at most 60 s) for the first checkpoint, then kill -9 one rank: the newest process whose command
-  // line runs this test's training (mpirun's own line matches too, but the ranks start after it).
   bool have_checkpoint = false;
   for (int i = 0; i < 600 && !have_checkpoint; ++i) {
     have_checkpoint = std::filesystem::exists(ckpt);
@@ -112,20 +167,29 @@ TEST_F(Distributed, AKilledRankEndsTheJobAndLeavesTheCheckpointWhole) {
   ASSERT_TRUE(have_checkpoint) << "the job wrote no checkpoint";
   // "[t]rain": the pattern must not match the command line of the shell that runs pkill or pgrep.
   const std::string pattern = std::string(BMOJO_BINARY) + " [t]rain .*--out " + out;
-  ASSERT_EQ(std::system(("pkill -9 -n -f '" + pattern + "'").c_str()), 0) << "no rank to kill";
-  // mpirun must end every rank: no bmojo of this job left after at most 30 s.
+  ASSERT_EQ(std::system(("pkill -" + signal + " -n -f '" + pattern + "'").c_str()), 0) << "no rank to signal";
   bool gone = false;
   for (int i = 0; i < 300 && !gone; ++i) {
     gone = std::system(("pgrep -f '" + pattern + "' >/dev/null").c_str()) != 0;
     if (!gone) ::usleep(100 * 1000);
   }
   if (!gone) std::system(("pkill -9 -f '" + pattern + "'").c_str());
-  EXPECT_TRUE(gone) << "ranks were still running 30 s after one was killed";
+  EXPECT_TRUE(gone) << "ranks were still running 30 s after one got SIG" << signal;
   std::ifstream in(path("job_err.txt"));
   const std::string err{std::istreambuf_iterator<char>(in), {}};
-  EXPECT_NE(err.find("signal 9"), std::string::npos) << err;
-  // The checkpoint is whole: a fresh process reads it (an interrupted write would have left the old one).
+  EXPECT_NE(err.find(said), std::string::npos) << err;
   EXPECT_EQ(run(std::string(BMOJO_BINARY) + " info --checkpoint " + ckpt), 0);
+}
+
+// A rank killed mid-run (SIGKILL) ends the whole job with an error within a bounded time.
+TEST_F(Distributed, AKilledRankEndsTheJobAndLeavesTheCheckpointWhole) {
+  one_rank_fails("killed", "KILL", "", "signal 9");
+}
+
+// A rank that hangs (SIGSTOP) ends the job with a clear error once another rank has waited
+// --collective-timeout seconds for it.
+TEST_F(Distributed, AHungRankEndsTheJobWithinTheTimeout) {
+  one_rank_fails("hung", "STOP", "--collective-timeout 3", "one of them is hung or gone");
 }
 
 TEST_F(Distributed, RanksWithDifferentConfigsAreRefused) {

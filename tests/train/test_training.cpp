@@ -1,8 +1,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 
+#include "core/error.hpp"
 #include "infer/streaming_eval.hpp"
 #include "train/trainer.hpp"
 
@@ -114,6 +116,41 @@ TEST(Training, ResumeContinuesExactly) {
   for (size_t i = 0; i < joined.size(); ++i)
     EXPECT_EQ(joined[i], straight.step_losses()[i]) << "step " << i + 1;
   EXPECT_TRUE(fs::exists(dir / "log.jsonl"));
+  fs::remove_all(dir);
+}
+
+// train.grad_accum: micro-batches of b rows give the losses of one batch of their combined rows.
+TEST(Training, MicroBatchesGiveTheLossesOfTheFullBatch) {
+  Config whole = tiny_config();
+  whole.train.batch_size = 8;
+  Config micro = whole;
+  micro.train.batch_size = 2;
+  micro.train.grad_accum = 4;
+  Trainer a(whole, TrainOptions{}), b(micro, TrainOptions{});
+  const TrainSummary sa = a.run(), sb = b.run();
+  ASSERT_EQ(a.step_losses().size(), b.step_losses().size());
+  for (size_t i = 0; i < a.step_losses().size(); ++i)
+    EXPECT_NEAR(b.step_losses()[i], a.step_losses()[i], 1e-5 * std::fabs(a.step_losses()[i]))
+        << "step " << i + 1;
+  EXPECT_NEAR(sb.eval.loss, sa.eval.loss, 1e-5 * sa.eval.loss);
+  // A resumed run must keep the global batch (the data position counts batches of it).
+  const fs::path dir = fs::temp_directory_path() / ("bmojo_accum_" + std::to_string(::getpid()));
+  TrainOptions save;
+  save.out_dir = dir.string();
+  save.stop_after = 2;
+  Trainer(micro, save).run();
+  TrainOptions resume;
+  resume.resume_from = (dir / "checkpoint.safetensors").string();
+  Config other = micro;
+  other.train.grad_accum = 2;
+  try {
+    Trainer t(other, resume);
+    ADD_FAILURE() << "a resume with another global batch was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("global batch of 8 rows a step, this run's is 4"), std::string::npos)
+        << e.what();
+  }
+  Trainer ok(whole, resume);  // 1 x 8 continues 4 x 2
   fs::remove_all(dir);
 }
 
