@@ -370,9 +370,15 @@ void HttpServer::Impl::completions(const httplib::Request& req, httplib::Respons
     res.set_chunked_content_provider(
         "application/json",
         [st, whole, collect](size_t, httplib::DataSink& sink) {
+          // Collects for a second (tokens arrive all the while), then writes one space.
           std::vector<ChoiceUpdate> updates;
-          st->over = st->job->wait(updates, std::chrono::seconds(1));
-          collect(updates);
+          const auto until = Clock::now() + std::chrono::seconds(1);
+          while (!st->over && Clock::now() < until) {
+            st->over = st->job->wait(
+                updates, std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()));
+            collect(updates);
+            updates.clear();
+          }
           if (!st->over) return sink.write(" ", 1);
           const auto e = st->job->error();
           const std::string body = e ? dump(e->body()) : dump(whole());
