@@ -3,7 +3,8 @@
 set -euo pipefail
 packages=(build-essential cmake libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libgtest-dev
           libbenchmark-dev libhnswlib-dev libdnnl-dev libsentencepiece-dev python3-torch python3-numpy
-          clang libomp-dev libclang-rt-dev libopenmpi-dev openmpi-bin libcpp-httplib-dev)
+          clang libomp-dev libclang-rt-dev libopenmpi-dev openmpi-bin libcpp-httplib-dev
+          python3-matplotlib)
 missing=()
 # Node.js and npm for the server's client test; a machine that already has them (say from NodeSource,
 # whose nodejs bundles npm and conflicts with Debian's npm package) keeps its own.

@@ -19,6 +19,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import plots  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ["A", "M", "hybrid", "F", "B"]
 LABELS = {"A": "A (full attention)", "M": "M (Mamba)", "hybrid": "hybrid (MAMA)", "F": "F (B'MOJO-F)",
@@ -56,45 +59,6 @@ def prepare(binary, vocab):
         out = f"data/lm/{split}.bpe.bmtok"
         if not os.path.exists(os.path.join(ROOT, out)):
             print(run([binary, "data", "encode", "-i", f"data/corpora/{split}", "-t", model, "-o", out]))
-
-
-def line_chart(path, title, series, xlabel, ylabel, vline=None, vlabel=None):
-    """series: {name: [(x, y), ...]}; linear axes fitted to the data."""
-    width, height, left, right, top, bottom = 720, 420, 70, 150, 40, 50
-    pw, ph = width - left - right, height - top - bottom
-    xs = [x for pts in series.values() for x, _ in pts]
-    ys = [y for pts in series.values() for _, y in pts]
-    x0, x1 = min(xs), max(xs)
-    y0, y1 = min(ys), max(ys)
-    pad = (y1 - y0) * 0.05 or 0.1
-    y0, y1 = y0 - pad, y1 + pad
-    sx = lambda x: left + pw * (x - x0) / ((x1 - x0) or 1)
-    sy = lambda y: top + ph - ph * (y - y0) / ((y1 - y0) or 1)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-           f'font-size="12">', f'<text x="{left + pw / 2}" y="22" text-anchor="middle" font-size="14">{title}</text>']
-    for i in range(6):
-        yv = y0 + (y1 - y0) * i / 5
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(yv):.1f}" y2="{sy(yv):.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{left - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end">{yv:.2f}</text>')
-        xv = x0 + (x1 - x0) * i / 5
-        out.append(f'<text x="{sx(xv):.1f}" y="{top + ph + 18}" text-anchor="middle">{xv:.0f}</text>')
-    if vline is not None:
-        out.append(f'<line x1="{sx(vline):.1f}" x2="{sx(vline):.1f}" y1="{top}" y2="{top + ph}" stroke="#888" '
-                   f'stroke-dasharray="4 3"/>')
-        out.append(f'<text x="{sx(vline) + 4:.1f}" y="{top + 12}" fill="#555">{vlabel or ""}</text>')
-    for i, (name, pts) in enumerate(series.items()):
-        color = COLORS.get(name, "#333")
-        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="' +
-                   " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts) + '"/>')
-        ly = top + 20 + 20 * i
-        out.append(f'<rect x="{left + pw + 12}" y="{ly - 10}" width="12" height="12" fill="{color}"/>')
-        out.append(f'<text x="{left + pw + 30}" y="{ly}">{LABELS.get(name, name)}</text>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 10}" text-anchor="middle">{xlabel}</text>')
-    out.append(f'<text x="16" y="{top + ph / 2}" transform="rotate(-90 16 {top + ph / 2})" '
-               f'text-anchor="middle">{ylabel}</text>')
-    out.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(out) + "\n")
 
 
 def main():
@@ -172,20 +136,22 @@ def main():
 
 def report(out, models, results, bench, args):
     T = next(iter(results.values()))["lengthgen"]["train_length"]
-    line_chart(os.path.join(out, "lengthgen.svg"), f"Loss per position, trained at T = {T} (test documents)",
+    plots.line_chart(os.path.join(out, "lengthgen.svg"), f"Loss per position, trained at T = {T} (test documents)",
                {m: [((b["start"] + b["end"]) / 2, b["loss"]) for b in results[m]["lengthgen"]["buckets"]]
-                for m in models}, "position (tokens)", "loss (nats/token)", vline=T, vlabel="T")
+                for m in models}, "position (tokens)", "loss (nats/token)", vline=T, vlabel="T",
+                     labels=LABELS, colors=COLORS)
     rel = {}
     for m in models:
         lg = results[m]["lengthgen"]
         base = next(p["loss"] for p in lg["per_multiple"] if p["multiple"] == 1) if any(
             p["multiple"] == 1 for p in lg["per_multiple"]) else 0.0
         rel[m] = [((b["start"] + b["end"]) / 2, b["loss"] - base) for b in lg["buckets"]]
-    line_chart(os.path.join(out, "lengthgen_relative.svg"),
+    plots.line_chart(os.path.join(out, "lengthgen_relative.svg"),
                "Loss per position minus the model's own mean loss over [0, T)", rel, "position (tokens)",
-               "loss change (nats/token)", vline=T, vlabel="T")
-    line_chart(os.path.join(out, "valid_loss.svg"), "Validation loss during training",
-               {m: results[m]["valid_curve"] for m in models}, "step", "loss (nats/token)")
+               "loss change (nats/token)", vline=T, vlabel="T", labels=LABELS, colors=COLORS)
+    plots.line_chart(os.path.join(out, "valid_loss.svg"), "Validation loss during training",
+               {m: results[m]["valid_curve"] for m in models}, "step", "loss (nats/token)", labels=LABELS,
+                     colors=COLORS)
     lines = ["# Language-modelling suite results", "",
              f"Command: `python3 scripts/lm_suite.py{' --steps ' + str(args.steps) if args.steps else ''}`"
              f" (configs/lm/*.json). Test split: {results[models[0]]['test']['labelled']} tokens.", "",

@@ -11,7 +11,7 @@ stopped.
 Usage: scripts/mqar_suite.py [--out results/mqar] [--lrs 1e-4,4.6e-4,2.2e-3,1e-2] [--steps N]
                              [--threads N] [--jobs N] [--models A_full,B] [--tasks long_range]
                              [--capacities 0,8,16,32,64] [--capacity-lrs 2.2e-3]
-Only the Python standard library is used.
+Charts are drawn by scripts/plots.py (matplotlib).
 """
 import argparse
 import concurrent.futures
@@ -21,6 +21,9 @@ import subprocess
 import sys
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import plots  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUITE = os.path.join(ROOT, "configs", "mqar_suite")
@@ -70,73 +73,6 @@ def run_one(binary, config, run_dir, threads):
 
 def lr_label(lr):
     return f"{lr:.2g}"
-
-
-def bar_chart_svg(path, title, groups, series, values):
-    """Grouped bars: groups (x axis), series (one bar each per group), values[(group, series)] in [0, 1]."""
-    colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3"]
-    width, height, left, bottom, top = 760, 380, 60, 60, 40
-    plot_w, plot_h = width - left - 20, height - top - bottom
-    group_w = plot_w / max(1, len(groups))
-    bar_w = group_w * 0.8 / max(1, len(series))
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20 * len(series)}" '
-           f'font-family="sans-serif" font-size="12">',
-           f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>']
-    for i in range(6):
-        y = top + plot_h - plot_h * i / 5
-        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y}" y2="{y}" stroke="#ddd"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{i / 5:.1f}</text>')
-    out.append(f'<text x="15" y="{top + plot_h / 2}" transform="rotate(-90 15 {top + plot_h / 2})" '
-               f'text-anchor="middle">accuracy</text>')
-    for g, group in enumerate(groups):
-        x0 = left + g * group_w + group_w * 0.1
-        for s, name in enumerate(series):
-            v = values.get((group, name))
-            if v is None:
-                continue
-            h = plot_h * max(0.0, min(1.0, v))
-            x = x0 + s * bar_w
-            out.append(f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w * 0.9:.1f}" height="{h:.1f}" '
-                       f'fill="{colors[s % len(colors)]}"><title>{name}: {v:.3f}</title></rect>')
-            out.append(f'<text x="{x + bar_w * 0.45:.1f}" y="{top + plot_h - h - 3:.1f}" text-anchor="middle" '
-                       f'font-size="9">{v:.2f}</text>')
-        out.append(f'<text x="{left + g * group_w + group_w / 2:.1f}" y="{top + plot_h + 18}" '
-                   f'text-anchor="middle">{group}</text>')
-    for s, name in enumerate(series):
-        y = height + 20 * s - 5
-        out.append(f'<rect x="{left}" y="{y - 10}" width="12" height="12" fill="{colors[s % len(colors)]}"/>')
-        out.append(f'<text x="{left + 18}" y="{y}">{name}</text>')
-    out.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(out))
-
-
-def line_chart_svg(path, title, xs, ys, xlabel):
-    width, height, left, bottom, top = 600, 340, 60, 50, 40
-    plot_w, plot_h = width - left - 30, height - top - bottom
-    n = len(xs)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-           f'font-size="12">', f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>']
-    for i in range(6):
-        y = top + plot_h - plot_h * i / 5
-        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y}" y2="{y}" stroke="#ddd"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{i / 5:.1f}</text>')
-    points = []
-    for i, (x, y) in enumerate(zip(xs, ys)):
-        px = left + (plot_w * i / (n - 1) if n > 1 else plot_w / 2)
-        py = top + plot_h - plot_h * max(0.0, min(1.0, y))
-        points.append((px, py))
-        out.append(f'<text x="{px:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{x}</text>')
-        out.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="#4c72b0"><title>{x}: {y:.3f}</title></circle>')
-        out.append(f'<text x="{px:.1f}" y="{py - 8:.1f}" text-anchor="middle" font-size="10">{y:.2f}</text>')
-    out.append('<polyline fill="none" stroke="#4c72b0" stroke-width="2" points="' +
-               " ".join(f"{x:.1f},{y:.1f}" for x, y in points) + '"/>')
-    out.append(f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">{xlabel} (equally spaced)</text>')
-    out.append(f'<text x="15" y="{top + plot_h / 2}" transform="rotate(-90 15 {top + plot_h / 2})" '
-               f'text-anchor="middle">accuracy</text>')
-    out.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(out))
 
 
 def main():
@@ -269,12 +205,12 @@ def main():
             lines.append(f"| {cap} | {ablation[cap][0]:.3f} | {lr_label(ablation[cap][1])} |")
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    bar_chart_svg(os.path.join(args.out, "recall.svg"), "MQAR accuracy, best over learning rates",
-                  [labels[t] for t in tasks], [labels[m] for m in models],
-                  {(labels[t], labels[m]): best[(t, m)][0] for t in tasks for m in models})
+    plots.bar_chart(os.path.join(args.out, "recall.svg"), "MQAR accuracy, best over learning rates",
+                    [labels[t] for t in tasks], [labels[m] for m in models],
+                    {(labels[t], labels[m]): best[(t, m)][0] for t in tasks for m in models})
     if ablation:
-        line_chart_svg(os.path.join(args.out, "capacity.svg"), "B'MOJO: recall against eidetic capacity m",
-                       capacities, [ablation[c][0] for c in capacities], "m")
+        plots.line_chart(os.path.join(args.out, "capacity.svg"), "B'MOJO: recall against eidetic capacity m",
+                         {"B": [(c, ablation[c][0]) for c in capacities]}, "m", "accuracy", categorical=True)
     print("\n".join(lines))
     print(f"\nwrote {args.out}/results.md, recall.svg" + (", capacity.svg" if ablation else ""))
 
