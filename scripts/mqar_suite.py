@@ -5,11 +5,16 @@ the eidetic capacity m of the B model on the long-range task.
 
 Writes under --out: runs/<task>/<model>/lr<lr>/{config.json,result.json,log.jsonl,train.log},
 results.md (tables), recall.svg (best accuracy per model and task) and capacity.svg (accuracy against m).
+After the sweep, the budget rule (--solved): a cell whose best accuracy is below the threshold is rerun at
+its best learning rate with 2x, then 4x the steps, the same rule for every model; then each cell's best
+run is repeated with --seeds seeds (train.seed 1..N-1 besides the sweep's) for the mean and the spread.
+The tasks include the SPEC's (L, K) grid: (64, 4), (128, 8), (256, 16), standard and long-range.
 Finished runs (result.json present, same config) are reused, so an interrupted suite continues where it
 stopped.
 
 Usage: scripts/mqar_suite.py [--out results/mqar] [--lrs 1e-4,4.6e-4,2.2e-3,1e-2] [--steps N]
                              [--threads N] [--jobs N] [--models A_full,B] [--tasks long_range]
+                             [--seeds 3] [--solved 0.9]
                              [--capacities 0,8,16,32,64] [--capacity-lrs 2.2e-3]
 Charts are drawn by scripts/plots.py (matplotlib).
 """
@@ -85,6 +90,12 @@ def main():
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at once (default: all cores)")
     ap.add_argument("--models", default="", help="comma-separated subset of configs/mqar_suite/models")
     ap.add_argument("--tasks", default="", help="comma-separated subset of configs/mqar_suite/tasks")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="seeds of each cell's best run, after the budget rule: 1 = the sweep's seed alone; N "
+                         "reruns it with train.seed 1..N-1 and reports the mean and spread (default 1)")
+    ap.add_argument("--solved", type=float, default=0.9,
+                    help="budget rule: a cell whose best accuracy is below this gets its best learning rate rerun "
+                         "with 2x, then 4x the steps, for every model alike (default 0.9; 0 = never)")
     ap.add_argument("--capacities", default="0,8,16,32,64", help="m values for the ablation ('' = skip)")
     ap.add_argument("--capacity-task", default="long_range")
     ap.add_argument("--capacity-lrs", default="", help="learning rates of the ablation ('' = those of --lrs)")
@@ -171,12 +182,61 @@ def main():
             if cap not in ablation or s["accuracy"] > ablation[cap][0]:
                 ablation[cap] = (s["accuracy"], lr)
 
+    # The budget rule, the same for every model: a cell not solved at its best learning rate is rerun there
+    # with 2x the steps, then 4x, until it is solved; the cell keeps its best run and reports the steps used.
+    def rerun(task, model, lr, factor, seed):
+        c, _, _ = config_for(model, task, lr)
+        c["train"]["steps"] *= factor
+        if seed:
+            c["train"]["seed"] = seed
+        tag = "lr" + lr_label(lr) + (f"_x{factor}" if factor > 1 else "") + (f"_seed{seed}" if seed else "")
+        return c, os.path.join(args.out, "runs", task, model, tag)
+
+    steps_used = {}  # (task, model) -> (factor of the best run, its steps, largest factor tried)
+
+    def extend(cell):
+        task, model = cell
+        acc, lr, summary = best[cell]
+        factor = best_factor = 1
+        while acc < args.solved and factor < 4:
+            factor *= 2
+            c, run_dir = rerun(task, model, lr, factor, 0)
+            s = run_one(args.binary, c, run_dir, args.threads)
+            print(f"budget rule: {task} {model} lr {lr_label(lr)} x{factor} steps: accuracy {s['accuracy']:.3f}",
+                  flush=True)
+            if s["accuracy"] > acc:
+                acc, summary, best_factor = s["accuracy"], s, factor
+        steps_used[cell] = (best_factor, summary.get("steps", 0), factor)
+        best[cell] = (acc, lr, summary)
+
+    cells = [(t, m) for t in tasks for m in models]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(extend, cells))
+
+    # Seeds: each cell's best run again with train.seed 1 .. N-1 at the steps it ended with.
+    spread = {}  # (task, model) -> (mean, std, n)
+    if args.seeds > 1:
+        def seeded(cell):
+            task, model = cell
+            acc, lr, summary = best[cell]
+            factor = steps_used[cell][0]
+            accs = [acc]
+            for seed in range(1, args.seeds):
+                c, run_dir = rerun(task, model, lr, factor, seed)
+                accs.append(run_one(args.binary, c, run_dir, args.threads)["accuracy"])
+            mean = sum(accs) / len(accs)
+            std = (sum((a - mean) ** 2 for a in accs) / max(1, len(accs) - 1)) ** 0.5
+            spread[cell] = (mean, std, len(accs))
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(seeded, cells))
+
     os.makedirs(args.out, exist_ok=True)
     lines = ["# MQAR results", "",
              f"Command: `scripts/mqar_suite.py --out {os.path.relpath(args.out, ROOT)} --lrs {args.lrs}"
              + (f" --steps {args.steps}" if args.steps else "")
              + f" --capacities {args.capacities}" + (f" --capacity-lrs {args.capacity_lrs}" if args.capacity_lrs else "")
-             + f" --threads {args.threads} --jobs {args.jobs}`", "",
+             + f" --seeds {args.seeds} --solved {args.solved} --threads {args.threads} --jobs {args.jobs}`", "",
              "Best final accuracy over the learning-rate sweep (learning rate of the best run in brackets); "
              "each run evaluates on held-out batches at its last step.", "",
              "| model | params | " + " | ".join(labels[t] for t in tasks) + " |",
@@ -188,6 +248,18 @@ def main():
             acc, lr, _ = best[(t, model)]
             cells.append(f"{acc:.3f} ({lr_label(lr)})")
         lines.append(f"| {labels[model]} | {params} | " + " | ".join(cells) + " |")
+    lines += ["", f"Budget rule: a cell below accuracy {args.solved} at its best learning rate was rerun there with 2x, "
+              "then 4x the steps; the steps of each cell's best run (the largest multiple tried in brackets):", "",
+              "| model | " + " | ".join(labels[t] for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for model in models:
+        lines.append(f"| {labels[model]} | " + " | ".join(
+            f"{steps_used[(t, model)][1]} (x{steps_used[(t, model)][2]} tried)" for t in tasks) + " |")
+    if spread:
+        lines += ["", f"Seeds: each cell's best run with {args.seeds} seeds, mean ± standard deviation:", "",
+                  "| model | " + " | ".join(labels[t] for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
+        for model in models:
+            lines.append(f"| {labels[model]} | " + " | ".join(
+                f"{spread[(t, model)][0]:.3f} ± {spread[(t, model)][1]:.3f}" for t in tasks) + " |")
     lines += ["", "All runs (accuracy per learning rate):", "",
               "| task | model | " + " | ".join(lr_label(lr) for lr in lrs) + " |",
               "|---|---|" + "---|" * len(lrs)]

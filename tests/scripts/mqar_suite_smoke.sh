@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The MQAR suite end to end at a tiny budget (3 steps, one model, one task, a two-point capacity ablation,
+# the budget rule up to 4x the steps, a second seed): its runs, tables and both charts; the LM suite needs
+# the corpora, so only its flags are checked.  Usage: mqar_suite_smoke.sh BMOJO_BINARY OUT_DIR
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+binary="$1" out="$2"
+rm -rf "$out"
+/usr/bin/python3 "$root/scripts/mqar_suite.py" --out "$out" --binary "$binary" --steps 3 --models B \
+  --tasks standard --lrs 1e-3 --capacities 8,16 --capacity-lrs 1e-3 --seeds 2 --jobs 1 >/dev/null
+grep -q "Seeds:" "$out/results.md"
+grep -q "x4 tried" "$out/results.md"
+[ -f "$out/runs/standard/B/lr0.001_x4/result.json" ]
+[ -f "$out/runs/standard/B/lr0.001_seed1/result.json" ] || [ -f "$out/runs/standard/B/lr0.001_x2_seed1/result.json" ] ||
+  [ -f "$out/runs/standard/B/lr0.001_x4_seed1/result.json" ]
+grep -q "<svg" "$out/recall.svg"
+grep -q "<svg" "$out/capacity.svg"
+/usr/bin/python3 "$root/scripts/lm_suite.py" --help >/dev/null
+echo "mqar suite smoke test: runs, budget rule, seeds, tables and charts written to $out"
