@@ -9,8 +9,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -109,11 +111,15 @@ struct HttpServer::Impl {
       : scheduler(s), cache(c), tokenizer(t), model(m), o(std::move(opt)) {}
 
   void routes();
-  void completions(const httplib::Request& req, httplib::Response& res);
+  void completions(const std::string& body, httplib::Response& res);
+  // A POST route whose body is read here, within --read-timeout as a whole (httplib's own timeout is per
+  // read, so a client trickling a byte at a time would hold a thread for as long as it liked).
+  void post(const std::string& pattern,
+            std::function<void(const std::string& body, httplib::Response&)> handle);
   std::string metrics_text();
-  std::optional<json> json_body(const httplib::Request& req, httplib::Response& res) {
+  std::optional<json> json_body(const std::string& body, httplib::Response& res) {
     ApiError e;
-    std::optional<json> j = parse_json_object(req.body, o.limits, e);
+    std::optional<json> j = parse_json_object(body, o.limits, e);
     if (!j) send_error(res, e);
     return j;
   }
@@ -191,8 +197,8 @@ void HttpServer::Impl::routes() {
     ++status_counts[res.status];
   });
 
-  svr.Post("/v1/completions",
-           [this](const httplib::Request& req, httplib::Response& res) { completions(req, res); });
+  post("/v1/completions",
+       [this](const std::string& body, httplib::Response& res) { completions(body, res); });
   svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     json m = {{"id", o.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "bmojo"}};
     res.set_content(dump({{"object", "list"}, {"data", json::array({m})}}), "application/json");
@@ -216,8 +222,8 @@ void HttpServer::Impl::routes() {
   svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics_text(), "text/plain; version=0.0.4");
   });
-  svr.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
-    const std::optional<json> j = json_body(req, res);
+  post("/tokenize", [this](const std::string& body, httplib::Response& res) {
+    const std::optional<json> j = json_body(body, res);
     if (!j) return;
     const auto it = j->find("prompt");
     if (it == j->end() || !it->is_string() || j->size() != 1) {
@@ -229,8 +235,8 @@ void HttpServer::Impl::routes() {
         dump({{"tokens", ids}, {"count", ids.size()}, {"max_model_len", o.limits.max_prompt_tokens}}),
         "application/json");
   });
-  svr.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
-    const std::optional<json> j = json_body(req, res);
+  post("/detokenize", [this](const std::string& body, httplib::Response& res) {
+    const std::optional<json> j = json_body(body, res);
     if (!j) return;
     const auto it = j->find("tokens");
     std::vector<int32_t> ids;
@@ -251,7 +257,39 @@ void HttpServer::Impl::routes() {
   });
 }
 
-void HttpServer::Impl::completions(const httplib::Request& req, httplib::Response& res) {
+void HttpServer::Impl::post(const std::string& pattern,
+                            std::function<void(const std::string& body, httplib::Response&)> handle) {
+  svr.Post(pattern, [this, handle](const httplib::Request& req, httplib::Response& res,
+                                   const httplib::ContentReader& reader) {
+    const std::string length = req.get_header_value("Content-Length");
+    if (length.size() > 18 ||
+        (!length.empty() && std::strtoull(length.c_str(), nullptr, 10) > o.max_body_bytes)) {
+      res.set_header("Connection", "close");
+      return send_error(res, error_for_status(413));
+    }
+    std::string body;
+    const auto deadline = Clock::now() + std::chrono::seconds(o.read_timeout_s);
+    bool late = false, too_large = false;
+    const bool whole = reader([&](const char* data, size_t n) {
+      if (body.size() + n > o.max_body_bytes) {
+        too_large = true;
+        return false;
+      }
+      body.append(data, n);
+      late = Clock::now() > deadline;
+      return !late;
+    });
+    if (whole && !late) return handle(body, res);
+    res.set_header("Connection", "close");
+    if (too_large) return send_error(res, error_for_status(413));
+    send_error(res, {408, "invalid_request_error",
+                     "the request body did not arrive within " + std::to_string(o.read_timeout_s) + " s (" +
+                         std::to_string(body.size()) + " bytes came)",
+                     "", "timeout"});
+  });
+}
+
+void HttpServer::Impl::completions(const std::string& body, httplib::Response& res) {
   // Counted until the response is written: the handler's own, or its content provider's release.
   struct Responding {
     std::atomic<int>& count;
@@ -260,7 +298,7 @@ void HttpServer::Impl::completions(const httplib::Request& req, httplib::Respons
   };
   auto responding_now = std::make_shared<Responding>(responding);
   ApiError err;
-  std::optional<CompletionRequest> parsed = parse_completion_request(req.body, o.model_name, o.limits, err);
+  std::optional<CompletionRequest> parsed = parse_completion_request(body, o.model_name, o.limits, err);
   if (!parsed) return send_error(res, err);
   const CompletionRequest r = std::move(*parsed);
   const int V = model.config().vocab_size;

@@ -447,6 +447,25 @@ TEST_F(Serve, BadRequestsGetTheRightErrorAndTheServerKeepsServing) {
     EXPECT_EQ(r.status, 408) << r.body;
     EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
   }
+  // A client that trickles its body a byte at a time (each read well inside the timeout) is cut off too:
+  // the whole body must arrive within the timeout.
+  {
+    const int fd = test::connect_loopback(server.port(), 30);
+    ASSERT_GE(fd, 0);
+    const std::string head =
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Authorization: Bearer sekret\r\nContent-Length: 100\r\n\r\n";
+    ::send(fd, head.data(), head.size(), MSG_NOSIGNAL);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 30; ++i) {  // a byte every 200 ms until the server answers
+      pollfd answered{fd, POLLIN, 0};
+      if (::poll(&answered, 1, 200) != 0 || ::send(fd, " ", 1, MSG_NOSIGNAL) != 1) break;
+    }
+    const HttpReply r = test::read_reply(fd);
+    ::close(fd);
+    EXPECT_EQ(r.status, 408) << r.body;
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  }
   // Still serving, and /health needs no key.
   EXPECT_EQ(test::http_request(server.port(), "GET", "/health", "", {}).status, 200);
   const HttpReply ok = test::http_request(server.port(), "POST", "/v1/completions",
