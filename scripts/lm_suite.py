@@ -6,6 +6,7 @@ sweep (trained at T, evaluated at T, 2T, 4T, 8T), and training throughput at T =
   python3 scripts/lm_suite.py                 # everything: corpora, tokenizer, 5 trainings, evals, plots
   python3 scripts/lm_suite.py --models A,B    # a subset
   python3 scripts/lm_suite.py --steps 50      # a quick smoke run (numbers meaningless)
+  python3 scripts/lm_suite.py --study --out results/lm_study   # the B'MOJO settings of configs/lm_study.json
 
 Writes results/lm/<model>/ (checkpoint, log, eval.json, lengthgen.json), results/lm/bench.json and the
 report results/lm/results.md with results/lm/lengthgen.svg and results/lm/valid_loss.svg. docs/lm.md
@@ -64,7 +65,10 @@ def prepare(binary, vocab):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--binary", default="build/bmojo")
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--models", default="", help="comma-separated subset (default: all of the suite or study)")
+    ap.add_argument("--study", action="store_true",
+                    help="run the B'MOJO variants of configs/lm_study.json (base config + --set overrides) "
+                         "instead of the five models")
     ap.add_argument("--steps", type=int, default=0, help="override train.steps (0: the configs' value)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="results/lm")
@@ -75,10 +79,21 @@ def main():
     ap.add_argument("--skip-bench", action="store_true")
     ap.add_argument("--reuse-bench", action="store_true", help="report the bench.json of an earlier run")
     args = ap.parse_args()
-    models = [m for m in args.models.split(",") if m]
+    # Every run: its base config and the overrides on it (none for the suite's five models).
+    if args.study:
+        with open(os.path.join(ROOT, "configs", "lm_study.json")) as f:
+            variants = json.load(f)["variants"]
+        runs = {name: (f"configs/lm/{v['base']}.json", v["set"]) for name, v in variants.items()}
+        LABELS.update({name: v["label"] for name, v in variants.items()})
+    else:
+        runs = {m: (f"configs/lm/{m}.json", {}) for m in MODELS}
+    models = [m for m in args.models.split(",") if m] or list(runs)
     for m in models:
-        if m not in MODELS:
-            sys.exit(f"lm_suite: unknown model {m} (known: {', '.join(MODELS)})")
+        if m not in runs:
+            sys.exit(f"lm_suite: unknown model {m} (known: {', '.join(runs)})")
+
+    def overrides(m):
+        return [a for k, v in runs[m][1].items() for a in ("--set", f"{k}={json.dumps(v) if isinstance(v, bool) else v}")]
     binary = args.binary
     threads = ["--threads", str(args.threads)] if args.threads else []
     prepare(binary, 4096)
@@ -89,13 +104,13 @@ def main():
         d = os.path.join(out, m)
         os.makedirs(d, exist_ok=True)
         ckpt = os.path.join(d, "checkpoint.safetensors")
-        cfg = f"configs/lm/{m}.json"
-        r = {"config": cfg}
+        cfg = runs[m][0]
+        r = {"config": cfg, "overrides": runs[m][1]}
         if not (args.skip_train and os.path.exists(ckpt)):
             if os.path.exists(os.path.join(d, "log.jsonl")):
                 os.remove(os.path.join(d, "log.jsonl"))
             t0 = time.time()
-            cmd = [binary, "train", "-c", cfg, "-o", d, "--json"] + threads
+            cmd = [binary, "train", "-c", cfg, "-o", d, "--json"] + overrides(m) + threads
             if args.steps:
                 cmd += ["--steps", str(args.steps)]
             s = last_json(run(cmd, log=os.path.join(d, "train.log")))
@@ -125,7 +140,7 @@ def main():
             bench = json.load(f)
     elif not args.skip_bench:
         for m in models:
-            b = last_json(run([binary, "bench", "-c", f"configs/lm/{m}.json", "--set",
+            b = last_json(run([binary, "bench", "-c", runs[m][0]] + overrides(m) + ["--set",
                                f"data.seq_len={args.bench_len}", "--set", "train.batch_size=2", "--steps", "3",
                                "--warmup", "1", "--json"] + threads))
             bench[m] = b
@@ -153,8 +168,10 @@ def report(out, models, results, bench, args):
                {m: results[m]["valid_curve"] for m in models}, "step", "loss (nats/token)", labels=LABELS,
                      colors=COLORS)
     lines = ["# Language-modelling suite results", "",
-             f"Command: `python3 scripts/lm_suite.py{' --steps ' + str(args.steps) if args.steps else ''}`"
-             f" (configs/lm/*.json). Test split: {results[models[0]]['test']['labelled']} tokens.", "",
+             f"Command: `python3 scripts/lm_suite.py{' --study' if args.study else ''}"
+             f"{' --steps ' + str(args.steps) if args.steps else ''}`"
+             f" ({'configs/lm_study.json: configs/lm/<base>.json with overrides' if args.study else 'configs/lm/*.json'})."
+             f" Test split: {results[models[0]]['test']['labelled']} tokens.", "",
              "| model | params | train tok/s (T=512) | test loss | test ppl | test bits/byte |",
              "|---|---|---|---|---|---|"]
     for m in models:
