@@ -84,6 +84,70 @@ class DocumentSentences : public sentencepiece::SentenceIterator {
   bool done_ = false;
 };
 
+// A protobuf varint at text[at], advancing at; false when it runs past the end or past 64 bits.
+bool read_varint(std::string_view text, size_t& at, uint64_t& value) {
+  value = 0;
+  for (int shift = 0; shift < 64 && at < text.size(); shift += 7) {
+    const auto byte = static_cast<unsigned char>(text[at++]);
+    value |= static_cast<uint64_t>(byte & 0x7F) << shift;
+    if ((byte & 0x80) == 0) return true;
+  }
+  return false;
+}
+
+// Walks the fields of a serialized protobuf message, calling f(field, bytes) for each length-delimited one;
+// false when the message is malformed (SentencePiece then refuses it itself).
+template <class F>
+bool for_each_bytes_field(std::string_view message, F&& f) {
+  size_t at = 0;
+  while (at < message.size()) {
+    uint64_t key = 0, value = 0;
+    if (!read_varint(message, at, key)) return false;
+    switch (key & 7) {
+      case 0:
+        if (!read_varint(message, at, value)) return false;
+        break;
+      case 1:
+        at += 8;
+        break;
+      case 5:
+        at += 4;
+        break;
+      case 2:
+        if (!read_varint(message, at, value) || value > message.size() - std::min(at, message.size()))
+          return false;
+        f(key >> 3, message.substr(at, value));
+        at += value;
+        break;
+      default:
+        return false;
+    }
+    if (at > message.size()) return false;
+  }
+  return true;
+}
+
+// The first piece of a serialized ModelProto (field 1: SentencePiece messages, their field 1 the piece)
+// that is empty or holds a NUL byte, quoted; "" when there is none. SentencePiece builds its trie from the
+// pieces without checking them, and its trie builder throws through the library on such a key (found by
+// fuzz_tokenizer), so a model file is checked here first.
+std::string bad_piece(std::string_view proto) {
+  std::string bad;
+  int index = 0;
+  for_each_bytes_field(proto, [&](uint64_t field, std::string_view piece_message) {
+    if (field != 1 || !bad.empty()) return;
+    std::string_view piece;
+    bool named = false;
+    for_each_bytes_field(piece_message, [&](uint64_t f, std::string_view bytes) {
+      if (f == 1) piece = bytes, named = true;
+    });
+    if (!named || piece.empty() || piece.find('\0') != std::string_view::npos)
+      bad = "piece " + std::to_string(index) + (named && !piece.empty() ? " holds a NUL byte" : " is empty");
+    ++index;
+  });
+  return bad;
+}
+
 }  // namespace
 
 uint64_t byte_tokenizer_hash() {
@@ -108,7 +172,14 @@ Tokenizer Tokenizer::from_sentencepiece(std::string model_bytes, const std::stri
   Tokenizer t;
   t.kind_ = TokenizerKind::kSentencePiece;
   t.sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
-  const auto status = t.sp_->LoadFromSerializedProto(model_bytes);
+  const std::string bad = bad_piece(model_bytes);
+  check(bad.empty(), where + ": not a usable SentencePiece model (" + bad + ")");
+  sentencepiece::util::Status status;
+  try {
+    status = t.sp_->LoadFromSerializedProto(model_bytes);
+  } catch (const std::exception& e) {  // the library's own code throws on some malformed models
+    fail(where + ": not a SentencePiece model (" + e.what() + ")");
+  }
   check(status.ok(), where + ": not a SentencePiece model (" + status.ToString() + ")");
   t.vocab_ = t.sp_->GetPieceSize();
   t.byte_ids_.assign(256, -1);

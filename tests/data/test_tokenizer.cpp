@@ -112,5 +112,27 @@ TEST(Tokenizer, BadModelFilesAreClearErrors) {
   EXPECT_THROW(train_sentencepiece({}, o), Error);
 }
 
+// SentencePiece's trie builder throws through the library on an empty piece or one with a NUL byte
+// (found by fuzz_tokenizer: tests/fuzz/corpus/tokenizer/empty_piece_after_nul); such models are refused.
+TEST(Tokenizer, ModelsWithEmptyOrNulPiecesAreRefused) {
+  // ModelProto { pieces { piece: P, score: 0, type: NORMAL } x 2 } in protobuf wire format.
+  const auto piece = [](const std::string& p) {
+    std::string m = "\x0a" + std::string(1, static_cast<char>(p.size())) + p + std::string("\x15\0\0\0\0", 5);
+    return "\x0a" + std::string(1, static_cast<char>(m.size())) + m;
+  };
+  for (const std::string& bad : {std::string(), std::string("a\0b", 3)}) {
+    const std::string model = piece("<unk>") + piece(bad);
+    try {
+      Tokenizer::from_sentencepiece(model, "bad.model");
+      ADD_FAILURE() << "a model with piece '" << bad << "' loaded";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("piece 1"), std::string::npos) << e.what();
+    }
+  }
+  const std::string fuzzed =
+      std::string(BMOJO_SOURCE_DIR) + "/tests/fuzz/corpus/tokenizer/empty_piece_after_nul";
+  EXPECT_THROW(Tokenizer::load(fuzzed), Error);
+}
+
 }  // namespace
 }  // namespace bmojo
