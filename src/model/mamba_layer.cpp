@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "core/parallel.hpp"
 #include "core/profile.hpp"
@@ -68,7 +69,17 @@ void input_projections(MambaActivations& act, const MambaWeights& w, const Model
       const float v = (act.dt_raw[i * C + c] += w.dt_bias[c]);
       act.dt[i * C + c] = softplusf(v);
     }
-  for (size_t i = 0; i < act.A.size(); ++i) act.A[i] = -std::exp(w.A_log[i]);
+  const size_t n = act.A.size();
+  MambaActivations::Decay* d = nullptr;
+  for (MambaActivations::Decay& c : act.decays)
+    if (c.A_log == w.A_log) d = &c;
+  if (d == nullptr) d = &act.decays.emplace_back(MambaActivations::Decay{w.A_log, {}, {}});
+  if (d->A_log_seen.size() != n || std::memcmp(d->A_log_seen.data(), w.A_log, n * sizeof(float)) != 0) {
+    d->A_log_seen.assign(w.A_log, w.A_log + n);
+    d->A.resize(n);
+    for (size_t i = 0; i < n; ++i) d->A[i] = -std::exp(w.A_log[i]);
+  }
+  std::memcpy(act.A.data(), d->A.data(), n * sizeof(float));
 }
 
 // residual += (y * SiLU(z)) W_out.

@@ -21,6 +21,13 @@ struct MambaActivations {
   std::vector<float> A;       // (d_inner, N) = -exp(A_log)
   std::vector<float> y;       // (B, T, d_inner) scan output
   std::vector<float> gated;   // (B, T, d_inner) y * silu(z)
+  // A depends on the weights alone, and its d_inner * N exps cost a decode step more than the scan: kept
+  // per A_log tensor (a decode step's scratch serves every layer) and recomputed only when A_log changed.
+  struct Decay {
+    const float* A_log = nullptr;
+    std::vector<float> A_log_seen, A;
+  };
+  std::vector<Decay> decays;
 };
 
 struct MambaScratch {
