@@ -167,19 +167,8 @@ void HttpServer::Impl::routes() {
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
-  svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+  svr.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (!res.body.empty()) return;
-    // httplib answers 400 when the body stopped arriving: a short body is a timeout (408).
-    const std::string length = req.get_header_value("Content-Length");
-    if (res.status == 400 && !length.empty() && length.size() < 19 &&
-        length.find_first_not_of("0123456789") == std::string::npos &&
-        req.body.size() < std::stoull(length)) {
-      res.set_header("Connection", "close");
-      return send_error(res, {408, "invalid_request_error",
-                              "the request body did not arrive in time (" + std::to_string(req.body.size()) +
-                                  " of " + length + " bytes)",
-                              "", "timeout"});
-    }
     send_error(res, error_for_status(res.status));
   });
   svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {

@@ -187,8 +187,7 @@ bool Scheduler::advance(Active& a, int c, const float* logits) {
   u.index = c;
   u.tokens = {tok};
   if (job.logprobs >= 0) {
-    static thread_local std::vector<int32_t> order;
-    u.logprobs.push_back(logprob_of(logits, V, tok, job.logprobs, order));
+    u.logprobs.push_back(logprob_of(logits, V, tok, job.logprobs, order_));
   }
   bool stopped = false;
   std::string text = ch.utf8_held + ch.stops.push(tokenizer_.decode(tok), stopped);

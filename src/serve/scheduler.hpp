@@ -161,7 +161,8 @@ class Scheduler {
 
   std::vector<Active> active_;  // the scheduler thread's own
   std::vector<float> logits_;
-  uint64_t sampled_ = 0;  // tokens sampled in the current step
+  uint64_t sampled_ = 0;        // tokens sampled in the current step
+  std::vector<int32_t> order_;  // logprob_of's sort buffer
   std::thread thread_;
 };
 

@@ -52,6 +52,16 @@ const std::string& checkpoint() {
   return path;
 }
 
+// Runs a shell command line; its stdout into out; returns pclose's status.
+int run_command(const std::string& cmd, std::string& out) {
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return -1;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  return ::pclose(p);
+}
+
 // A running `bmojo serve`: started with its arguments, the port read from its first line, stopped by
 // SIGTERM (and waited for, with a bound) at the end.
 class Server {
@@ -156,12 +166,8 @@ class Serve : public test::ScratchDirTest {
   json generate(const std::string& args) {
     const std::string cmd =
         std::string(BMOJO_BINARY) + " generate " + checkpoint() + " --json --threads 1 " + args;
-    FILE* p = ::popen(cmd.c_str(), "r");
     std::string out;
-    std::array<char, 4096> buf{};
-    size_t n;
-    while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-    EXPECT_EQ(::pclose(p), 0) << cmd;
+    EXPECT_EQ(run_command(cmd, out), 0) << cmd;
     return json::parse(out);
   }
   static std::string ids_text(const std::vector<int32_t>& ids) {
@@ -522,12 +528,8 @@ TEST_F(Serve, TheOfficialOpenAIClientGetsWhatItExpects) {
   ASSERT_GT(server.port(), 0);
   const std::string cmd =
       "node " + clients + "/openai_client.mjs " + std::to_string(server.port()) + " model k1 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
   std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  EXPECT_EQ(::pclose(p), 0) << out;
+  EXPECT_EQ(run_command(cmd, out), 0) << out;
   const json j = json::parse(out, nullptr, false);
   ASSERT_TRUE(j.is_object()) << out;
   EXPECT_TRUE(j["ok"].get<bool>()) << out;
