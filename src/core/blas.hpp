@@ -40,7 +40,7 @@ class Bf16OperandReuse {
 int64_t bf16_conversions();
 
 // The oneDNN implementation chosen for a bf16 product of this layout and shape (e.g.
-// "brg:avx512_core_bf16"): for tests.
+// "brg:avx512_core_bf16", or "brg:avx512_core_amx_bf16" on CPUs with AMX): for tests.
 std::string bf16_matmul_impl(bool trans_a, bool trans_b, int M, int N, int K);
 
 // The CPU kernel family OpenBLAS picked (e.g. "Cooperlake", "Haswell").
