@@ -21,6 +21,7 @@
 #include "data/batches.hpp"
 #include "model/flops.hpp"
 #include "model/model.hpp"
+#include "profile_table.hpp"
 #include "train/adamw.hpp"
 #include "train/train_step.hpp"
 
@@ -34,41 +35,6 @@ struct BenchOptions {
   int steps = 10, warmup = 2;
   bool profile = false, skip_peak = false;
 };
-
-// The profile table of `bmojo bench --profile`: each kernel's exclusive time per timed step, its share of the
-// step, calls per step and, for matrix products, the rate they ran at.
-json print_profile(double step_ms_total, int steps, bool as_json) {
-  const std::vector<profile::Entry> entries = profile::totals();
-  double covered = 0.0;
-  json rows = json::array();
-  if (!as_json) std::printf("profile (exclusive time per timed step):\n");
-  for (const profile::Entry& e : entries) {
-    const double ms = e.seconds * 1000.0 / steps;
-    covered += e.seconds * 1000.0;
-    const double gflops = e.flops > 0 && e.seconds > 0 ? e.flops / e.seconds / 1e9 : 0.0;
-    rows.push_back({{"kernel", e.name},
-                    {"ms_per_step", ms},
-                    {"share", ms * steps / step_ms_total},
-                    {"calls_per_step", static_cast<double>(e.calls) / steps},
-                    {"gflops", gflops}});
-    if (!as_json) {
-      std::printf("  %-32s %8.2f ms %5.1f%% %7.1f calls", e.name.c_str(), ms,
-                  100.0 * ms * steps / step_ms_total, static_cast<double>(e.calls) / steps);
-      if (gflops > 0) std::printf("  %6.1f GFLOP/s", gflops);
-      std::printf("\n");
-    }
-  }
-  const double other = std::max(0.0, step_ms_total - covered) / steps;
-  rows.push_back({{"kernel", "other"},
-                  {"ms_per_step", other},
-                  {"share", other * steps / step_ms_total},
-                  {"calls_per_step", 0.0},
-                  {"gflops", 0.0}});
-  if (!as_json)
-    std::printf("  %-32s %8.2f ms %5.1f%%   (the step's code outside every scope)\n", "other", other,
-                100.0 * other * steps / step_ms_total);
-  return rows;
-}
 
 int run_bench(const CommonOptions& o, const BenchOptions& b) {
   apply_threads(o.threads);

@@ -13,10 +13,12 @@
 #include "core/blas.hpp"
 #include "core/error.hpp"
 #include "core/machine_peak.hpp"
+#include "core/profile.hpp"
 #include "core/rng.hpp"
 #include "infer/session.hpp"
 #include "model/config.hpp"
 #include "model/model.hpp"
+#include "profile_table.hpp"
 #include "train/checkpoint.hpp"
 
 namespace bmojo {
@@ -51,11 +53,12 @@ double decode_bytes_per_token(const Model& model, size_t state_bytes) {
 // then advanced one token each per step for `decode` steps.
 struct BatchRun {
   double tokens_per_s = 0.0;
+  double decode_ms = 0.0;  // wall time of the decode steps
   size_t state_bytes = 0;  // per sequence, after the prefill
 };
 
 BatchRun run_batch(const Model& model, int64_t sequences, int64_t context, int64_t decode, int64_t block,
-                   Rng& rng) {
+                   bool profiled, Rng& rng) {
   const int V = model.config().vocab_size;
   BatchSession batch(model);
   std::vector<int64_t> ids;
@@ -71,12 +74,17 @@ BatchRun run_batch(const Model& model, int64_t sequences, int64_t context, int64
   r.state_bytes = batch.state(ids[0]).bytes();
   std::vector<float> logits(sequences * V);
   std::vector<BatchSession::Input> inputs(sequences);
+  profile::reset();
+  profile::set_enabled(profiled);
   const auto t0 = Clock::now();
   for (int64_t i = 0; i < decode; ++i) {
     for (int64_t q = 0; q < sequences; ++q) inputs[q] = {ids[q], tokens[q].data() + context + i, 1};
     batch.step(inputs, logits.data());
   }
-  r.tokens_per_s = sequences * decode / std::chrono::duration<double>(Clock::now() - t0).count();
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  profile::set_enabled(false);
+  r.tokens_per_s = sequences * decode / seconds;
+  r.decode_ms = seconds * 1000.0;
   return r;
 }
 
@@ -95,10 +103,12 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model)
     for (int64_t seqs : o.concurrent) {
       std::vector<double> rates;
       size_t bytes = 0;
+      double last_ms = 0.0;  // the last repetition's decode time: the one --profile recorded
       for (int r = 0; r < o.repeats; ++r) {
-        const BatchRun run = run_batch(model, seqs, n, o.decode_tokens, o.prefill_block, rng);
+        const BatchRun run = run_batch(model, seqs, n, o.decode_tokens, o.prefill_block, o.profile, rng);
         rates.push_back(run.tokens_per_s);
         bytes = run.state_bytes;
+        last_ms = run.decode_ms;
       }
       const Spread d = spread_of(rates);
       if (seqs == 1) one = d.mean;
@@ -121,6 +131,7 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model)
                          {"threads", num_threads()}};
         if (seqs == 1) j["decode_read_gb_per_s"] = gbs;
         if (probe > 0.0) j["read_bandwidth_gb_per_s"] = probe;
+        if (o.profile) j["profile"] = print_profile(last_ms, o.decode_tokens, true);
         std::cout << j.dump() << std::endl;
       } else {
         std::printf("%10lld %10lld %15.1f ± %-6.1f %18.1f %9.2fx %14zu\n", static_cast<long long>(n),
@@ -130,6 +141,7 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model)
               "%21s one sequence reads %.1f MB per token: %.1f GB/s, %.0f%% of the %.1f GB/s read "
               "bandwidth measured now\n",
               "", decode_bytes_per_token(model, bytes) / 1e6, gbs, 100.0 * gbs / probe, probe);
+        if (o.profile) print_profile(last_ms, o.decode_tokens, false);
         std::fflush(stdout);
       }
     }
@@ -164,6 +176,7 @@ int run_infer_bench(const InferBenchOptions& o) {
                 c.model.layers.c_str(), c.model.d_model, c.model.window, model.num_params(), num_threads(),
                 blas_core_name().c_str());
   if (!o.concurrent.empty()) return run_batched(o, c, model);
+  check(!o.profile, "--profile needs --concurrent (it profiles the batched decode steps)");
   if (!o.json)
     std::printf("%10s %24s %24s %14s\n", "context", "prefill tokens/s", "decode tokens/s", "state bytes");
   Rng rng(c.train.seed);
@@ -239,6 +252,8 @@ Command infer_bench_command(CLI::App& app) {
   infer_bench->add_flag(
       "--bandwidth", s->ib.bandwidth,
       "With --concurrent: measure the memory read bandwidth and one sequence's share of it");
+  infer_bench->add_flag("--profile", s->ib.profile,
+                        "With --concurrent: where a decode step's time goes, by kernel (last repetition)");
   return {infer_bench, [s] { return (s->ib.fallback = default_config(), run_infer_bench(s->ib)); }};
 }
 

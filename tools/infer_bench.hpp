@@ -23,6 +23,7 @@ struct InferBenchOptions {
   // Batched decode: for each context, this many sequences decoded together (empty: one Session, as above).
   std::vector<int64_t> concurrent;
   bool bandwidth = false;  // also measure the memory read bandwidth and decode's share of it
+  bool profile = false;    // with concurrent: where a decode step's time goes, by kernel
   Config fallback;         // used when neither config_path nor checkpoint is given
 };
 
