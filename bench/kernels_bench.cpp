@@ -218,6 +218,10 @@ void DecodeShapes(benchmark::internal::Benchmark* b) {
         ->Args({m, 4096, 768, 0})
         ->Args({m, 768, 2048, 0})
         ->Args({m, 4096, 768, 1});
+  // The 4-layer width-256 models of the batched-decode table (docs/inference.md): QKV, the MLP's two, the
+  // LM head (B^T).
+  for (int m : {1, 16})
+    b->Args({m, 768, 256, 0})->Args({m, 2048, 256, 0})->Args({m, 256, 1024, 0})->Args({m, 4096, 256, 1});
 }
 BENCHMARK(BM_SkinnyMatmul<true>)->Name("skinny/bmojo")->Apply(DecodeShapes);
 BENCHMARK(BM_SkinnyMatmul<false>)->Name("skinny/openblas_sgemm")->Apply(DecodeShapes);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "core/blas.hpp"
@@ -464,16 +465,93 @@ namespace bmojo {
 
 namespace {
 
-// The block's products: through BLAS for blocks of many queries; for the few queries of decode, plain
-// loops (a BLAS call per head and key set costs more than the products themselves).
+// The block's products: through BLAS for blocks of many queries; for the few queries of decode, direct
+// loops (a BLAS call per head and key set costs more than the products themselves): register-tiled
+// AVX-512 kernels when the head dimension is a multiple of 16 up to 128, plain loops otherwise.
 constexpr int kDirectRows = 4;
 
-void block_product(bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
-                   int ldb, float beta, float* C, int ldc) {
-  if (M > kDirectRows) {
-    matmul(false, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    return;
+#ifdef __AVX512F__
+// s[j] = alpha q . K_j for the n rows K_j of K (stride ld), head dimension 16 V: sixteen keys at a time,
+// each one's products in one register, the sixteen summed across lanes together (sum_lanes16).
+template <int V>
+void scores_row(const float* q, const float* K, int64_t ld, int n, float alpha, float* s) {
+  __m512 qv[V];
+  for (int v = 0; v < V; ++v) qv[v] = _mm512_loadu_ps(q + 16 * v);
+  const __m512 scale = _mm512_set1_ps(alpha);
+  int j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 acc[16];
+    for (int r = 0; r < 16; ++r) {
+      const float* k = K + (j + r) * ld;
+      __m512 a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k));
+      for (int v = 1; v < V; ++v) a = _mm512_fmadd_ps(qv[v], _mm512_loadu_ps(k + 16 * v), a);
+      acc[r] = a;
+    }
+    _mm512_storeu_ps(s + j, _mm512_mul_ps(sum_lanes16(acc), scale));
   }
+  for (; j < n; ++j) {
+    const float* k = K + j * ld;
+    __m512 a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k));
+    for (int v = 1; v < V; ++v) a = _mm512_fmadd_ps(qv[v], _mm512_loadu_ps(k + 16 * v), a);
+    s[j] = alpha * _mm512_reduce_add_ps(a);
+  }
+}
+
+// out (+)= sum_j p[j] V_j over the n rows V_j of Vr (stride ld), head dimension 16 V: the output row in
+// registers, two interleaved sets of accumulators (the adds of consecutive rows do not wait on each other).
+template <int V>
+void weighted_rows(const float* p, const float* Vr, int64_t ld, int n, bool accumulate, float* out) {
+  __m512 a0[V], a1[V];
+  for (int v = 0; v < V; ++v) {
+    a0[v] = accumulate ? _mm512_loadu_ps(out + 16 * v) : _mm512_setzero_ps();
+    a1[v] = _mm512_setzero_ps();
+  }
+  int j = 0;
+  for (; j + 2 <= n; j += 2) {
+    const __m512 w0 = _mm512_set1_ps(p[j]), w1 = _mm512_set1_ps(p[j + 1]);
+    const float* r0 = Vr + j * ld;
+    const float* r1 = r0 + ld;
+    for (int v = 0; v < V; ++v) {
+      a0[v] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(r0 + 16 * v), a0[v]);
+      a1[v] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(r1 + 16 * v), a1[v]);
+    }
+  }
+  if (j < n) {
+    const __m512 w0 = _mm512_set1_ps(p[j]);
+    for (int v = 0; v < V; ++v) a0[v] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(Vr + j * ld + 16 * v), a0[v]);
+  }
+  for (int v = 0; v < V; ++v) _mm512_storeu_ps(out + 16 * v, _mm512_add_ps(a0[v], a1[v]));
+}
+
+// Calls f(integral_constant<V>) for V = Dh / 16 in 1 .. 8; false when Dh is not such a multiple.
+template <typename F>
+bool with_head_vectors(int Dh, F&& f) {
+  switch (Dh) {
+    case 16:
+      return f(std::integral_constant<int, 1>{}), true;
+    case 32:
+      return f(std::integral_constant<int, 2>{}), true;
+    case 48:
+      return f(std::integral_constant<int, 3>{}), true;
+    case 64:
+      return f(std::integral_constant<int, 4>{}), true;
+    case 80:
+      return f(std::integral_constant<int, 5>{}), true;
+    case 96:
+      return f(std::integral_constant<int, 6>{}), true;
+    case 112:
+      return f(std::integral_constant<int, 7>{}), true;
+    case 128:
+      return f(std::integral_constant<int, 8>{}), true;
+    default:
+      return false;
+  }
+}
+#endif
+
+// The direct loops' plain form: any head dimension, any ISA.
+void block_product_plain(bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                         const float* B, int ldb, float beta, float* C, int ldc) {
   for (int i = 0; i < M; ++i) {
     const float* a = A + static_cast<int64_t>(i) * lda;
     float* c = C + static_cast<int64_t>(i) * ldc;
@@ -499,6 +577,31 @@ void block_product(bool trans_b, int M, int N, int K, float alpha, const float* 
       }
     }
   }
+}
+
+// trans_b: C (M, N) = alpha A (M, K) B^T, B's rows the keys (K = Dh); else C (M, N = Dh) = alpha A B + beta
+// C, B's rows the values (K keys).
+void block_product(bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+                   int ldb, float beta, float* C, int ldc) {
+  if (M > kDirectRows) {
+    matmul(false, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+#ifdef __AVX512F__
+  if (trans_b && beta == 0.0f && with_head_vectors(K, [&](auto v) {
+        for (int i = 0; i < M; ++i)
+          scores_row<decltype(v)::value>(A + static_cast<int64_t>(i) * lda, B, ldb, N, alpha,
+                                         C + static_cast<int64_t>(i) * ldc);
+      }))
+    return;
+  if (!trans_b && alpha == 1.0f && (beta == 0.0f || beta == 1.0f) && with_head_vectors(N, [&](auto v) {
+        for (int i = 0; i < M; ++i)
+          weighted_rows<decltype(v)::value>(A + static_cast<int64_t>(i) * lda, B, ldb, K, beta == 1.0f,
+                                            C + static_cast<int64_t>(i) * ldc);
+      }))
+    return;
+#endif
+  block_product_plain(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 // Which cached keys query t of a step task may read, by set; the same rule as the parallel form.
@@ -655,22 +758,29 @@ void attention_step(const StepAttentionTask* tasks, size_t count, const Attentio
           const int64_t t = a + i;
           const StepSpans sp = step_spans(k, t, W);
           float* row = S.data() + static_cast<int64_t>(i) * cols;
-          const auto visible = [&](int64_t c) {
-            if (c < nw) return wlo + c >= sp.wlo && wlo + c <= sp.whi;
-            if (c < nw + nf) return flo + (c - nw) >= sp.flo && flo + (c - nw) <= sp.fhi;
-            if (c < nw + nf + ne) return k.memory_positions[c - nw - nf] <= t - W;
-            return k.retrieved_positions[g][c - nw - nf - ne] <= t - W;
-          };
-          float mx = -std::numeric_limits<float>::infinity();
-          for (int64_t c = 0; c < cols; ++c)
-            if (visible(c)) mx = std::max(mx, row[c]);
-          float sum = 0.0f;
-          for (int64_t c = 0; c < cols; ++c) {
-            row[c] = visible(c) ? std::exp(row[c] - mx) : 0.0f;
-            sum += row[c];
+          const float ninf = -std::numeric_limits<float>::infinity();
+          // Window columns outside [sp.wlo, sp.whi] and fading ones outside [sp.flo, sp.fhi] (ranges, as
+          // both sets are consecutive positions); memory and retrieved entries one by one.
+          const int64_t w0 = std::clamp<int64_t>(sp.wlo - wlo, 0, nw),
+                        w1 = std::clamp<int64_t>(sp.whi - wlo + 1, w0, nw);
+          std::fill(row, row + w0, ninf);
+          std::fill(row + w1, row + nw, ninf);
+          if (nf > 0) {
+            const int64_t f0 = std::clamp<int64_t>(sp.flo - flo, 0, nf),
+                          f1 = std::clamp<int64_t>(sp.fhi - flo + 1, f0, nf);
+            std::fill(row + nw, row + nw + f0, ninf);
+            std::fill(row + nw + f1, row + nw + nf, ninf);
           }
-          const float inv = 1.0f / sum;
-          for (int64_t c = 0; c < cols; ++c) row[c] *= inv;
+          for (int64_t e = 0; e < ne; ++e)
+            if (k.memory_positions[e] > t - W) row[nw + nf + e] = ninf;
+          for (int64_t e = 0; e < nr; ++e)
+            if (k.retrieved_positions[g][e] > t - W) row[nw + nf + ne + e] = ninf;
+          // The window holds t itself, so some column is visible and the sum is at least 1.
+          const int n_cols = static_cast<int>(cols);
+          const float mx = max_of(row, n_cols);
+          const float inv = 1.0f / exp_shifted(row, n_cols, mx);
+#pragma omp simd
+          for (int c = 0; c < n_cols; ++c) row[c] *= inv;
         }
         float* ob = task.out + item.i0 * task.ldo + h * d.Dh;
         const int ldo = static_cast<int>(task.ldo);
