@@ -524,28 +524,13 @@ void weighted_rows(const float* p, const float* Vr, int64_t ld, int n, bool accu
 }
 
 // Calls f(integral_constant<V>) for V = Dh / 16 in 1 .. 8; false when Dh is not such a multiple.
-template <typename F>
+template <int V = 1, typename F>
 bool with_head_vectors(int Dh, F&& f) {
-  switch (Dh) {
-    case 16:
-      return f(std::integral_constant<int, 1>{}), true;
-    case 32:
-      return f(std::integral_constant<int, 2>{}), true;
-    case 48:
-      return f(std::integral_constant<int, 3>{}), true;
-    case 64:
-      return f(std::integral_constant<int, 4>{}), true;
-    case 80:
-      return f(std::integral_constant<int, 5>{}), true;
-    case 96:
-      return f(std::integral_constant<int, 6>{}), true;
-    case 112:
-      return f(std::integral_constant<int, 7>{}), true;
-    case 128:
-      return f(std::integral_constant<int, 8>{}), true;
-    default:
-      return false;
+  if constexpr (V <= 8) {
+    if (Dh == 16 * V) return f(std::integral_constant<int, V>{}), true;
+    return with_head_vectors<V + 1>(Dh, f);
   }
+  return false;
 }
 #endif
 
