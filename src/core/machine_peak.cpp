@@ -81,19 +81,23 @@ PeakMeasurement measure_fp32_peak(int threads, double seconds) {
 
 namespace {
 
-// Cycles of one core over `iterations` x 8 dependent adds (1-cycle latency each; the loop's own counter and
-// branch run beside them on other ports).
-double add_chain_ghz(int64_t iterations) {
-  uint64_t x = 0;
+// Cycles of one core over `iterations` x 8 dependent 64-bit multiplies (3-cycle latency on every x86-64
+// core since Core 2 and K8; the loop's own counter and branch run beside them on other ports). Not adds of
+// an immediate: Intel's Golden Cove and later cores fold chains of those at rename, and the clock read
+// 19.6 GHz on a Sapphire Rapids-class Xeon.
+double multiply_chain_ghz(int64_t iterations) {
+  uint64_t x = 3;
+  const uint64_t one = 1;
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < iterations; ++i)
     asm volatile(
-        "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
-        "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0"
-        : "+r"(x));
+        "imul %1, %0\n\timul %1, %0\n\timul %1, %0\n\timul %1, %0\n\t"
+        "imul %1, %0\n\timul %1, %0\n\timul %1, %0\n\timul %1, %0"
+        : "+r"(x)
+        : "r"(one));
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   g_sink = static_cast<float>(x);
-  return 8.0 * static_cast<double>(iterations) / s / 1e9;
+  return 24.0 * static_cast<double>(iterations) / s / 1e9;
 }
 
 }  // namespace
@@ -109,7 +113,7 @@ NominalPeak nominal_fp32_peak(int threads) {
   p.cores = std::max(1, threads);
   p.fma_per_cycle = cpu_features().fp32_fma_per_cycle();
   double best = 0.0;
-  for (int r = 0; r < 5; ++r) best = std::max(best, add_chain_ghz(2'000'000));  // about 4 ms each
+  for (int r = 0; r < 5; ++r) best = std::max(best, multiply_chain_ghz(700'000));  // about 4 ms each
   p.ghz = best;
   p.gflops = p.cores * p.fma_per_cycle * 2.0 * p.ghz;
   return p;

@@ -9,7 +9,7 @@ namespace bmojo {
 
 // The nominal fp32 peak of this CPU for `threads` cores: multiply-adds per cycle from its features
 // (core/cpu_features.hpp: 2 FMA pipes of the widest vector width, 512-bit ones split on Zen 4) x 2 FLOPs x
-// the core clock, measured now by a chain of dependent integer adds (one per cycle on every x86 core),
+// the core clock, measured now by a chain of dependent integer multiplies (three cycles each on x86-64),
 // since virtual machines do not report their clock. Zen 5, 2 cores at 4.4 GHz: 2 x 32 x 2 x 4.4 = 563.
 struct NominalPeak {
   double gflops = 0.0;

@@ -97,5 +97,15 @@ TEST(MachinePeak, MeasuresAPositiveRateOnEveryThreadAsked) {
   EXPECT_GT(two.gflops, 0.1);
 }
 
+// The nominal peak's clock is a real core clock (0.5 to 7 GHz: every x86 core sold runs in that range), and
+// the peak follows from it. A chain of add-immediates, which Golden Cove folds at rename, read 19.6 GHz.
+TEST(MachinePeak, NominalPeakUsesAPlausibleClock) {
+  const NominalPeak p = nominal_fp32_peak(2);
+  EXPECT_GT(p.ghz, 0.5) << p.basis();
+  EXPECT_LT(p.ghz, 7.0) << p.basis();
+  EXPECT_GT(p.fma_per_cycle, 0);
+  EXPECT_NEAR(p.gflops, p.cores * p.fma_per_cycle * 2.0 * p.ghz, 1e-6 * p.gflops);
+}
+
 }  // namespace
 }  // namespace bmojo
