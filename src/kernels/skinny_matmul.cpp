@@ -233,9 +233,11 @@ void skinny_matmul(bool trans_b, int M, int N, int K, float alpha, const float* 
                 c1 = static_cast<int>(static_cast<int64_t>(N) * (p + 1) / np);
       for (int r = 0; r < M; ++r) {
         float* out = C + static_cast<int64_t>(r) * ldc;
+        const float* row = P + static_cast<size_t>(r) * N;
+#pragma omp simd
         for (int c = c0; c < c1; ++c) {
           float v = 0.0f;
-          for (int q = 0; q < np; ++q) v += P[q * size + static_cast<size_t>(r) * N + c];
+          for (int q = 0; q < np; ++q) v += row[q * size + c];  // in thread order: reproducible
           out[c] = beta == 0.0f ? alpha * v : alpha * v + beta * out[c];
         }
       }

@@ -160,9 +160,13 @@ void scan_forward_fast(float* y, const float* x, const float* dt, const float* A
       for (int grp = 0; grp < groups; ++grp) {
         const int g0 = grp * kForwardGroup, g1 = std::min(d.C, g0 + kForwardGroup);
         if (s.size() < static_cast<size_t>(kForwardGroup) * N) continue;  // rethrown after the region
-        if (initial_state != nullptr)
+        // A state read and written in the same place (a recurrent step) is updated there: no copies in and
+        // out, which were most of a decode token's scan.
+        const bool in_place = initial_state != nullptr && initial_state == final_state;
+        float* state = in_place ? final_state + (static_cast<int64_t>(b) * d.C + g0) * N : s.data();
+        if (!in_place && initial_state != nullptr)
           std::copy_n(initial_state + (static_cast<int64_t>(b) * d.C + g0) * N, (g1 - g0) * N, s.data());
-        else
+        else if (!in_place)
           std::fill(s.begin(), s.end(), 0.0f);
         for (int t = 0; t < d.T; ++t) {
           const int64_t r = idx(b, t, d.T, d.C);
@@ -170,7 +174,7 @@ void scan_forward_fast(float* y, const float* x, const float* dt, const float* A
           const float* Ct = Cm + idx(b, t, d.T, ldbc);
           for (int c0 = g0; c0 < g1; c0 += kChannelBlock) {
             const int c1 = std::min(g1, c0 + kChannelBlock);
-            float* sb = s.data() + static_cast<int64_t>(c0 - g0) * N;
+            float* sb = state + static_cast<int64_t>(c0 - g0) * N;
 #ifdef __AVX512F__
             if constexpr (kN == 16) {
               // Each channel's C . s is kept as a vector and the sixteen are summed at once.
@@ -206,7 +210,7 @@ void scan_forward_fast(float* y, const float* x, const float* dt, const float* A
             }
           }
         }
-        if (final_state != nullptr)
+        if (final_state != nullptr && !in_place)
           std::copy_n(s.data(), (g1 - g0) * N, final_state + (static_cast<int64_t>(b) * d.C + g0) * N);
       }
   }

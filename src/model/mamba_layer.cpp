@@ -127,9 +127,11 @@ void mamba_layer_step(float* residual, MambaActivations& act, const float* xn, c
   for (size_t i = 0; i < count; ++i) N = std::max(N, seqs[i].row + seqs[i].n);
   size_activations(act, cfg, N);
   linear_forward(act.xz.data(), 2 * C, xn, D, w.in_proj, 2 * C, N, D, 2 * C);
+  // Sequences in parallel. The work counts 8 operations per state element and token (the decay's exp,
+  // the update, the read-out): 16 decode rows of d_inner 512, d_state 16 took 85 us a layer on one thread.
   const auto per_sequence = [&](auto&& body) {
     const int64_t n_seq = static_cast<int64_t>(count);
-#pragma omp parallel for schedule(dynamic) if (n_seq > 1 && parallel_worth(static_cast <double>(N) * C * Ns))
+#pragma omp parallel for schedule(dynamic) if (n_seq > 1 && parallel_worth(8.0 * N * C * Ns))
     for (int64_t i = 0; i < n_seq; ++i) body(seqs[i], *states[i]);
   };
   per_sequence([&](const StepSequence& s, MambaState& st) {
