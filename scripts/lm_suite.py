@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Language-modelling suite (issue #5): A, M, a Mamba/attention hybrid, F and B at about the same parameter
 count, trained on the same tokens of real text; test perplexity and bits per byte, the length-generalisation
 sweep (trained at T, evaluated at T, 2T, 4T, 8T), and training throughput at T = 2048.

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """The MQAR experiment suite (issue #3): every model of configs/mqar_suite/models on every task of
 configs/mqar_suite/tasks, a learning-rate sweep per pair with the best run reported, and an ablation over
 the eidetic capacity m of the B model on the long-range task.
