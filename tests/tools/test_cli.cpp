@@ -14,7 +14,10 @@
 #include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "test_util.hpp"
 
@@ -127,6 +130,43 @@ TEST_F(Cli, BenchProfileAccountsForTheStep) {
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("profile (exclusive time per timed step)"), std::string::npos) << text.out;
   EXPECT_EQ(text.out.find("fp32 peak"), std::string::npos) << "--no-peak skips the measurement";
+}
+
+// `infer-bench --concurrent ... --profile`: one JSON line per sequence count, the first the baseline (1x),
+// each with the decode steps' profile (one model_step per step: calls are counted per decode step, not per
+// token or per repetition), and its shares adding up to the decode time; --profile alone is refused.
+TEST_F(Cli, InferBenchConcurrentProfile) {
+  write("c.json", tiny_config());
+  const Result r =
+      run("infer-bench --config " + path("c.json") +
+          " --set model.layers=AB --set model.window=4 --set model.k=2 --set model.m=3 --contexts 9 "
+          "--decode 3 --repeats 2 --concurrent 1,3 --profile --json --threads 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 2u) << r.out;
+  EXPECT_EQ(lines[0]["sequences"].get<int>(), 1);
+  EXPECT_EQ(lines[1]["sequences"].get<int>(), 3);
+  EXPECT_DOUBLE_EQ(lines[0]["vs_one"].get<double>(), 1.0);
+  for (const auto& j : lines) {
+    EXPECT_GT(j["decode_tokens_per_s"].get<double>(), 0.0);
+    ASSERT_TRUE(j.contains("profile")) << j.dump();
+    double shares = 0.0;
+    std::map<std::string, nlohmann::json> by_name;
+    for (const auto& row : j["profile"]) {
+      by_name[row["kernel"].get<std::string>()] = row;
+      shares += row["share"].get<double>();
+    }
+    EXPECT_NEAR(shares, 1.0, 0.02) << j.dump();
+    for (const char* kernel :
+         {"model_step", "attention_step", "bmojo_layer_step", "mamba_layer_step", "other"})
+      EXPECT_TRUE(by_name.count(kernel)) << kernel << " in " << j.dump();
+    EXPECT_DOUBLE_EQ(by_name["model_step"]["calls_per_step"].get<double>(), 1.0) << j.dump();
+  }
+  expect_error("infer-bench --config " + path("c.json") + " --contexts 9 --decode 2 --profile",
+               "--concurrent");
 }
 
 // Every letter in one stack, through train, eval (from the checkpoint, which carries the B knobs) and info.
