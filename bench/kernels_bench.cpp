@@ -14,6 +14,7 @@
 #include "core/rng.hpp"
 #include "core/runtime.hpp"
 #include "kernels/attention.hpp"
+#include "kernels/packed_matmul.hpp"
 #include "kernels/skinny_matmul.hpp"
 #include "kernels/ssm_scan.hpp"
 
@@ -180,8 +181,9 @@ void BM_Peak(benchmark::State& state) {
 }
 
 // Args: M, N, K, trans_b. Products with few rows against a large B (decode against a weight matrix):
-// kSkinny true runs kernels/skinny_matmul.cpp, false one cblas_sgemm with OpenBLAS's threads. GB/s counts
-// the bytes of B, read once per product.
+// kSkinny true runs kernels/skinny_matmul.cpp, false one cblas_sgemm with OpenBLAS's threads;
+// BM_PackedMatmul below, kernels/packed_matmul.cpp on a packed B. GB/s counts the bytes of B, read once per
+// product.
 template <bool kSkinny>
 void BM_SkinnyMatmul(benchmark::State& state) {
   const int M = static_cast<int>(state.range(0)), N = static_cast<int>(state.range(1)),
@@ -210,7 +212,7 @@ void BM_SkinnyMatmul(benchmark::State& state) {
 // The weight products of the 106M B model (d_model 768, d_inner 1536, d_ff 2048, vocab 4096): in_proj,
 // out_proj, QKV, Wo and P, the MLP's two, the LM head (B^T); at 1, 4 and 16 rows.
 void DecodeShapes(benchmark::internal::Benchmark* b) {
-  for (int m : {1, 4, 16})
+  for (int m : {1, 4, 8, 16})
     b->Args({m, 3072, 768, 0})
         ->Args({m, 768, 1536, 0})
         ->Args({m, 2304, 768, 0})
@@ -220,10 +222,31 @@ void DecodeShapes(benchmark::internal::Benchmark* b) {
         ->Args({m, 4096, 768, 1});
   // The 4-layer width-256 models of the batched-decode table (docs/inference.md): QKV, the MLP's two, the
   // LM head (B^T).
-  for (int m : {1, 16})
+  for (int m : {1, 4, 8, 16})
     b->Args({m, 768, 256, 0})->Args({m, 2048, 256, 0})->Args({m, 256, 1024, 0})->Args({m, 4096, 256, 1});
 }
+void BM_PackedMatmul(benchmark::State& state) {
+  const int M = static_cast<int>(state.range(0)), N = static_cast<int>(state.range(1)),
+            K = static_cast<int>(state.range(2));
+  const bool tb = state.range(3) != 0;
+  constexpr int kCopies = 32;  // as above: B from memory
+  const auto A = random_vector(static_cast<size_t>(M) * K, 1);
+  std::vector<PackedMatrix> B;
+  for (int c = 0; c < kCopies; ++c) {
+    const auto b = random_vector(static_cast<size_t>(K) * N, 2 + c);
+    B.emplace_back(b.data(), tb, N, K, tb ? K : N);
+  }
+  std::vector<float> C(static_cast<size_t>(M) * N);
+  int turn = 0;
+  for (auto _ : state) {
+    packed_matmul(M, 1.0f, A.data(), K, B[turn++ % kCopies], 0.0f, C.data(), N);
+    benchmark::ClobberMemory();
+  }
+  state.counters["GB/s"] = benchmark::Counter(4.0 * N * K * static_cast<double>(state.iterations()),
+                                              benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
 BENCHMARK(BM_SkinnyMatmul<true>)->Name("skinny/bmojo")->Apply(DecodeShapes);
+BENCHMARK(BM_PackedMatmul)->Name("skinny/packed")->Apply(DecodeShapes);
 BENCHMARK(BM_SkinnyMatmul<false>)->Name("skinny/openblas_sgemm")->Apply(DecodeShapes);
 
 // Two shapes of the AAAA step (MLP products of 2048 tokens) and one that fits a core's L2.

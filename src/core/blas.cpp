@@ -15,6 +15,7 @@
 #include "core/cpu_features.hpp"
 #include "core/error.hpp"
 #include "core/profile.hpp"
+#include "kernels/packed_matmul.hpp"
 #include "kernels/skinny_matmul.hpp"
 
 namespace bmojo {
@@ -22,6 +23,11 @@ namespace bmojo {
 namespace {
 
 std::atomic<bool> g_bf16{false};
+
+const PackedWeights*& packed_weights_in_use() {
+  thread_local const PackedWeights* weights = nullptr;
+  return weights;
+}
 
 struct Dnnl {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
@@ -216,6 +222,14 @@ Bf16OperandReuse::~Bf16OperandReuse() {
     for (KeptOperand& k : ops.kept) k.src = nullptr;  // buffers kept for the next scope
 }
 
+UsePackedWeights::UsePackedWeights(const PackedWeights* weights) : previous_(packed_weights_in_use()) {
+  packed_weights_in_use() = weights;
+}
+
+UsePackedWeights::~UsePackedWeights() {
+  packed_weights_in_use() = previous_;
+}
+
 int64_t bf16_conversions() {
   return bf16_operands().conversions;
 }
@@ -232,6 +246,14 @@ void matmul(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const 
     const profile::Scope scope("matmul_bf16", flops);
     matmul_bf16_dnnl(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
+  }
+  if (const PackedWeights* packed = packed_weights_in_use();
+      packed != nullptr && !trans_a && M >= kPackedMinRows && M <= kPackedMaxRows) {
+    if (const PackedMatrix* b = packed->find(B, trans_b, N, K, ldb)) {
+      const profile::Scope scope("matmul_packed", flops);
+      packed_matmul(M, alpha, A, lda, *b, beta, C, ldc);
+      return;
+    }
   }
   if (skinny_matmul_worth(trans_a, M, N, K)) {
     const profile::Scope scope("matmul_skinny", flops);

@@ -36,6 +36,22 @@ class Bf16OperandReuse {
   Bf16OperandReuse(const Bf16OperandReuse&) = delete;
   Bf16OperandReuse& operator=(const Bf16OperandReuse&) = delete;
 };
+class PackedWeights;
+// While one lives on the calling thread, fp32 products whose B is one of `weights`' matrices (same address,
+// layout, shape and leading dimension) and whose row count is in [kPackedMinRows, kPackedMaxRows] read its
+// packed copy (kernels/packed_matmul.hpp). The caller promises those matrices do not change while it lives.
+// Null turns it off for the scope. Scopes nest.
+class UsePackedWeights {
+ public:
+  explicit UsePackedWeights(const PackedWeights* weights);
+  ~UsePackedWeights();
+  UsePackedWeights(const UsePackedWeights&) = delete;
+  UsePackedWeights& operator=(const UsePackedWeights&) = delete;
+
+ private:
+  const PackedWeights* previous_;
+};
+
 // Operand conversions done by bf16 products on this thread so far (for tests).
 int64_t bf16_conversions();
 

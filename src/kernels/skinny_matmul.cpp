@@ -3,60 +3,40 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <type_traits>
 #include <vector>
 
 #include "core/parallel.hpp"
+#include "kernels/register_tile.hpp"
 
 namespace bmojo {
 
 namespace {
 
-// One vector of the widest ISA the build targets (GCC/Clang vector extensions: AVX-512 zmm or AVX2 ymm),
-// and the register tiles sized to its register file (32 or 16 vector registers).
+using namespace tile;  // NOLINT(google-build-using-namespace): the kernels' own vector helpers
+
+// The register tiles sized to the vector register file (32 or 16 registers).
 #if defined(__AVX512F__)
-constexpr int kLanes = 16;
 constexpr int kRowTileNT = 4;  // NT: 4 rows x 4 B rows = 16 accumulators
 constexpr int kRowTileNN = 4;  // NN: 4 rows x 4 rows of B = 16 coefficients in registers
 constexpr int kTileRows = 8;   // NN register tile: 8 rows x 3 vectors = 24 accumulators
 constexpr int kTileVecs = 3;
 #else
-constexpr int kLanes = 8;
 constexpr int kRowTileNT = 3;  // 12 accumulators
 constexpr int kRowTileNN = 2;  // 8 coefficients
 constexpr int kTileRows = 4;   // 4 rows x 3 vectors = 12 accumulators
 constexpr int kTileVecs = 3;
 #endif
-typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
 constexpr int kStreamRows = 4;  // NN up to this many rows: B streamed row by row (bound by memory)
-constexpr int kKBlock = 256;
-constexpr int kAhead = 8;  // NN register tiles: rows of B prefetched ahead    // NN register tiles: rows of B
-                           // per pass (its panel stays in L1/L2)
+constexpr int kKBlock = 256;    // NN register tiles: rows of B per pass (its panel stays in L1/L2)
+constexpr int kAhead = 8;       // NN register tiles: rows of B prefetched ahead
 constexpr size_t kPartialBytes = 32 * 1024;  // NN: partial sums of a block of columns (in L2)
 constexpr int kKRows = 4;                    // NN: rows of B per pass over the block's partial sums
 constexpr int kBRows = 4;                    // NT: rows of B per group
 
-inline Vec load(const float* p) {
-  Vec v;
-  __builtin_memcpy(&v, p, sizeof(Vec));
-  return v;
-}
-inline void store(float* p, Vec v) {
-  __builtin_memcpy(p, &v, sizeof(Vec));
-}
 inline float lane_sum(Vec v) {
   float s = 0.0f;
   for (int i = 0; i < kLanes; ++i) s += v[i];
   return s;
-}
-
-// Calls tile<R>(...) for R = rows (1 <= rows <= Max) through a switch on the compile-time tile sizes.
-template <int R, typename F>
-void dispatch_rows(int rows, F&& f) {
-  if constexpr (R >= 1) {
-    if (rows == R) return f(std::integral_constant<int, R>{});
-    dispatch_rows<R - 1>(rows, f);
-  }
 }
 
 // Y[r, :nc] += sum_{i < kKRows} A[r, i] B[i, :nc] for rows r < R: each vector of B loaded once for the R

@@ -125,10 +125,44 @@ uint64_t Model::fingerprint() const {
   return h;
 }
 
+void Model::weights_changed() {
+  fingerprint_valid_ = false;
+  const std::lock_guard<std::mutex> lock(packed_->mutex);
+  packed_->weights.reset();
+}
+
+std::shared_ptr<const PackedWeights> Model::packed_weights() const {
+  const std::lock_guard<std::mutex> lock(packed_->mutex);
+  if (!packed_->enabled) return nullptr;
+  if (packed_->weights) return packed_->weights;
+  // Every matrix a decode step multiplies by: the layers' projections in their stored (in, out) layout, and
+  // the LM head (V, D), which the head multiplies by transposed.
+  const profile::Scope scope("pack_weights");
+  auto packed = std::make_shared<PackedWeights>();
+  const std::string head = config_.tie_embeddings ? "embedding" : "lm_head";
+  for (const TensorSpec& t : layout_.tensors()) {
+    if (t.shape.size() != 2 || t.name.ends_with("conv_weight") || t.name.ends_with("A_log")) continue;
+    const float* B = params_.data() + t.offset;
+    const int rows = static_cast<int>(t.shape[0]), cols = static_cast<int>(t.shape[1]);
+    if (t.name == head)
+      packed->add(B, true, rows, cols, cols);
+    else if (t.name != "embedding")
+      packed->add(B, false, cols, rows, cols);
+  }
+  packed_->weights = std::move(packed);
+  return packed_->weights;
+}
+
+void Model::set_packed_decode(bool on) {
+  const std::lock_guard<std::mutex> lock(packed_->mutex);
+  packed_->enabled = on;
+  if (!on) packed_->weights.reset();
+}
+
 void Model::init_weights(uint64_t seed) {
   Rng rng(seed);
   params_.zero();
-  fingerprint_valid_ = false;
+  weights_changed();
   const double out_scale = 1.0 / std::sqrt(2.0 * config_.layers.size());
   auto ends_with = [](const std::string& s, const std::string& suffix) {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;

@@ -3,9 +3,11 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "core/parameters.hpp"
+#include "kernels/packed_matmul.hpp"
 #include "kernels/rope.hpp"
 #include "model/attention_layer.hpp"
 #include "model/bmojo_layer.hpp"
@@ -38,7 +40,7 @@ class Model {
   size_t num_params() const { return layout_.num_params(); }
   // Non-const access to the weights drops the cached fingerprint (they may be about to change).
   float* params() {
-    fingerprint_valid_ = false;
+    weights_changed();
     return params_.data();
   }
   const float* params() const { return params_.data(); }
@@ -48,6 +50,12 @@ class Model {
   // layout): what a saved inference state or a long-term memory store records, so it is never used with
   // another model. Computed once and kept until the weights are next reached through params().
   uint64_t fingerprint() const;
+  // The weight matrices packed for decode steps over a few sequences (kernels/packed_matmul.hpp), or null
+  // when packed decode is off: built on first use (about the weights' size again), dropped when the weights
+  // are next reached through params(). Safe to call from several threads.
+  std::shared_ptr<const PackedWeights> packed_weights() const;
+  // On by default; off keeps inference within the memory of the weights themselves.
+  void set_packed_decode(bool on);
   float* param(const std::string& name) { return params() + layout_.find(name).offset; }
   float* grad(const std::string& name) { return grads_.data() + layout_.find(name).offset; }
 
@@ -71,6 +79,7 @@ class Model {
 
  private:
   void forward_trunk(const int32_t* tokens, int B, int T);
+  void weights_changed();
 
   ModelConfig config_;
   ParameterLayout layout_;
@@ -79,6 +88,12 @@ class Model {
   RopeTable rope_;
   mutable uint64_t fingerprint_ = 0;
   mutable bool fingerprint_valid_ = false;
+  struct PackedCache {
+    std::mutex mutex;
+    bool enabled = true;
+    std::shared_ptr<const PackedWeights> weights;
+  };
+  std::unique_ptr<PackedCache> packed_ = std::make_unique<PackedCache>();
   bool reference_ = false;
   bool frozen_selection_ = false;
 

@@ -44,6 +44,15 @@ void model_step(const Model& model, SequenceState* const* sequences, const int64
     rows += counts[i];
   }
   if (count == 0) return;
+  // A step over a few sequences (batched decode) reads the weights packed for few-row products. One
+  // sequence never builds them (its decode reads the weights in place as fast), nor does a long step
+  // (prefill), whose products go to sgemm.
+  const auto packed_rows = [](int64_t n) { return n >= kPackedMinRows && n <= kPackedMaxRows; };
+  std::shared_ptr<const PackedWeights> packed;
+  if (count >= 2 && (packed_rows(rows) ||
+                     (logits != nullptr && packed_rows(all_logits ? rows : static_cast<int64_t>(count)))))
+    packed = model.packed_weights();
+  const UsePackedWeights use_packed(packed.get());
   x.residual.resize(rows * D);
   x.xn.resize(rows * D);
   x.rstd.resize(rows);
