@@ -1,5 +1,7 @@
 #include "kernels/causal_conv.hpp"
 
+#include <algorithm>
+
 #include "core/parallel.hpp"
 #include "core/profile.hpp"
 
@@ -20,6 +22,28 @@ void causal_conv_forward(float* out, const float* x, int64_t ldx, const float* w
         for (int c = 0; c < C; ++c) o[c] += w[c * K + k] * xs[c];
       }
     }
+}
+
+void causal_conv_step(float* out, const float* x, int64_t ldx, const float* w, const float* bias,
+                      float* const* states, int64_t count, int C, int K) {
+  const profile::Scope scope("causal_conv_step");
+  const int P = K - 1;
+#pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(count) * C * K))
+  for (int64_t i = 0; i < count; ++i) {
+    float* o = out + i * C;
+    float* st = states[i];
+    const float* xi = x + i * ldx;
+    // The taps in causal_conv_forward's order (the same sums, bit for bit).
+    for (int c = 0; c < C; ++c) o[c] = bias[c];
+    for (int k = 0; k < P; ++k) {
+      const float* row = st + static_cast<int64_t>(k) * C;
+      for (int c = 0; c < C; ++c) o[c] += w[c * K + k] * row[c];
+    }
+    for (int c = 0; c < C; ++c) o[c] += w[c * K + P] * xi[c];
+    for (int k = 0; k + 1 < P; ++k)
+      std::copy_n(st + static_cast<int64_t>(k + 1) * C, C, st + static_cast<int64_t>(k) * C);
+    if (P > 0) std::copy_n(xi, C, st + static_cast<int64_t>(P - 1) * C);
+  }
 }
 
 void causal_conv_backward(float* dx, int64_t lddx, float* dw, float* dbias, const float* dout, const float* x,

@@ -8,6 +8,11 @@ namespace bmojo {
 // out (B,T,C) from x (B,T,C) with row stride ldx, w (C,K), bias (C).
 void causal_conv_forward(float* out, const float* x, int64_t ldx, const float* w, const float* bias, int B,
                          int T, int C, int K);
+// One new input for each of `count` sequences (a decode step over a batch): out row i (count, C) =
+// causal_conv_forward at the position after sequence i's last K - 1 inputs, states[i] (K - 1, C), oldest
+// first, given x row i (row stride ldx); states[i] then holds the last K - 1 inputs with row i appended.
+void causal_conv_step(float* out, const float* x, int64_t ldx, const float* w, const float* bias,
+                      float* const* states, int64_t count, int C, int K);
 // dx (B,T,C) (row stride lddx) =, dw (C,K) +=, dbias (C) +=.
 void causal_conv_backward(float* dx, int64_t lddx, float* dw, float* dbias, const float* dout, const float* x,
                           int64_t ldx, const float* w, int B, int T, int C, int K);

@@ -142,6 +142,49 @@ inline __m512 state_update16(const float* prev, const float* a, const float* b, 
 }
 #endif
 
+// One token through channels [c0, c1): state (rows of N, channel c0's first) advances in place and y, x, dt
+// are the token's rows (indexed by channel). The recurrence of the header, for a forward scan and a step.
+template <int kN>
+inline void scan_token(float* y, const float* x, const float* dt, const float* A, const float* Bt,
+                       const float* Ct, const float* Dskip, float* state, int c0, int c1, int N) {
+  for (int cb = c0; cb < c1; cb += kChannelBlock) {
+    const int ce = std::min(c1, cb + kChannelBlock);
+    float* sb = state + static_cast<int64_t>(cb - c0) * N;
+#ifdef __AVX512F__
+    if constexpr (kN == 16) {
+      // Each channel's C . s is kept as a vector and the sixteen are summed at once.
+      __m512 to_y[kChannelBlock];
+      const __m512 Cv = _mm512_loadu_ps(Ct);
+      for (int c = cb; c < ce; ++c) {
+        float* sc = sb + (c - cb) * N;
+        const float dtc = dt[c];
+        __m512 decay;
+        const __m512 s16 = state_update16(sc, A + static_cast<int64_t>(c) * N, Bt, dtc, dtc * x[c], &decay);
+        _mm512_storeu_ps(sc, s16);
+        to_y[c - cb] = _mm512_mul_ps(Cv, s16);
+      }
+      for (int c = ce - cb; c < kChannelBlock; ++c) to_y[c] = _mm512_setzero_ps();
+      alignas(64) float sum_y[kChannelBlock];
+      _mm512_store_ps(sum_y, sum_lanes16(to_y));
+      for (int c = cb; c < ce; ++c) y[c] = sum_y[c - cb] + Dskip[c] * x[c];
+      continue;
+    }
+#endif
+    for (int c = cb; c < ce; ++c) {
+      float* sc = sb + (c - cb) * N;
+      const float* Ac = A + static_cast<int64_t>(c) * N;
+      const float dtc = dt[c], u = dtc * x[c];
+      float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+      for (int n = 0; n < N; ++n) {
+        sc[n] = fast_exp(dtc * Ac[n]) * sc[n] + u * Bt[n];
+        acc += Ct[n] * sc[n];
+      }
+      y[c] = acc + Dskip[c] * x[c];
+    }
+  }
+}
+
 // kN is the state size when known at compile time (the inner loop then becomes whole vector registers),
 // 0 when it is only known at run time.
 template <int kN>
@@ -172,43 +215,7 @@ void scan_forward_fast(float* y, const float* x, const float* dt, const float* A
           const int64_t r = idx(b, t, d.T, d.C);
           const float* Bt = Bm + idx(b, t, d.T, ldbc);
           const float* Ct = Cm + idx(b, t, d.T, ldbc);
-          for (int c0 = g0; c0 < g1; c0 += kChannelBlock) {
-            const int c1 = std::min(g1, c0 + kChannelBlock);
-            float* sb = state + static_cast<int64_t>(c0 - g0) * N;
-#ifdef __AVX512F__
-            if constexpr (kN == 16) {
-              // Each channel's C . s is kept as a vector and the sixteen are summed at once.
-              __m512 to_y[kChannelBlock];
-              const __m512 Cv = _mm512_loadu_ps(Ct);
-              for (int c = c0; c < c1; ++c) {
-                float* sc = sb + (c - c0) * N;
-                const float dtc = dt[r + c];
-                __m512 decay;
-                const __m512 s16 =
-                    state_update16(sc, A + static_cast<int64_t>(c) * N, Bt, dtc, dtc * x[r + c], &decay);
-                _mm512_storeu_ps(sc, s16);
-                to_y[c - c0] = _mm512_mul_ps(Cv, s16);
-              }
-              for (int c = c1 - c0; c < kChannelBlock; ++c) to_y[c] = _mm512_setzero_ps();
-              alignas(64) float sum_y[kChannelBlock];
-              _mm512_store_ps(sum_y, sum_lanes16(to_y));
-              for (int c = c0; c < c1; ++c) y[r + c] = sum_y[c - c0] + Dskip[c] * x[r + c];
-              continue;
-            }
-#endif
-            for (int c = c0; c < c1; ++c) {
-              float* sc = sb + (c - c0) * N;
-              const float* Ac = A + static_cast<int64_t>(c) * N;
-              const float dtc = dt[r + c], u = dtc * x[r + c];
-              float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-              for (int n = 0; n < N; ++n) {
-                sc[n] = fast_exp(dtc * Ac[n]) * sc[n] + u * Bt[n];
-                acc += Ct[n] * sc[n];
-              }
-              y[r + c] = acc + Dskip[c] * x[r + c];
-            }
-          }
+          scan_token<kN>(y + r, x + r, dt + r, A, Bt, Ct, Dskip, state, g0, g1, N);
         }
         if (final_state != nullptr && !in_place)
           std::copy_n(s.data(), (g1 - g0) * N, final_state + (static_cast<int64_t>(b) * d.C + g0) * N);
@@ -410,6 +417,40 @@ void selective_scan_forward(float* y, const float* x, const float* dt, const flo
       return scan_forward_fast<8>(y, x, dt, A, Bm, Cm, ldbc, Dskip, d, final_state, initial_state);
     default:
       return scan_forward_fast<0>(y, x, dt, A, Bm, Cm, ldbc, Dskip, d, final_state, initial_state);
+  }
+}
+
+namespace {
+
+template <int kN>
+void scan_step_fast(float* y, const float* x, const float* dt, const float* A, const float* Bm,
+                    const float* Cm, int64_t ldbc, const float* Dskip, int C, int N_runtime,
+                    float* const* states, int64_t count) {
+  const int N = kN > 0 ? kN : N_runtime;
+  const int groups = (C + kForwardGroup - 1) / kForwardGroup;
+#pragma omp parallel for collapse(2) schedule(static) if (parallel_worth(8.0 * count * C * N))
+  for (int64_t i = 0; i < count; ++i)
+    for (int grp = 0; grp < groups; ++grp) {
+      const int g0 = grp * kForwardGroup, g1 = std::min(C, g0 + kForwardGroup);
+      const int64_t r = i * C;
+      scan_token<kN>(y + r, x + r, dt + r, A, Bm + i * ldbc, Cm + i * ldbc, Dskip,
+                     states[i] + static_cast<int64_t>(g0) * N, g0, g1, N);
+    }
+}
+
+}  // namespace
+
+void selective_scan_step(float* y, const float* x, const float* dt, const float* A, const float* Bm,
+                         const float* Cm, int64_t ldbc, const float* Dskip, int C, int N,
+                         float* const* states, int64_t count) {
+  const profile::Scope scope("selective_scan_step");
+  switch (N) {
+    case 16:
+      return scan_step_fast<16>(y, x, dt, A, Bm, Cm, ldbc, Dskip, C, N, states, count);
+    case 8:
+      return scan_step_fast<8>(y, x, dt, A, Bm, Cm, ldbc, Dskip, C, N, states, count);
+    default:
+      return scan_step_fast<0>(y, x, dt, A, Bm, Cm, ldbc, Dskip, C, N, states, count);
   }
 }
 

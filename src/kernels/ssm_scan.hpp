@@ -21,6 +21,13 @@ struct ScanDims {
 void selective_scan_forward(float* y, const float* x, const float* dt, const float* A, const float* Bm,
                             const float* Cm, int64_t ldbc, const float* Dskip, const ScanDims& d,
                             float* final_state = nullptr, const float* initial_state = nullptr);
+// One token for each of `count` sequences (a decode step over a batch): row i of x, dt and y ((count, C)
+// contiguous) and of Bm, Cm (row stride ldbc) is sequence i's, whose state states[i] (C, N) advances in
+// place. The arithmetic of selective_scan_forward with T = 1 and the state carried, in one parallel region
+// over every sequence's channels instead of one call per sequence.
+void selective_scan_step(float* y, const float* x, const float* dt, const float* A, const float* Bm,
+                         const float* Cm, int64_t ldbc, const float* Dskip, int C, int N,
+                         float* const* states, int64_t count);
 // dx, ddt (B, T, C) and dBm, dCm (row stride ldbc) are written; dA (C, N) and dDskip (C) accumulate.
 void selective_scan_backward(float* dx, float* ddt, float* dA, float* dBm, float* dCm, float* dDskip,
                              const float* dy, const float* x, const float* dt, const float* A,

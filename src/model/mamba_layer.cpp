@@ -127,6 +127,26 @@ void mamba_layer_step(float* residual, MambaActivations& act, const float* xn, c
   for (size_t i = 0; i < count; ++i) N = std::max(N, seqs[i].row + seqs[i].n);
   size_activations(act, cfg, N);
   linear_forward(act.xz.data(), 2 * C, xn, D, w.in_proj, 2 * C, N, D, 2 * C);
+  bool decode = true;
+  for (size_t i = 0; i < count; ++i)
+    decode = decode && seqs[i].n == 1 && seqs[i].row == static_cast<int64_t>(i);
+  if (decode) {
+    // One token for every sequence (row i is sequence i's): the conv and the scan each in one call over
+    // all of them.
+    act.conv_states.resize(count);
+    act.ssm_states.resize(count);
+    for (size_t i = 0; i < count; ++i) {
+      act.conv_states[i] = states[i]->conv.data();
+      act.ssm_states[i] = states[i]->ssm.data();
+    }
+    causal_conv_step(act.conv.data(), act.xz.data(), 2 * C, w.conv_weight, w.conv_bias,
+                     act.conv_states.data(), N, C, K);
+    input_projections(act, w, cfg, N);
+    selective_scan_step(act.y.data(), act.x.data(), act.dt.data(), act.A.data(), act.dbc.data() + R,
+                        act.dbc.data() + R + Ns, bc, w.D, C, Ns, act.ssm_states.data(), N);
+    gate_and_project(residual, act, w, cfg, N);
+    return;
+  }
   // Sequences in parallel. The work counts 8 operations per state element and token (the decay's exp,
   // the update, the read-out): 16 decode rows of d_inner 512, d_state 16 took 85 us a layer on one thread.
   const auto per_sequence = [&](auto&& body) {

@@ -28,6 +28,8 @@ struct MambaActivations {
     std::vector<float> A_log_seen, A;
   };
   std::vector<Decay> decays;
+  // A decode step's per-sequence conv and scan states, for the batched kernels.
+  std::vector<float*> conv_states, ssm_states;
 };
 
 struct MambaScratch {

@@ -149,6 +149,11 @@ std::shared_ptr<const PackedWeights> Model::packed_weights() const {
     else if (t.name != "embedding")
       packed->add(B, false, cols, rows, cols);
   }
+  // A tied fading projection multiplies by the [Wk | Wv] columns of W_qkv in place.
+  const int qd = config_.n_heads * config_.head_dim(), kvd = config_.kv_heads() * config_.head_dim();
+  for (size_t l = 0; l < w_.layers.size(); ++l)
+    if (layer_parts(w_.layers[l].kind, config_).fading && config_.tie_fading)
+      packed->add(w_.layers[l].attn.wqkv + qd, false, 2 * kvd, config_.d_model, qd + 2 * kvd);
   packed_->weights = std::move(packed);
   return packed_->weights;
 }

@@ -23,6 +23,35 @@ TEST(CausalConv, ForwardIsCausalWithLeftZeroPadding) {
     }
 }
 
+// Stepping several sequences one input at a time (decode over a batch) gives the forward pass's outputs
+// for each of them, and leaves each sequence's last K - 1 inputs as its state; K = 1 keeps no state.
+TEST(CausalConv, StepOverSequencesMatchesTheForwardPass) {
+  for (int K : {4, 2, 1}) {
+    const int B = 3, T = 6, C = 37, ldx = 2 * C;  // x read from the xz rows, as in the Mamba layer
+    const auto x = test::random_vector(B * T * ldx, 4);
+    const auto w = test::random_vector(C * K, 5);
+    const auto bias = test::random_vector(C, 6);
+    std::vector<float> want(B * T * C);
+    causal_conv_forward(want.data(), x.data(), ldx, w.data(), bias.data(), B, T, C, K);
+    std::vector<std::vector<float>> states(B, std::vector<float>((K - 1) * C, 0.0f));
+    std::vector<float*> pointers;
+    for (auto& s : states) pointers.push_back(s.data());
+    for (int t = 0; t < T; ++t) {
+      std::vector<float> rows(B * ldx), out(B * C);
+      for (int b = 0; b < B; ++b) std::copy_n(x.data() + (b * T + t) * ldx, ldx, rows.data() + b * ldx);
+      causal_conv_step(out.data(), rows.data(), ldx, w.data(), bias.data(), pointers.data(), B, C, K);
+      for (int b = 0; b < B; ++b)
+        for (int c = 0; c < C; ++c)
+          EXPECT_NEAR(out[b * C + c], want[(b * T + t) * C + c], 1e-5) << "K " << K << " t " << t;
+    }
+    for (int b = 0; b < B; ++b)
+      for (int k = 0; k < K - 1; ++k)
+        for (int c = 0; c < C; ++c)
+          EXPECT_EQ(states[b][k * C + c], x[(b * T + T - (K - 1) + k) * ldx + c])
+              << "state of sequence " << b;
+  }
+}
+
 TEST(CausalConv, BackwardMatchesFiniteDifferences) {
   const int B = 2, T = 7, C = 5, K = 4, ldx = 8;  // x read from a strided buffer, as in the Mamba layer
   auto x = test::random_vector(B * T * ldx, 1);
