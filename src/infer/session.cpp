@@ -159,10 +159,12 @@ void BatchSession::step(const std::vector<Input>& inputs, float* logits) {
     rows += in.n;
     longest = std::max(longest, s.position + in.n);
   }
-  if (rows > checked_rows_) {
-    check_fits_in_memory(estimate_inference_memory(model_->config(), rows, longest).total(),
+  const bool packed = step_states_.size() > 1;  // model_step packs the weights for such steps
+  if (rows > checked_rows_ || (packed && !checked_packed_)) {
+    check_fits_in_memory(estimate_inference_memory(model_->config(), rows, longest, packed).total(),
                          "a batched step of " + std::to_string(rows) + " tokens");
-    checked_rows_ = rows;
+    checked_rows_ = std::max(checked_rows_, rows);
+    checked_packed_ = checked_packed_ || packed;
   }
   model_step(*model_, step_states_.data(), step_counts_.data(), step_states_.size(), step_tokens_.data(),
              logits, false, scratch_);

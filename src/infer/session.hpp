@@ -94,6 +94,7 @@ class BatchSession {
   std::map<int64_t, SequenceState> sequences_;
   int64_t next_id_ = 0;
   int64_t checked_rows_ = 0;
+  bool checked_packed_ = false;
   StackScratch scratch_;
   std::vector<SequenceState*> step_states_;
   std::vector<int64_t> step_counts_;

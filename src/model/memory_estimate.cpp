@@ -50,9 +50,10 @@ MemoryEstimate estimate_training_memory(const Config& config) {
   return e;
 }
 
-MemoryEstimate estimate_inference_memory(const ModelConfig& c, int64_t block, int64_t context) {
+MemoryEstimate estimate_inference_memory(const ModelConfig& c, int64_t block, int64_t context,
+                                         bool packed_weights) {
   MemoryEstimate e;
-  e.weights = 2 * slab_floats(c) * sizeof(float);
+  e.weights = (packed_weights ? 3 : 2) * slab_floats(c) * sizeof(float);
   double per_token = 0;
   for (char kind : c.layers) per_token += floats_per_token_and_layer(c, kind) / 2;  // no gradients
   per_token += c.vocab_size;

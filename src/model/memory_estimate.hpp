@@ -19,9 +19,11 @@ struct MemoryEstimate {
 
 // A training step at batch train.batch_size and length data.total_length().
 MemoryEstimate estimate_training_memory(const Config& config);
-// Streaming inference: the model (weights and gradient slab), a prefill block of `block` tokens and the state
-// of one sequence at `context` tokens.
-MemoryEstimate estimate_inference_memory(const ModelConfig& config, int64_t block, int64_t context);
+// Streaming inference: the model (weights and gradient slab, and with packed_weights the copy packed for
+// steps over several sequences, Model::packed_weights), a prefill block of `block` tokens and the state of
+// one sequence at `context` tokens.
+MemoryEstimate estimate_inference_memory(const ModelConfig& config, int64_t block, int64_t context,
+                                         bool packed_weights = false);
 
 // Bytes of memory this process may use: physical memory, or the cgroup's limit when lower.
 double machine_memory_bytes();

@@ -121,6 +121,9 @@ TEST(PackedMatmul, AModelsPackedWeightsFollowItsWeights) {
   EXPECT_NE(packed->find(w.layers[1].mlp.w_in, false, 2 * cfg.d_ff, cfg.d_model, 2 * cfg.d_ff), nullptr);
   EXPECT_NE(packed->find(w.layers[0].bmojo.innovation, false, cfg.d_model, cfg.d_model, cfg.d_model),
             nullptr);
+  // Layer 0 (B, tied fading projections) multiplies by the [Wk | Wv] columns of its W_qkv in place.
+  const int Dh = cfg.d_model / cfg.n_heads, qd = cfg.n_heads * Dh, kvd = cfg.kv_heads() * Dh;
+  EXPECT_NE(packed->find(w.layers[0].attn.wqkv + qd, false, 2 * kvd, cfg.d_model, qd + 2 * kvd), nullptr);
   const PackedMatrix* head = packed->find(w.lm_head, true, cfg.vocab_size, cfg.d_model, cfg.d_model);
   ASSERT_NE(head, nullptr);
   EXPECT_EQ(head->panel(0)[1], w.lm_head[cfg.d_model]) << "column 1 of the head's transpose is row 1";
