@@ -248,6 +248,14 @@ void BM_PackedMatmul(benchmark::State& state) {
 BENCHMARK(BM_SkinnyMatmul<true>)->Name("skinny/bmojo")->Apply(DecodeShapes);
 BENCHMARK(BM_PackedMatmul)->Name("skinny/packed")->Apply(DecodeShapes);
 BENCHMARK(BM_SkinnyMatmul<false>)->Name("skinny/openblas_sgemm")->Apply(DecodeShapes);
+// 32 and 64 rows (decode of that many sequences) of the width-256 models' products: packed against sgemm,
+// where matmul() sends them.
+void WideBatchShapes(benchmark::internal::Benchmark* b) {
+  for (int m : {32, 64})
+    b->Args({m, 768, 256, 0})->Args({m, 2048, 256, 0})->Args({m, 256, 1024, 0})->Args({m, 4096, 256, 1});
+}
+BENCHMARK(BM_PackedMatmul)->Name("wide/packed")->Apply(WideBatchShapes);
+BENCHMARK(BM_SkinnyMatmul<false>)->Name("wide/openblas_sgemm")->Apply(WideBatchShapes);
 
 // Two shapes of the AAAA step (MLP products of 2048 tokens) and one that fits a core's L2.
 void StepShapes(benchmark::internal::Benchmark* b) {

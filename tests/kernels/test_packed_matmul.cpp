@@ -1,8 +1,8 @@
 // Products with a packed B (kernels/packed_matmul.hpp) against the double-precision reference on the
-// unpacked matrix: every row count up to kPackedMaxRows (each register-tile remainder), column counts off
-// the panel width (the padded last panel), both layouts of B, beta 0 and not, padded leading dimensions,
-// one thread and two; matmul() reads the packed copy exactly inside a UsePackedWeights scope, for the row
-// counts it is meant for; and a model's packed copy follows its weights.
+// unpacked matrix: every row count up to 17 (each register-tile remainder) and some up to kPackedMaxRows,
+// column counts off the panel width (the padded last panel), both layouts of B, beta 0 and not, padded
+// leading dimensions, one thread and two; matmul() reads the packed copy exactly inside a UsePackedWeights
+// scope, for the row counts it is meant for; and a model's packed copy follows its weights.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -31,10 +31,13 @@ double worst_error(const float* got, const float* want, int M, int N, int ld, in
 TEST(PackedMatmul, MatchesReferenceForRaggedShapes) {
   // (N, K): one partial panel, exact panels, panels plus a ragged tail, and one split across two threads.
   const int shapes[][2] = {{1, 1}, {17, 5}, {48, 33}, {96, 64}, {133, 67}, {1100, 301}};
+  std::vector<int> row_counts;
+  for (int M = 1; M <= 17; ++M) row_counts.push_back(M);
+  for (int M : {31, 50, kPackedMaxRows}) row_counts.push_back(M);
   for (int threads : {1, 2}) {
     const test::Threads t(threads);
     for (const auto& sh : shapes)
-      for (int M = 1; M <= kPackedMaxRows; ++M)
+      for (int M : row_counts)
         for (bool tb : {false, true})
           for (float beta : {0.0f, 0.5f}) {
             const int N = sh[0], K = sh[1], lda = K + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
