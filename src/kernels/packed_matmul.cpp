@@ -92,8 +92,10 @@ void packed_matmul(int M, float alpha, const float* A, int lda, const PackedMatr
                    int ldc) {
   const int N = B.N(), K = B.K(), panels = B.panels();
   if (M <= 0) return;
+  // The work is M N K multiply-adds (a 16-row product of a 256 x 768 matrix is worth a second thread even
+  // though one row of it is not).
   const bool threaded = omp_in_parallel() == 0 && omp_get_max_threads() > 1 && panels > 1 &&
-                        parallel_worth(static_cast<double>(N) * K);
+                        parallel_worth(static_cast<double>(M) * N * K);
   // A contiguous range of panels per thread: one unbroken stream of the packed matrix each.
 #pragma omp parallel if (threaded)
   {
