@@ -20,38 +20,69 @@ constexpr int kTileRows = 4;  // 4 rows x 3 vectors = 12 accumulators of 16 regi
 #endif
 constexpr int kVecs = PackedMatrix::kPanelColumns / kLanes;
 static_assert(kVecs * kLanes == PackedMatrix::kPanelColumns);
-// Rows of the panel prefetched ahead of the tile (measured: 16 to 64 ahead all gain the same, into L2).
-constexpr int kAhead = 32;
+// A panel is walked in chunks of kChunk rows (12 KB, held in L1), every row tile of A over one chunk
+// before the next, so that a product of more rows than one tile still reads each panel from memory once,
+// as one stream. The tiles' passes over a chunk share its prefetching: pass t of T asks for every T-th row
+// kAhead rows on (past the chunk), so the stream runs while the later passes compute from L1.
+constexpr int kChunk = 64;
+constexpr int kAhead = 96;
 
-// out[0 .. R, 0 .. cols) = alpha A[0 .. R, :K] panel + beta out: the R x kPanelColumns accumulators stay in
-// registers across K, the panel is read once, in order.
+// acc[0 .. R, 0 .. kPanelColumns) += A[0 .. R, k0 .. k1) panel[k0 .. k1): the R x kPanelColumns sums in
+// registers across the chunk, kept in acc between chunks.
 template <int R>
-void panel_tile(int K, float alpha, const float* A, int lda, const float* panel, float beta, float* C,
-                int ldc, int cols) {
-  Vec acc[R][kVecs] = {};
-  for (int k = 0; k < K; ++k) {
+void panel_tile(int k0, int k1, const float* A, int lda, const float* panel, float* acc, int pass,
+                int passes) {
+  Vec sum[R][kVecs];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < kVecs; ++v)
+      sum[r][v] = k0 == 0 ? Vec{} : load(acc + r * PackedMatrix::kPanelColumns + v * kLanes);
+  // Rows until this pass's next prefetch (a counter: a division per row costs as much as the row's FMAs).
+  int until = ((pass - k0) % passes + passes) % passes;
+  for (int k = k0; k < k1; ++k) {
     const float* b = panel + static_cast<int64_t>(k) * PackedMatrix::kPanelColumns;
     Vec w[kVecs];
-    for (int v = 0; v < kVecs; ++v) {
-      w[v] = load(b + v * kLanes);
-      __builtin_prefetch(b + kAhead * PackedMatrix::kPanelColumns + v * kLanes, 0, 1);
+    for (int v = 0; v < kVecs; ++v) w[v] = load(b + v * kLanes);
+    if (until == 0) {
+      for (int v = 0; v < kVecs; ++v)
+        __builtin_prefetch(b + kAhead * PackedMatrix::kPanelColumns + v * kLanes, 0, 1);
+      until = passes;
     }
+    --until;
     for (int r = 0; r < R; ++r) {
       const float a = A[static_cast<int64_t>(r) * lda + k];
-      for (int v = 0; v < kVecs; ++v) acc[r][v] += a * w[v];
+      for (int v = 0; v < kVecs; ++v) sum[r][v] += a * w[v];
     }
   }
-  for (int r = 0; r < R; ++r) {
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < kVecs; ++v) store(acc + r * PackedMatrix::kPanelColumns + v * kLanes, sum[r][v]);
+}
+
+// out[0 .. M, 0 .. cols) = alpha A[0 .. M, :K] panel + beta out.
+void panel_product(int M, int K, float alpha, const float* A, int lda, const float* panel, float beta,
+                   float* C, int ldc, int cols) {
+  alignas(64) float acc[kPackedMaxRows * PackedMatrix::kPanelColumns];
+  const int passes = (M + kTileRows - 1) / kTileRows;
+  const int chunk = passes == 1 ? K : kChunk;  // one tile needs no chunks (nor their stores and loads)
+  for (int k0 = 0; k0 < K; k0 += chunk) {
+    const int k1 = std::min(K, k0 + chunk);
+    for (int t = 0; t < passes; ++t) {
+      const int r0 = t * kTileRows;
+      dispatch_rows<kTileRows>(std::min(kTileRows, M - r0), [&](auto R) {
+        panel_tile<decltype(R)::value>(k0, k1, A + static_cast<int64_t>(r0) * lda, lda, panel,
+                                       acc + r0 * PackedMatrix::kPanelColumns, t, passes);
+      });
+    }
+  }
+  for (int r = 0; r < M; ++r) {
+    const float* sum = acc + r * PackedMatrix::kPanelColumns;
     float* out = C + static_cast<int64_t>(r) * ldc;
     if (cols == PackedMatrix::kPanelColumns) {
       for (int v = 0; v < kVecs; ++v) {
-        const Vec add = alpha * acc[r][v];
+        const Vec add = alpha * load(sum + v * kLanes);
         store(out + v * kLanes, beta == 0.0f ? add : beta * load(out + v * kLanes) + add);
       }
     } else {  // the last, padded panel: only its real columns are C's
-      float row[PackedMatrix::kPanelColumns];
-      for (int v = 0; v < kVecs; ++v) store(row + v * kLanes, alpha * acc[r][v]);
-      for (int j = 0; j < cols; ++j) out[j] = beta == 0.0f ? row[j] : beta * out[j] + row[j];
+      for (int j = 0; j < cols; ++j) out[j] = beta == 0.0f ? alpha * sum[j] : beta * out[j] + alpha * sum[j];
     }
   }
 }
@@ -104,11 +135,9 @@ void packed_matmul(int M, float alpha, const float* A, int lda, const PackedMatr
               p1 = static_cast<int>(static_cast<int64_t>(panels) * (t + 1) / parts);
     for (int p = p0; p < p1; ++p) {
       const int c0 = p * PackedMatrix::kPanelColumns, cols = std::min(PackedMatrix::kPanelColumns, N - c0);
-      for (int r0 = 0; r0 < M; r0 += kTileRows)
-        dispatch_rows<kTileRows>(std::min(kTileRows, M - r0), [&](auto R) {
-          panel_tile<decltype(R)::value>(K, alpha, A + static_cast<int64_t>(r0) * lda, lda, B.panel(p), beta,
-                                         C + static_cast<int64_t>(r0) * ldc + c0, ldc, cols);
-        });
+      for (int m0 = 0; m0 < M; m0 += kPackedMaxRows)
+        panel_product(std::min(kPackedMaxRows, M - m0), K, alpha, A + static_cast<int64_t>(m0) * lda, lda,
+                      B.panel(p), beta, C + static_cast<int64_t>(m0) * ldc + c0, ldc, cols);
     }
   }
 }

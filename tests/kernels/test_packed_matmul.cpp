@@ -29,11 +29,12 @@ double worst_error(const float* got, const float* want, int M, int N, int ld, in
 }
 
 TEST(PackedMatmul, MatchesReferenceForRaggedShapes) {
-  // (N, K): one partial panel, exact panels, panels plus a ragged tail, and one split across two threads.
+  // (N, K): one partial panel, exact panels, panels plus a ragged tail, and one split across two threads;
+  // K below, at and past the kernel's 64-row chunks; M past the rows of one call's accumulators.
   const int shapes[][2] = {{1, 1}, {17, 5}, {48, 33}, {96, 64}, {133, 67}, {1100, 301}};
   std::vector<int> row_counts;
   for (int M = 1; M <= 17; ++M) row_counts.push_back(M);
-  for (int M : {31, 50, kPackedMaxRows}) row_counts.push_back(M);
+  for (int M : {31, 50, kPackedMaxRows, kPackedMaxRows + 36}) row_counts.push_back(M);
   for (int threads : {1, 2}) {
     const test::Threads t(threads);
     for (const auto& sh : shapes)
