@@ -58,8 +58,12 @@ void size_activations(MambaActivations& act, const ModelConfig& cfg, int64_t N) 
 // From the conv output: x = SiLU(conv), [dt | B | C] = x W_x, dt = softplus(dt W_dt + b), A = -exp(A_log).
 void input_projections(MambaActivations& act, const MambaWeights& w, const ModelConfig& cfg, int64_t N) {
   const int C = cfg.d_inner(), R = cfg.resolved_dt_rank(), bc = R + 2 * cfg.d_state;
-#pragma omp parallel for simd schedule(static) if (parallel_worth(static_cast <double>(N) * C))
-  for (int64_t i = 0; i < N * C; ++i) act.x[i] = siluf(act.conv[i]);
+  // Rows in parallel, each row's channels as one simd loop: GCC 12 made a flat `parallel for simd` over
+  // N C of this a loop of 6 ns an element (16 decode rows: 0.20 ms a step of 4 layers, 0.02 ms this way).
+#pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(N) * C))
+  for (int64_t i = 0; i < N; ++i)
+#pragma omp simd
+    for (int c = 0; c < C; ++c) act.x[i * C + c] = siluf(act.conv[i * C + c]);
   linear_forward(act.dbc.data(), bc, act.x.data(), C, w.x_proj, bc, N, C, bc);
   linear_forward(act.dt_raw.data(), C, act.dbc.data(), bc, w.dt_proj, C, N, R, C);
 #pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(N) * C))
@@ -208,11 +212,13 @@ void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& s, c
   for (size_t i = 0; i < s.dA.size(); ++i) dw.A_log[i] += s.dA[i] * act.A[i];
 
     // dt = softplus(dt_raw): d/dv = sigmoid(v), or 1 past the linear threshold.
-#pragma omp parallel for simd schedule(static) if (parallel_worth(static_cast <double>(N) * C))
-  for (int64_t i = 0; i < N * C; ++i) {
-    const float v = act.dt_raw[i];
-    s.ddt[i] *= v > 20.0f ? 1.0f : sigmoidf(v);
-  }
+#pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(N) * C))
+  for (int64_t i = 0; i < N; ++i)
+#pragma omp simd
+    for (int c = 0; c < C; ++c) {
+      const float v = act.dt_raw[i * C + c];
+      s.ddt[i * C + c] *= v > 20.0f ? 1.0f : sigmoidf(v);
+    }
   reduce_rows(dw.dt_bias, C, N, [&](float* part, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
       for (int c = 0; c < C; ++c) part[c] += s.ddt[i * C + c];
@@ -221,8 +227,10 @@ void mamba_layer_backward(float* dxn, const MambaWeights& dw, MambaScratch& s, c
                   false);
   linear_backward(s.dx.data(), C, dw.x_proj, bc, s.ddbc.data(), bc, act.x.data(), C, w.x_proj, N, C, bc,
                   true);
-#pragma omp parallel for simd schedule(static) if (parallel_worth(static_cast <double>(N) * C))
-  for (int64_t i = 0; i < N * C; ++i) s.dx[i] *= silu_grad(act.conv[i]);
+#pragma omp parallel for schedule(static) if (parallel_worth(static_cast <double>(N) * C))
+  for (int64_t i = 0; i < N; ++i)
+#pragma omp simd
+    for (int c = 0; c < C; ++c) s.dx[i * C + c] *= silu_grad(act.conv[i * C + c]);
   causal_conv_backward(s.dxz.data(), 2 * C, dw.conv_weight, dw.conv_bias, s.dx.data(), act.xz.data(), 2 * C,
                        w.conv_weight, B, T, C, K);
   linear_backward(dxn, D, dw.in_proj, 2 * C, s.dxz.data(), 2 * C, xn, D, w.in_proj, N, D, 2 * C,
