@@ -20,14 +20,15 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 (cd build-sanitize && ctest --output-on-failure --timeout 1800 -E "^Training\.(AttentionLearnsMqar|MambaLearnsMqar|BmojoLearnsMqar)")
 
-# The kernels' other vector path. On an AVX-512 machine: a portable AVX2 build (-march=x86-64-v3) and its
-# kernel tests. On an AVX2-only machine the native build above already ran the AVX2 path, and the AVX-512
-# path is compiled (x86-64-v4) so it stays warning-clean, though this CPU cannot run it.
+# The kernels' other vector path. On an AVX-512 machine: a portable AVX2 build (-march=x86-64-v3), its
+# kernel tests and the data-parallel runs (whose agreement with one process depends on that path's sums).
+# On an AVX2-only machine the native build above already ran the AVX2 path, and the AVX-512 path is
+# compiled (x86-64-v4) so it stays warning-clean, though this CPU cannot run it.
 if grep -q avx512f /proc/cpuinfo; then
   cmake -S . -B build-avx2 -DCMAKE_BUILD_TYPE=Release -DBMOJO_MARCH=x86-64-v3 -DBMOJO_BENCHMARKS=OFF \
     -DCMAKE_CXX_FLAGS=-Werror >/dev/null
-  cmake --build build-avx2 -j "$(nproc)" --target bmojo_tests
-  build-avx2/bmojo_tests --gtest_filter='RmsNorm.*:Linear.*:SwiGlu.*:Embedding.*:Rope.*:Attention.*:CausalConv.*:Scan.*:CrossEntropy.*:FastExp.*:FastLog1p.*:FastSoftplus.*:SumLanes16.*:SoftmaxRowHelpers.*:Bf16Convert.*:Bf16Matmul.*:Matmul.*:SkinnyMatmul.*:PackedMatmul.*:AttentionStep.*:Shapes/*:Patterns/KernelPaths.*'
+  cmake --build build-avx2 -j "$(nproc)" --target bmojo_tests bmojo
+  build-avx2/bmojo_tests --gtest_filter='RmsNorm.*:Linear.*:SwiGlu.*:Embedding.*:Rope.*:Attention.*:CausalConv.*:Scan.*:CrossEntropy.*:FastExp.*:FastLog1p.*:FastSoftplus.*:SumLanes16.*:SoftmaxRowHelpers.*:Bf16Convert.*:Bf16Matmul.*:Matmul.*:SkinnyMatmul.*:PackedMatmul.*:AttentionStep.*:Shapes/*:Patterns/KernelPaths.*:Distributed.*'
 else
   cmake -S . -B build-avx512 -DCMAKE_BUILD_TYPE=Release -DBMOJO_MARCH=x86-64-v4 -DBMOJO_BENCHMARKS=OFF \
     -DBMOJO_TESTS=OFF -DCMAKE_CXX_FLAGS="-Werror -mavx512bf16" >/dev/null
