@@ -10,7 +10,9 @@ its best learning rate with 2x, then 4x the steps, the same rule for every model
 run is repeated with --seeds seeds (train.seed 1..N-1 besides the sweep's) for the mean and the spread.
 The tasks include the SPEC's (L, K) grid: (64, 4), (128, 8), (256, 16), standard and long-range.
 Finished runs (result.json present, same config) are reused, so an interrupted suite continues where it
-stopped.
+stopped. Each run's config.json and result.json (a few hundred bytes, with the machine it ran on) are
+tracked by git under results/ (.gitignore), so a grid too long for one sitting can be continued on another
+machine from a clone; logs and checkpoints stay untracked.
 
 Usage: scripts/mqar_suite.py [--out results/mqar] [--lrs 1e-4,4.6e-4,2.2e-3,1e-2] [--steps N]
                              [--threads N] [--jobs N] [--models A_full,B] [--tasks long_range]
@@ -71,9 +73,22 @@ def run_one(binary, config, run_dir, threads):
         sys.exit(f"mqar_suite: run failed ({' '.join(cmd)}); see {run_dir}/train.log")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     summary["wall_s"] = time.time() - start
+    summary["machine"] = machine()
     with open(result_path, "w") as f:
         json.dump(summary, f)
     return summary
+
+
+def machine():
+    """The CPU a run's wall time was measured on (runs of one grid may come from several machines)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() + f", {os.cpu_count()} cpus"
+    except OSError:
+        pass
+    return "unknown"
 
 
 def lr_label(lr):
