@@ -25,8 +25,9 @@ double worst_error(const std::vector<float>& got, const std::vector<float>& want
 }
 
 TEST(SkinnyMatmul, MatchesReferenceForRaggedShapes) {
-  // (N, K): small, off every block size, and one large enough to be split across two threads.
-  const int shapes[][2] = {{1, 1}, {17, 5}, {37, 67}, {300, 130}, {1100, 301}};
+  // (N, K): small, off every block size, one large enough to be split across two threads, and one wider
+  // than the block of columns whose partial sums stay in cache for 4 rows (2048 columns).
+  const int shapes[][2] = {{1, 1}, {17, 5}, {37, 67}, {300, 130}, {1100, 301}, {2700, 45}};
   for (int threads : {1, 2}) {
     const test::Threads t(threads);
     for (const auto& sh : shapes)
