@@ -80,15 +80,22 @@ def run_one(binary, config, run_dir, threads):
 
 
 def machine():
-    """The CPU a run's wall time was measured on (runs of one grid may come from several machines)."""
+    """The CPU a run's wall time was measured on (runs of one grid may come from several machines): its name,
+    family and model (a virtual machine may name only the vendor), widest vector unit and core count."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() + f", {os.cpu_count()} cpus"
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model", "flags") and key not in fields:
+                    fields[key] = value.strip()
     except OSError:
-        pass
-    return "unknown"
+        return "unknown"
+    flags = fields.get("flags", "").split()
+    vector = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "no avx2"
+    return (f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')} model "
+            f"{fields.get('model', '?')}, {vector}), {os.cpu_count()} cpus")
 
 
 def lr_label(lr):

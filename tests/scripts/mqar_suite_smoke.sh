@@ -13,6 +13,9 @@ grep -q "x4 tried" "$out/results.md"
 [ -f "$out/runs/standard/B/lr0.001_x4/result.json" ]
 [ -f "$out/runs/standard/B/lr0.001_seed1/result.json" ] || [ -f "$out/runs/standard/B/lr0.001_x2_seed1/result.json" ] ||
   [ -f "$out/runs/standard/B/lr0.001_x4_seed1/result.json" ]
+# Each result names the machine it ran on, to the CPU family (a grid may be continued on another machine).
+/usr/bin/python3 -c 'import json, sys; m = json.load(open(sys.argv[1]))["machine"]; assert " (family " in m and " cpus" in m, m' \
+  "$out/runs/standard/B/lr0.001_x4/result.json"
 grep -q "<svg" "$out/recall.svg"
 grep -q "<svg" "$out/capacity.svg"
 /usr/bin/python3 "$root/scripts/lm_suite.py" --help >/dev/null
