@@ -1,21 +1,24 @@
 #!/usr/bin/python3
 """Language-modelling suite (issue #5): A, M, a Mamba/attention hybrid, F and B at about the same parameter
 count, trained on the same tokens of real text; test perplexity and bits per byte, the length-generalisation
-sweep (trained at T, evaluated at T, 2T, 4T, 8T), and training throughput at T = 2048.
+sweep (trained at T, evaluated at T, 2T, 4T, 8T), and training throughput at T = 512 and 2048.
 
   python3 scripts/lm_suite.py                 # everything: corpora, tokenizer, 5 trainings, evals, plots
   python3 scripts/lm_suite.py --models A,B    # a subset
   python3 scripts/lm_suite.py --steps 50      # a quick smoke run (numbers meaningless)
   python3 scripts/lm_suite.py --study --out results/lm_study   # the B'MOJO settings of configs/lm_study.json
+  python3 scripts/lm_suite.py --corpora DIR --data DIR --vocab 400 --set data.seq_len=32 ...   # other text
 
-Writes results/lm/<model>/ (checkpoint, log, eval.json, lengthgen.json), results/lm/bench.json and the
-report results/lm/results.md with results/lm/lengthgen.svg and results/lm/valid_loss.svg. docs/lm.md
-explains the set-up and quotes a run.
+Writes results/lm/<model>/ (checkpoint, log, train.json, eval_valid.json, eval_test.json, lengthgen.json),
+results/lm/bench.json (training tokens/s at each --bench-lens, each model alone) and the report
+results/lm/results.md with lengthgen.svg, lengthgen_relative.svg and valid_loss.svg. docs/lm.md explains
+the set-up and quotes a run. A model whose train.json records the same config, overrides and
+steps is not trained again (an interrupted suite continues with the next model); --retrain forces it.
 """
 import argparse
 import json
-import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -49,17 +52,25 @@ def last_json(text):
     raise ValueError("no JSON line in output")
 
 
-def prepare(binary, vocab):
-    if not os.path.isdir(os.path.join(ROOT, "data/corpora/train")):
+def prepare(binary, vocab, corpora, data):
+    """Tokenizer and token files under `data` from the documents under `corpora` (fetched first when the
+    default folder is missing). Returns the --set overrides that point a config at them."""
+    if not os.path.isdir(os.path.join(ROOT, corpora, "train")):
+        if corpora != "data/corpora":
+            sys.exit(f"lm_suite: no documents under {corpora}/train")
         run([sys.executable, "scripts/fetch_corpora.py"])
-    os.makedirs(os.path.join(ROOT, "data/lm"), exist_ok=True)
-    model = "data/lm/bpe4096.model"
+    os.makedirs(os.path.join(ROOT, data), exist_ok=True)
+    model = f"{data}/bpe{vocab}.model"
     if not os.path.exists(os.path.join(ROOT, model)):
-        print(run([binary, "data", "tokenizer", "-i", "data/corpora/train", "-o", model, "--vocab", str(vocab)]))
+        print(run([binary, "data", "tokenizer", "-i", f"{corpora}/train", "-o", model, "--vocab", str(vocab)]))
     for split in ("train", "valid", "test"):
-        out = f"data/lm/{split}.bpe.bmtok"
+        out = f"{data}/{split}.bpe.bmtok"
         if not os.path.exists(os.path.join(ROOT, out)):
-            print(run([binary, "data", "encode", "-i", f"data/corpora/{split}", "-t", model, "-o", out]))
+            print(run([binary, "data", "encode", "-i", f"{corpora}/{split}", "-t", model, "-o", out]))
+    if data == "data/lm" and vocab == 4096:
+        return []  # the configs' own paths
+    return [a for k, v in (("data.train_tokens", f"{data}/train.bpe.bmtok"), ("data.valid_tokens",
+            f"{data}/valid.bpe.bmtok"), ("data.tokenizer", model)) for a in ("--set", f"{k}={v}")]
 
 
 def main():
@@ -72,10 +83,16 @@ def main():
     ap.add_argument("--steps", type=int, default=0, help="override train.steps (0: the configs' value)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="results/lm")
+    ap.add_argument("--corpora", default="data/corpora", help="documents, one file each, under train/valid/test")
+    ap.add_argument("--data", default="data/lm", help="where the tokenizer and the token files are written")
+    ap.add_argument("--vocab", type=int, default=4096, help="BPE vocabulary of the tokenizer")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every training and benchmark (repeatable)")
     ap.add_argument("--lengthgen-docs", type=int, default=16)
     ap.add_argument("--bucket", type=int, default=128, help="positions per bucket of the length sweep")
-    ap.add_argument("--bench-len", type=int, default=2048)
-    ap.add_argument("--skip-train", action="store_true", help="reuse existing checkpoints")
+    ap.add_argument("--bench-lens", default="512,2048",
+                    help="sequence lengths of the training benchmark (each at 4096 tokens a step)")
+    ap.add_argument("--retrain", action="store_true", help="train again even where a finished run matches")
     ap.add_argument("--skip-bench", action="store_true")
     ap.add_argument("--reuse-bench", action="store_true", help="report the bench.json of an earlier run")
     args = ap.parse_args()
@@ -92,11 +109,14 @@ def main():
         if m not in runs:
             sys.exit(f"lm_suite: unknown model {m} (known: {', '.join(runs)})")
 
-    def overrides(m):
-        return [a for k, v in runs[m][1].items() for a in ("--set", f"{k}={json.dumps(v) if isinstance(v, bool) else v}")]
     binary = args.binary
     threads = ["--threads", str(args.threads)] if args.threads else []
-    prepare(binary, 4096)
+    common = prepare(binary, args.vocab, args.corpora, args.data) + [a for kv in args.set for a in ("--set", kv)]
+
+    def overrides(m):
+        return common + [a for k, v in runs[m][1].items()
+                         for a in ("--set", f"{k}={json.dumps(v) if isinstance(v, bool) else v}")]
+    test_tokens = f"{args.data}/test.bpe.bmtok"
     out = os.path.join(ROOT, args.out)
     os.makedirs(out, exist_ok=True)
     results = {}
@@ -106,7 +126,12 @@ def main():
         ckpt = os.path.join(d, "checkpoint.safetensors")
         cfg = runs[m][0]
         r = {"config": cfg, "overrides": runs[m][1]}
-        if not (args.skip_train and os.path.exists(ckpt)):
+        key = {"config": cfg, "overrides": runs[m][1], "steps": args.steps}
+        if common:
+            key["common"] = common
+        done = os.path.join(d, "train.json")
+        finished = os.path.exists(done) and os.path.exists(ckpt) and json.load(open(done)).get("run") == key
+        if args.retrain or not finished:
             if os.path.exists(os.path.join(d, "log.jsonl")):
                 os.remove(os.path.join(d, "log.jsonl"))
             t0 = time.time()
@@ -115,20 +140,33 @@ def main():
                 cmd += ["--steps", str(args.steps)]
             s = last_json(run(cmd, log=os.path.join(d, "train.log")))
             s["wall_s"] = time.time() - t0
+            s["run"] = key
             with open(os.path.join(d, "train.json"), "w") as f:
                 json.dump(s, f)
         with open(os.path.join(d, "train.json")) as f:
             r["train"] = json.load(f)
-        ev = last_json(run([binary, "eval", ckpt, "--all", "--set", "data.valid_tokens=data/lm/test.bpe.bmtok",
-                            "--json"] + threads))
-        with open(os.path.join(d, "eval_test.json"), "w") as f:
-            json.dump(ev, f)
-        r["test"] = ev
-        lg = os.path.join(d, "lengthgen.json")
-        run([binary, "lengthgen", ckpt, "--tokens", "data/lm/test.bpe.bmtok", "--max-docs",
-             str(args.lengthgen_docs), "--bucket", str(args.bucket), "-o", lg, "--json"] + threads, log=os.path.join(d, "lengthgen.log"))
-        with open(lg) as f:
-            r["lengthgen"] = json.load(f)
+        trained = args.retrain or not finished
+
+        def cached(name, produce):
+            # The evaluations of a run that was not trained again are reused.
+            path = os.path.join(d, name)
+            if trained or not os.path.exists(path):
+                produce(path)
+            with open(path) as f:
+                return json.load(f)
+
+        def write(path, obj):
+            with open(path, "w") as f:
+                json.dump(obj, f)
+
+        r["valid"] = cached("eval_valid.json", lambda p: write(p, last_json(run(
+            [binary, "eval", ckpt, "--all", "--json"] + threads))))
+        r["test"] = cached("eval_test.json", lambda p: write(p, last_json(run(
+            [binary, "eval", ckpt, "--all", "--set", f"data.valid_tokens={test_tokens}", "--json"] + threads))))
+        ev = r["test"]
+        r["lengthgen"] = cached("lengthgen.json", lambda p: run(
+            [binary, "lengthgen", ckpt, "--tokens", test_tokens, "--max-docs", str(args.lengthgen_docs),
+             "--bucket", str(args.bucket), "-o", p, "--json"] + threads, log=os.path.join(d, "lengthgen.log")))
         with open(os.path.join(d, "log.jsonl")) as f:
             r["valid_curve"] = [(j["step"], j["eval_loss"]) for j in map(json.loads, f) if "eval_loss" in j]
         results[m] = r
@@ -139,11 +177,14 @@ def main():
         with open(os.path.join(out, "bench.json")) as f:
             bench = json.load(f)
     elif not args.skip_bench:
+        # Each model alone on the machine (the runs above are finished), 4096 tokens a step at every T.
         for m in models:
-            b = last_json(run([binary, "bench", "-c", runs[m][0]] + overrides(m) + ["--set",
-                               f"data.seq_len={args.bench_len}", "--set", "train.batch_size=2", "--steps", "3",
-                               "--warmup", "1", "--json"] + threads))
-            bench[m] = b
+            bench[m] = {}
+            for T in (int(t) for t in args.bench_lens.split(",") if t):
+                bench[m][str(T)] = last_json(run(
+                    [binary, "bench", "-c", runs[m][0]] + overrides(m) +
+                    ["--set", f"data.seq_len={T}", "--set", f"train.batch_size={max(1, 4096 // T)}", "--steps", "3",
+                     "--warmup", "1", "--json"] + threads))
         with open(os.path.join(out, "bench.json"), "w") as f:
             json.dump(bench, f, indent=1)
     report(out, models, results, bench, args)
@@ -168,16 +209,17 @@ def report(out, models, results, bench, args):
                {m: results[m]["valid_curve"] for m in models}, "step", "loss (nats/token)", labels=LABELS,
                      colors=COLORS)
     lines = ["# Language-modelling suite results", "",
-             f"Command: `python3 scripts/lm_suite.py{' --study' if args.study else ''}"
-             f"{' --steps ' + str(args.steps) if args.steps else ''}`"
+             f"Command: `python3 scripts/lm_suite.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}`"
              f" ({'configs/lm_study.json: configs/lm/<base>.json with overrides' if args.study else 'configs/lm/*.json'})."
              f" Test split: {results[models[0]]['test']['labelled']} tokens.", "",
-             "| model | params | train tok/s (T=512) | test loss | test ppl | test bits/byte |",
-             "|---|---|---|---|---|---|"]
+             "| model | params | train wall (s) | valid loss | valid ppl | valid bits/byte | test loss | test ppl "
+             "| test bits/byte |", "|---|---|---|---|---|---|---|---|---|"]
     for m in models:
         r = results[m]
-        lines.append(f"| {LABELS[m]} | {r['train']['params']:,} | {r['train']['tokens_per_s']:,.0f} | "
-                     f"{r['test']['loss']:.4f} | {r['test']['perplexity']:.2f} | {r['test']['bits_per_byte']:.4f} |")
+        v, t = r["valid"], r["test"]
+        lines.append(f"| {LABELS[m]} | {r['train']['params']:,} | {r['train'].get('wall_s', 0):,.0f} | "
+                     f"{v['loss']:.4f} | {v['perplexity']:.2f} | {v['bits_per_byte']:.4f} | "
+                     f"{t['loss']:.4f} | {t['perplexity']:.2f} | {t['bits_per_byte']:.4f} |")
     mults = [p["multiple"] for p in results[models[0]]["lengthgen"]["per_multiple"]]
     lines += ["", f"Length generalisation (trained at T = {T}; mean loss over positions [0, mT) of the same "
               f"{results[models[0]]['lengthgen']['documents']} test documents; in brackets the mean over [T, mT)):", "",
@@ -191,14 +233,20 @@ def report(out, models, results, bench, args):
             cells.append(c)
         lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
     if bench:
-        lines += ["", f"Training throughput at T = {args.bench_len} (batch 2, `bmojo bench`, median of 3 steps):", "",
-                  "| model | tokens/s | ms/step | GFLOP/s |", "|---|---|---|---|"]
+        lens = sorted({int(T) for m in models for T in bench.get(m, {})})
+        lines += ["", "Training throughput, each model alone (`bmojo bench`, 4096 tokens a step, median of 3 steps):",
+                  "", "| model | " + " | ".join(f"tokens/s at T = {T} | GFLOP/s" for T in lens) + " |",
+                  "|---|" + "---|---|" * len(lens)]
         for m in models:
-            b = bench[m]
-            lines.append(f"| {LABELS[m]} | {b['tokens_per_s']:,.0f} | {b['ms_per_step_median']:.1f} | {b['gflops']:.1f} |")
-        if "A" in bench and "B" in bench:
-            lines.append(f"\nB / A training tokens/s at T = {args.bench_len}: "
-                         f"{bench['B']['tokens_per_s'] / bench['A']['tokens_per_s']:.3f}")
+            cells = []
+            for T in lens:
+                b = bench.get(m, {}).get(str(T))
+                cells += [f"{b['tokens_per_s']:,.0f}", f"{b['gflops']:.1f}"] if b else ["", ""]
+            lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+        for T in lens:
+            if str(T) in bench.get("A", {}) and str(T) in bench.get("B", {}):
+                lines.append(f"\nB / A training tokens/s at T = {T}: "
+                             f"{bench['B'][str(T)]['tokens_per_s'] / bench['A'][str(T)]['tokens_per_s']:.3f}")
     lines += ["", "![loss per position](lengthgen.svg)", "", "![loss change per position](lengthgen_relative.svg)", "", "![validation loss](valid_loss.svg)", ""]
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(lines))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The MQAR suite end to end at a tiny budget (3 steps, one model, one task, a two-point capacity ablation,
-# the budget rule up to 4x the steps, a second seed): its runs, tables and both charts; the LM suite needs
-# the corpora, so only its flags are checked.  Usage: mqar_suite_smoke.sh BMOJO_BINARY OUT_DIR
+# the budget rule up to 4x the steps, a second seed): its runs, tables and both charts (the LM suite has
+# its own, lm_suite_smoke.sh).  Usage: mqar_suite_smoke.sh BMOJO_BINARY OUT_DIR
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 binary="$1" out="$2"
