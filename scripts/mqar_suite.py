@@ -5,9 +5,12 @@ the eidetic capacity m of the B model on the long-range task.
 
 Writes under --out: runs/<task>/<model>/lr<lr>/{config.json,result.json,log.jsonl,train.log},
 results.md (tables), recall.svg (best accuracy per model and task) and capacity.svg (accuracy against m).
-After the sweep, the budget rule (--solved): a cell whose best accuracy is below the threshold is rerun at
-its best learning rate with 2x, then 4x the steps, the same rule for every model; then each cell's best
-run is repeated with --seeds seeds (train.seed 1..N-1 besides the sweep's) for the mean and the spread.
+Every run stops at the first evaluation (every 500 steps) whose accuracy reaches train.stop_accuracy
+(0.99, configs/mqar_suite/common.json), so a solved task costs only the steps it took; each result
+records the steps run. After the sweep, the budget rule (--solved): a cell whose best accuracy is below the
+threshold is rerun at its best learning rate with 4x the steps (stopping as every run does), the same
+rule for every model; then each cell's best run is repeated with --seeds seeds (train.seed 1..N-1
+besides the sweep's) for the mean and the spread.
 The tasks include the SPEC's (L, K) grid: (64, 4), (128, 8), (256, 16), standard and long-range.
 Finished runs (result.json present, same config) are reused, so an interrupted suite continues where it
 stopped. Each run's config.json and result.json (a few hundred bytes, with the machine it ran on) are
@@ -205,7 +208,8 @@ def main():
                 ablation[cap] = (s["accuracy"], lr)
 
     # The budget rule, the same for every model: a cell not solved at its best learning rate is rerun there
-    # with 2x the steps, then 4x, until it is solved; the cell keeps its best run and reports the steps used.
+    # with 4x the steps (stopping, as every run, at the first evaluation that reaches train.stop_accuracy);
+    # the cell keeps its best run and reports the steps that run used.
     def rerun(task, model, lr, factor, seed):
         c, _, _ = config_for(model, task, lr)
         c["train"]["steps"] *= factor
@@ -220,8 +224,8 @@ def main():
         task, model = cell
         acc, lr, summary = best[cell]
         factor = best_factor = 1
-        while acc < args.solved and factor < 4:
-            factor *= 2
+        if acc < args.solved:
+            factor = 4
             c, run_dir = rerun(task, model, lr, factor, 0)
             s = run_one(args.binary, c, run_dir, args.threads)
             print(f"budget rule: {task} {model} lr {lr_label(lr)} x{factor} steps: accuracy {s['accuracy']:.3f}",
@@ -270,8 +274,9 @@ def main():
             acc, lr, _ = best[(t, model)]
             cells.append(f"{acc:.3f} ({lr_label(lr)})")
         lines.append(f"| {labels[model]} | {params} | " + " | ".join(cells) + " |")
-    lines += ["", f"Budget rule: a cell below accuracy {args.solved} at its best learning rate was rerun there with 2x, "
-              "then 4x the steps; the steps of each cell's best run (the largest multiple tried in brackets):", "",
+    lines += ["", f"Budget rule: a cell below accuracy {args.solved} at its best learning rate was rerun there with 4x "
+              "the steps; every run stops at the first evaluation reaching train.stop_accuracy. The steps each "
+              "cell's best run used (the largest multiple of the base steps tried in brackets):", "",
               "| model | " + " | ".join(labels[t] for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
     for model in models:
         lines.append(f"| {labels[model]} | " + " | ".join(
@@ -282,7 +287,7 @@ def main():
         for model in models:
             lines.append(f"| {labels[model]} | " + " | ".join(
                 f"{spread[(t, model)][0]:.3f} ± {spread[(t, model)][1]:.3f}" for t in tasks) + " |")
-    lines += ["", "All runs (accuracy per learning rate):", "",
+    lines += ["", "All runs (accuracy per learning rate; the steps where a run stopped early):", "",
               "| task | model | " + " | ".join(lr_label(lr) for lr in lrs) + " |",
               "|---|---|" + "---|" * len(lrs)]
     for t in tasks:
@@ -290,7 +295,8 @@ def main():
             cells = []
             for lr in lrs:
                 r = load(os.path.join(args.out, "runs", t, model, "lr" + lr_label(lr), "result.json"))
-                cells.append(f"{r['accuracy']:.3f}")
+                stopped = r.get("steps", 0) < config_for(model, t, lr)[0]["train"]["steps"]
+                cells.append(f"{r['accuracy']:.3f}" + (f" ({r['steps']} steps)" if stopped else ""))
             lines.append(f"| {t} | {model} | " + " | ".join(cells) + " |")
     if ablation:
         lines += ["", f"Eidetic capacity ablation (B model, {labels[args.capacity_task]}):", "",

@@ -146,6 +146,8 @@ void TrainConfig::validate() const {
   check(adam_eps > 0.0f, "config: 'train.adam_eps' must be > 0");
   check(grad_clip >= 0.0f, "config: 'train.grad_clip' must be >= 0 (0 = off)");
   check(eval_every >= 0, "config: 'train.eval_every' must be >= 0");
+  check(stop_accuracy >= 0.0 && stop_accuracy <= 1.0,
+        "config: 'train.stop_accuracy' must be in [0, 1] (0 = never)");
   positive(eval_batches, "train.eval_batches");
   positive(log_every, "train.log_every");
   at_most(batch_size, 1 << 20, "train.batch_size");
@@ -249,6 +251,7 @@ const std::vector<Field>& fields() {
       field<t, &Tr::adam_eps>("train", "adam_eps"),
       field<t, &Tr::grad_clip>("train", "grad_clip"),
       field<t, &Tr::eval_every>("train", "eval_every"),
+      field<t, &Tr::stop_accuracy>("train", "stop_accuracy"),
       field<t, &Tr::eval_batches>("train", "eval_batches"),
       field<t, &Tr::log_every>("train", "log_every"),
       field<t, &Tr::checkpoint_every>("train", "checkpoint_every"),

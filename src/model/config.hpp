@@ -62,8 +62,9 @@ struct TrainConfig {
   double min_lr_ratio = 0.1;  // cosine decays to this fraction of the peak
   double weight_decay = 0.1;
   double beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8;
-  double grad_clip = 1.0;  // global-norm clip; 0 = off
-  int eval_every = 100;    // 0 = only at the end
+  double grad_clip = 1.0;      // global-norm clip; 0 = off
+  int eval_every = 100;        // 0 = only at the end
+  double stop_accuracy = 0.0;  // an evaluation at least this accurate ends the run there; 0 = never
   int eval_batches = 8;
   int log_every = 10;
   int checkpoint_every = 0;  // 0 = only at the end

@@ -270,6 +270,17 @@ TrainSummary Trainer::run() {
                                      format("%.4f", e.bits_per_byte)
                                : std::string())
              << std::endl;
+      // Early stop: the evaluation is the same on every rank (reduced), so every rank leaves together.
+      if (tc.stop_accuracy > 0.0 && e.accuracy >= tc.stop_accuracy) {
+        log_line(
+            nlohmann::json{{"step", state_.step}, {"stopped", "eval accuracy reached train.stop_accuracy"}}
+                .dump());
+        if (out)
+          *out << "stopping at step " << state_.step << " of " << tc.steps << ": eval accuracy "
+               << format("%.3f", e.accuracy) << " >= train.stop_accuracy " << format("%.3f", tc.stop_accuracy)
+               << std::endl;
+        break;
+      }
     }
     if (!ckpt.empty() && tc.checkpoint_every > 0 && state_.step % tc.checkpoint_every == 0) save(ckpt);
   }

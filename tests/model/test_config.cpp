@@ -53,6 +53,8 @@ TEST(Config, ImpossibleShapesAreRejected) {
       std::string::npos);
   EXPECT_NE(test::error_of([] { parse(R"({"train": {"batch_size": 0}})"); }).find("train.batch_size"),
             std::string::npos);
+  EXPECT_NE(test::error_of([] { parse(R"({"train": {"stop_accuracy": 1.5}})"); }).find("train.stop_accuracy"),
+            std::string::npos);
 }
 
 TEST(Config, OverridesApplyAndAreChecked) {

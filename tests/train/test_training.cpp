@@ -3,6 +3,8 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
 #include "infer/streaming_eval.hpp"
@@ -117,6 +119,51 @@ TEST(Training, ResumeContinuesExactly) {
     EXPECT_EQ(joined[i], straight.step_losses()[i]) << "step " << i + 1;
   EXPECT_TRUE(fs::exists(dir / "log.jsonl"));
   fs::remove_all(dir);
+}
+
+// train.stop_accuracy: the run ends at the first evaluation that reaches it, after exactly the steps (and
+// losses) of the run without it up to there; a threshold never reached changes nothing.
+TEST(Training, StopsAtTheFirstEvaluationThatReachesTheAccuracy) {
+  const fs::path dir = fs::temp_directory_path() / ("bmojo_stop_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  Config c = tiny_config();
+  c.train.steps = 40;
+  TrainOptions logged;
+  logged.out_dir = dir.string();
+  Trainer straight(c, logged);
+  const TrainSummary all = straight.run();
+  // The intermediate evaluations of the full run (steps 5, 10, ..., 35): the best, and where it first occurs.
+  double best = 0.0;
+  int64_t first_best = 0;
+  std::ifstream log(dir / "log.jsonl");
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (!j.contains("eval_accuracy") || j.contains("final")) continue;
+    if (j["eval_accuracy"].get<double>() > best) {
+      best = j["eval_accuracy"].get<double>();
+      first_best = j["step"].get<int64_t>();
+    }
+  }
+  fs::remove_all(dir);
+  ASSERT_GT(best, 0.0) << "no intermediate evaluation scored: the test needs one that does";
+  ASSERT_LT(first_best, c.train.steps);
+
+  Config stopping = c;
+  stopping.train.stop_accuracy = best;
+  Trainer early(stopping, TrainOptions{});
+  const TrainSummary s = early.run();
+  EXPECT_EQ(s.steps, first_best);
+  ASSERT_EQ(early.step_losses().size(), static_cast<size_t>(first_best));
+  for (int64_t i = 0; i < first_best; ++i) EXPECT_EQ(early.step_losses()[i], straight.step_losses()[i]);
+  EXPECT_DOUBLE_EQ(s.eval.accuracy, best);  // the final evaluation is that of the step it stopped at
+
+  Config never = c;
+  never.train.stop_accuracy = 1.0;
+  if (all.eval.accuracy < 1.0) {
+    Trainer full(never, TrainOptions{});
+    EXPECT_EQ(full.run().steps, c.train.steps);
+    EXPECT_EQ(full.step_losses(), straight.step_losses());
+  }
 }
 
 // train.grad_accum: micro-batches of b rows give the losses of one batch of their combined rows.
