@@ -25,6 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import plots  # noqa: E402
+from mqar_suite import machine  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ["A", "M", "hybrid", "F", "B"]
@@ -141,6 +142,7 @@ def main():
             s = last_json(run(cmd, log=os.path.join(d, "train.log")))
             s["wall_s"] = time.time() - t0
             s["run"] = key
+            s["machine"] = machine()
             with open(os.path.join(d, "train.json"), "w") as f:
                 json.dump(s, f)
         with open(os.path.join(d, "train.json")) as f:

@@ -44,6 +44,7 @@ r = sys.argv[1]
 for m in ("B_lambda0", "BMBM"):
     v, t = json.load(open(f"{r}/{m}/eval_valid.json")), json.load(open(f"{r}/{m}/eval_test.json"))
     assert v["labelled"] > 0 and t["labelled"] > 0 and v["perplexity"] > 1 and t["perplexity"] > 1, (m, v, t)
+    assert " (family " in json.load(open(f"{r}/{m}/train.json"))["machine"], m
     assert json.load(open(f"{r}/{m}/train.json"))["run"]["overrides"] == json.load(
         open("'"$root"'/configs/lm_study.json"))["variants"][m]["set"], m
 b = json.load(open(f"{r}/bench.json"))
