@@ -10,7 +10,9 @@ Every run stops at the first evaluation (every 500 steps) whose accuracy reaches
 records the steps run. After the sweep, the budget rule (--solved): a cell whose best accuracy is below the
 threshold is rerun at its best learning rate with 4x the steps (stopping as every run does), the same
 rule for every model; then each cell's best run is repeated with --seeds seeds (train.seed 1..N-1
-besides the sweep's) for the mean and the spread.
+besides the sweep's) for the mean and the spread. Each cell (task, model) goes through its sweep, budget
+rule and seeds before the next cell of that worker starts, the cheapest tasks first (sequence length plus
+gap), the capacity ablation after its task's cells: a grid stopped part-way leaves whole cells behind.
 The tasks include the SPEC's (L, K) grid: (64, 4), (128, 8), (256, 16), standard and long-range.
 Finished runs (result.json present, same config) are reused, so an interrupted suite continues where it
 stopped. Each run's config.json and result.json (a few hundred bytes, with the machine it ran on) are
@@ -120,7 +122,7 @@ def main():
                          "reruns it with train.seed 1..N-1 and reports the mean and spread (default 1)")
     ap.add_argument("--solved", type=float, default=0.9,
                     help="budget rule: a cell whose best accuracy is below this gets its best learning rate rerun "
-                         "with 2x, then 4x the steps, for every model alike (default 0.9; 0 = never)")
+                         "with 4x the steps, for every model alike (default 0.9; 0 = never)")
     ap.add_argument("--capacities", default="0,8,16,32,64", help="m values for the ablation ('' = skip)")
     ap.add_argument("--capacity-task", default="long_range")
     ap.add_argument("--capacity-lrs", default="", help="learning rates of the ablation ('' = those of --lrs)")
@@ -155,57 +157,17 @@ def main():
         return c, m["label"], t["label"]
 
     base_capacity = merge(common, load(os.path.join(SUITE, "models", "B.json")))["model"].get("m")
-    # Every run as (key, config, run_dir); the capacity ablation reuses the main B run at the B model's m.
-    jobs = []
     labels = {}
     for task in tasks:
         for model in models:
-            for lr in lrs:
-                c, ml, tl = config_for(model, task, lr)
-                labels[model], labels[task] = ml, tl
-                jobs.append((("main", task, model, lr), c, os.path.join(args.out, "runs", task, model,
-                                                                          "lr" + lr_label(lr))))
-    if capacities:
-        for cap in capacities:
-            for lr in capacity_lrs:
-                c, _, tl = config_for("B", args.capacity_task, lr, {"m": cap})
-                labels[args.capacity_task] = tl
-                run_dir = (os.path.join(args.out, "runs", args.capacity_task, "B", "lr" + lr_label(lr))
-                           if cap == base_capacity else
-                           os.path.join(args.out, "runs", "capacity_" + args.capacity_task, f"m{cap}",
-                                        "lr" + lr_label(lr)))
-                jobs.append((("capacity", cap, lr), c, run_dir))
+            _, labels[model], labels[task] = config_for(model, task, lrs[0])
 
-    lock = threading.Lock()
-    done = [0]
-
-    def execute(job):
-        key, c, run_dir = job
-        s = run_one(args.binary, c, run_dir, args.threads)
-        with lock:
-            done[0] += 1
-            what = (f"{key[1]:>10} {key[2]:>8} lr {lr_label(key[3]):>7}" if key[0] == "main" else
-                    f"capacity m={key[1]:>3} lr {lr_label(key[2]):>7}")
-            print(f"[{done[0]}/{len(jobs)}] {what}: accuracy {s['accuracy']:.3f} ({s['tokens_per_s']:.0f} tok/s)",
-                  flush=True)
-        return key, s
-
-    best = {}  # (task, model) -> (accuracy, lr, summary)
-    ablation = {}  # m -> (accuracy, lr)
-    # Runs that share a directory (the ablation's base m) must not run twice at once: dedupe by directory.
-    unique = list({run_dir: (key, c, run_dir) for key, c, run_dir in jobs}.values())
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = {job[2]: s for (_, s), job in zip(pool.map(execute, unique), unique)}
-    for key, _, run_dir in jobs:
-        s = results[run_dir]
-        if key[0] == "main":
-            _, task, model, lr = key
-            if (task, model) not in best or s["accuracy"] > best[(task, model)][0]:
-                best[(task, model)] = (s["accuracy"], lr, s)
-        else:
-            _, cap, lr = key
-            if cap not in ablation or s["accuracy"] > ablation[cap][0]:
-                ablation[cap] = (s["accuracy"], lr)
+    # The tasks cheapest first (tokens a step: sequence length plus gap), so that whole cells -- sweep,
+    # budget rule, seeds -- are finished early in a grid that takes several sittings.
+    def cost(task):
+        t = load(os.path.join(SUITE, "tasks", task + ".json"))["data"]
+        return t.get("seq_len", 64) + t.get("gap", 0)
+    order = sorted(tasks, key=lambda t: (cost(t), tasks.index(t)))
 
     # The budget rule, the same for every model: a cell not solved at its best learning rate is rerun there
     # with 4x the steps (stopping, as every run, at the first evaluation that reaches train.stop_accuracy);
@@ -218,44 +180,82 @@ def main():
         tag = "lr" + lr_label(lr) + (f"_x{factor}" if factor > 1 else "") + (f"_seed{seed}" if seed else "")
         return c, os.path.join(args.out, "runs", task, model, tag)
 
-    steps_used = {}  # (task, model) -> (factor of the best run, its steps, largest factor tried)
+    lock = threading.Lock()
+    first_pass = len(tasks) * len(models) * len(lrs) + len(capacities) * len(capacity_lrs)
+    done = [0]
 
-    def extend(cell):
-        task, model = cell
-        acc, lr, summary = best[cell]
+    def sweep_run(what, c, run_dir):
+        s = run_one(args.binary, c, run_dir, args.threads)
+        with lock:
+            done[0] += 1
+            print(f"[{done[0]}/{first_pass}] {what}: accuracy {s['accuracy']:.3f} ({s.get('steps', 0)} steps, "
+                  f"{s['tokens_per_s']:.0f} tok/s)", flush=True)
+        return s
+
+    best = {}  # (task, model) -> (accuracy, lr, summary)
+    steps_used = {}  # (task, model) -> (factor of the best run, its steps, largest factor tried)
+    spread = {}  # (task, model) -> (mean, std, n)
+    ablation = {}  # m -> (accuracy, lr)
+
+    def cell(task, model):
+        """One cell from start to end: the learning-rate sweep, the budget rule, the seeds."""
+        for lr in lrs:
+            c, _, _ = config_for(model, task, lr)
+            s = sweep_run(f"{task:>10} {model:>8} lr {lr_label(lr):>7}", c,
+                          os.path.join(args.out, "runs", task, model, "lr" + lr_label(lr)))
+            if (task, model) not in best or s["accuracy"] > best[(task, model)][0]:
+                best[(task, model)] = (s["accuracy"], lr, s)
+        acc, lr, summary = best[(task, model)]
         factor = best_factor = 1
         if acc < args.solved:
             factor = 4
             c, run_dir = rerun(task, model, lr, factor, 0)
             s = run_one(args.binary, c, run_dir, args.threads)
-            print(f"budget rule: {task} {model} lr {lr_label(lr)} x{factor} steps: accuracy {s['accuracy']:.3f}",
-                  flush=True)
+            print(f"budget rule: {task} {model} lr {lr_label(lr)} x{factor} steps: accuracy {s['accuracy']:.3f} "
+                  f"({s.get('steps', 0)} steps)", flush=True)
             if s["accuracy"] > acc:
                 acc, summary, best_factor = s["accuracy"], s, factor
-        steps_used[cell] = (best_factor, summary.get("steps", 0), factor)
-        best[cell] = (acc, lr, summary)
-
-    cells = [(t, m) for t in tasks for m in models]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(extend, cells))
-
-    # Seeds: each cell's best run again with train.seed 1 .. N-1 at the steps it ended with.
-    spread = {}  # (task, model) -> (mean, std, n)
-    if args.seeds > 1:
-        def seeded(cell):
-            task, model = cell
-            acc, lr, summary = best[cell]
-            factor = steps_used[cell][0]
+        steps_used[(task, model)] = (best_factor, summary.get("steps", 0), factor)
+        best[(task, model)] = (acc, lr, summary)
+        # Seeds: the cell's best run again with train.seed 1 .. N-1 at the steps it ended with.
+        if args.seeds > 1:
             accs = [acc]
             for seed in range(1, args.seeds):
-                c, run_dir = rerun(task, model, lr, factor, seed)
+                c, run_dir = rerun(task, model, lr, best_factor, seed)
                 accs.append(run_one(args.binary, c, run_dir, args.threads)["accuracy"])
             mean = sum(accs) / len(accs)
             std = (sum((a - mean) ** 2 for a in accs) / max(1, len(accs) - 1)) ** 0.5
-            spread[cell] = (mean, std, len(accs))
+            spread[(task, model)] = (mean, std, len(accs))
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(seeded, cells))
+    def capacity_dir(cap, lr):
+        # The ablation reuses the main B run at the B model's own m.
+        if cap == base_capacity:
+            return os.path.join(args.out, "runs", args.capacity_task, "B", "lr" + lr_label(lr))
+        return os.path.join(args.out, "runs", "capacity_" + args.capacity_task, f"m{cap}", "lr" + lr_label(lr))
+
+    def capacity_run(cap, lr):
+        if cap == base_capacity and "B" in models and args.capacity_task in tasks and lr in lrs:
+            return  # the B cell of that task runs it (never twice at once)
+        c, _, tl = config_for("B", args.capacity_task, lr, {"m": cap})
+        labels[args.capacity_task] = tl
+        sweep_run(f"capacity m={cap:>3} lr {lr_label(lr):>7}", c, capacity_dir(cap, lr))
+
+    # Every piece of work in order: each task's cells, the capacity ablation right after its task's cells.
+    work = []
+    for task in order:
+        work += [(cell, (task, model)) for model in models]
+        if task == args.capacity_task:
+            work += [(capacity_run, (cap, lr)) for cap in capacities for lr in capacity_lrs]
+    if args.capacity_task not in order:
+        work += [(capacity_run, (cap, lr)) for cap in capacities for lr in capacity_lrs]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for f in [pool.submit(fn, *a) for fn, a in work]:
+            f.result()  # a failed run stops the suite with its message
+    for cap in capacities:
+        for lr in capacity_lrs:
+            acc = load(os.path.join(capacity_dir(cap, lr), "result.json"))["accuracy"]
+            if cap not in ablation or acc > ablation[cap][0]:
+                ablation[cap] = (acc, lr)
 
     os.makedirs(args.out, exist_ok=True)
     lines = ["# MQAR results", "",
