@@ -53,6 +53,17 @@ def last_json(text):
     raise ValueError("no JSON line in output")
 
 
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1)
+
+
+def valid_curve(log):
+    """(step, validation loss) of each evaluation in a training log.jsonl."""
+    with open(log) as f:
+        return [(j["step"], j["eval_loss"]) for j in map(json.loads, f) if "eval_loss" in j]
+
+
 def prepare(binary, vocab, corpora, data):
     """Tokenizer and token files under `data` from the documents under `corpora` (fetched first when the
     default folder is missing). Returns the --set overrides that point a config at them."""
@@ -131,8 +142,13 @@ def main():
         if common:
             key["common"] = common
         done = os.path.join(d, "train.json")
-        finished = os.path.exists(done) and os.path.exists(ckpt) and json.load(open(done)).get("run") == key
-        if args.retrain or not finished:
+        # A finished run is one whose train.json matches this run; its checkpoint is needed only for evaluations
+        # that are not cached (git keeps the summaries, not the checkpoints, so a suite continues elsewhere).
+        evals = [os.path.join(d, n) for n in ("eval_valid.json", "eval_test.json", "lengthgen.json")]
+        finished = (os.path.exists(done) and json.load(open(done)).get("run") == key and
+                    (os.path.exists(ckpt) or all(map(os.path.exists, evals))))
+        trained = args.retrain or not finished
+        if trained:
             if os.path.exists(os.path.join(d, "log.jsonl")):
                 os.remove(os.path.join(d, "log.jsonl"))
             t0 = time.time()
@@ -143,11 +159,14 @@ def main():
             s["wall_s"] = time.time() - t0
             s["run"] = key
             s["machine"] = machine()
-            with open(os.path.join(d, "train.json"), "w") as f:
-                json.dump(s, f)
-        with open(os.path.join(d, "train.json")) as f:
+            s["valid_curve"] = valid_curve(os.path.join(d, "log.jsonl"))
+            write_json(done, s)
+        with open(done) as f:
             r["train"] = json.load(f)
-        trained = args.retrain or not finished
+        # Runs finished before train.json held the curve have it only in their (untracked) log.
+        r["valid_curve"] = r["train"].get("valid_curve", [])
+        if not r["valid_curve"] and os.path.exists(os.path.join(d, "log.jsonl")):
+            r["valid_curve"] = valid_curve(os.path.join(d, "log.jsonl"))
 
         def cached(name, produce):
             # The evaluations of a run that was not trained again are reused.
@@ -157,22 +176,16 @@ def main():
             with open(path) as f:
                 return json.load(f)
 
-        def write(path, obj):
-            with open(path, "w") as f:
-                json.dump(obj, f)
-
-        r["valid"] = cached("eval_valid.json", lambda p: write(p, last_json(run(
+        r["valid"] = cached("eval_valid.json", lambda p: write_json(p, last_json(run(
             [binary, "eval", ckpt, "--all", "--json"] + threads))))
-        r["test"] = cached("eval_test.json", lambda p: write(p, last_json(run(
+        r["test"] = cached("eval_test.json", lambda p: write_json(p, last_json(run(
             [binary, "eval", ckpt, "--all", "--set", f"data.valid_tokens={test_tokens}", "--json"] + threads))))
-        ev = r["test"]
         r["lengthgen"] = cached("lengthgen.json", lambda p: run(
             [binary, "lengthgen", ckpt, "--tokens", test_tokens, "--max-docs", str(args.lengthgen_docs),
              "--bucket", str(args.bucket), "-o", p, "--json"] + threads, log=os.path.join(d, "lengthgen.log")))
-        with open(os.path.join(d, "log.jsonl")) as f:
-            r["valid_curve"] = [(j["step"], j["eval_loss"]) for j in map(json.loads, f) if "eval_loss" in j]
         results[m] = r
-        print(f"[lm-suite] {m}: test loss {ev['loss']:.4f} ppl {ev['perplexity']:.2f} bpb {ev['bits_per_byte']:.4f}",
+        t = r["test"]
+        print(f"[lm-suite] {m}: test loss {t['loss']:.4f} ppl {t['perplexity']:.2f} bpb {t['bits_per_byte']:.4f}",
               flush=True)
     bench = {}
     if args.reuse_bench and os.path.exists(os.path.join(out, "bench.json")):
@@ -187,8 +200,7 @@ def main():
                     [binary, "bench", "-c", runs[m][0]] + overrides(m) +
                     ["--set", f"data.seq_len={T}", "--set", f"train.batch_size={max(1, 4096 // T)}", "--steps", "3",
                      "--warmup", "1", "--json"] + threads))
-        with open(os.path.join(out, "bench.json"), "w") as f:
-            json.dump(bench, f, indent=1)
+        write_json(os.path.join(out, "bench.json"), bench)
     report(out, models, results, bench, args)
 
 

@@ -2,7 +2,9 @@
 # The LM suite end to end at a tiny budget on a generated corpus (no download): tokenizer and token files,
 # two study variants trained for 2 steps at T = 32, validation and test evaluation, the length sweep,
 # the training benchmark at two lengths, the report and its charts; then a second invocation reuses the
-# finished runs instead of training again.  Usage: lm_suite_smoke.sh BMOJO_BINARY OUT_DIR
+# finished runs instead of training again, also without their checkpoints and logs (as in a fresh clone),
+# and a run missing both its checkpoint and an evaluation is trained again.
+# Usage: lm_suite_smoke.sh BMOJO_BINARY OUT_DIR
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 binary="$1" out="$(mkdir -p "$2" && cd "$2" && pwd)"
@@ -44,6 +46,8 @@ r = sys.argv[1]
 for m in ("B_lambda0", "BMBM"):
     v, t = json.load(open(f"{r}/{m}/eval_valid.json")), json.load(open(f"{r}/{m}/eval_test.json"))
     assert v["labelled"] > 0 and t["labelled"] > 0 and v["perplexity"] > 1 and t["perplexity"] > 1, (m, v, t)
+    assert v["labelled"] != t["labelled"], ("the test evaluation read the validation tokens", m, v, t)
+    assert len(json.load(open(f"{r}/{m}/train.json"))["valid_curve"]) == 2, m
     assert " (family " in json.load(open(f"{r}/{m}/train.json"))["machine"], m
     assert json.load(open(f"{r}/{m}/train.json"))["run"]["overrides"] == json.load(
         open("'"$root"'/configs/lm_study.json"))["variants"][m]["set"], m
@@ -57,4 +61,16 @@ if grep -q '\$ .*bmojo \(train\|eval\|lengthgen\)' "$out/second.log"; then
   echo "lm suite smoke: a finished run was trained or evaluated again" >&2
   exit 1
 fi
+# As in a fresh clone (git keeps the summaries, not checkpoints or logs): still nothing is trained again.
+rm "$r"/*/checkpoint.safetensors "$r"/*/log.jsonl
+"${suite[@]}" --reuse-bench > "$out/third.log"
+if grep -q '\$ .*bmojo \(train\|eval\|lengthgen\)' "$out/third.log"; then
+  echo "lm suite smoke: a run whose summaries are kept was trained again without its checkpoint" >&2
+  exit 1
+fi
+# Without a cached evaluation, a run lacking its checkpoint is trained again.
+rm "$r/BMBM/eval_test.json"
+"${suite[@]}" --reuse-bench > "$out/fourth.log"
+grep -q '\$ .*bmojo train .*BMBM' "$out/fourth.log"
+[ -s "$r/BMBM/eval_test.json" ]
 echo "lm suite smoke test: study runs, evaluations, length sweep, benchmark and report written to $r"
