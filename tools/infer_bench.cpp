@@ -40,21 +40,29 @@ Spread spread_of(const std::vector<double>& v) {
   return s;
 }
 
-// Bytes one decode step of one sequence reads: every weight (the embedding only one row, unless the LM head
-// shares it) and the sequence's state.
-double decode_bytes_per_token(const Model& model, size_t state_bytes) {
+// Bytes of weights one decode step reads, however many sequences it advances: every weight matrix (the
+// embedding only one row per sequence, unless the LM head shares it).
+double decode_weight_bytes(const Model& model) {
   const ModelConfig& c = model.config();
   double weights = static_cast<double>(model.num_params()) * sizeof(float);
   if (!c.tie_embeddings) weights -= static_cast<double>(c.vocab_size - 1) * c.d_model * sizeof(float);
-  return weights + static_cast<double>(state_bytes);
+  return weights;
+}
+
+// The most that batching can gain: a step of n sequences reads the weights once (w bytes) and each
+// sequence's state (s bytes, SequenceState::decode_read_bytes), so if every byte comes from memory at the
+// same rate, n sequences give at most n (w + s) / (w + n s) times one sequence's aggregate tokens/s.
+double batching_bound(double w, double s, int64_t n) {
+  return static_cast<double>(n) * (w + s) / (w + static_cast<double>(n) * s);
 }
 
 // Aggregate decode tokens/s of `sequences` sequences, each prefilled with `context` tokens of its own,
 // then advanced one token each per step for `decode` steps.
 struct BatchRun {
   double tokens_per_s = 0.0;
-  double decode_ms = 0.0;  // wall time of the decode steps
-  size_t state_bytes = 0;  // per sequence, after the prefill
+  double decode_ms = 0.0;   // wall time of the decode steps
+  size_t state_bytes = 0;   // per sequence, after the prefill
+  double read_bytes = 0.0;  // of that state, what one decode step reads (per sequence)
 };
 
 BatchRun run_batch(const Model& model, int64_t sequences, int64_t context, int64_t decode, int64_t block,
@@ -72,6 +80,7 @@ BatchRun run_batch(const Model& model, int64_t sequences, int64_t context, int64
   }
   BatchRun r;
   r.state_bytes = batch.state(ids[0]).bytes();
+  r.read_bytes = batch.state(ids[0]).decode_read_bytes();
   std::vector<float> logits(sequences * V);
   std::vector<BatchSession::Input> inputs(sequences);
   // A model packs its weights for steps over several sequences once, at the first such step (a server's
@@ -97,27 +106,39 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model)
           "--concurrent: sequence counts must be in [1, 4096], got " + std::to_string(n));
   const double probe = o.bandwidth ? measure_read_bandwidth(num_threads()) : 0.0;
   if (!o.json) {
-    std::printf("%10s %10s %24s %18s %10s %14s\n", "context", "sequences", "decode tokens/s (all)",
-                "per sequence", "vs one", "state bytes");
+    std::printf("%10s %10s %24s %18s %10s %8s %14s %12s\n", "context", "sequences", "decode tokens/s (all)",
+                "per sequence", "vs one", "bound", "state bytes", "read/step");
   }
   Rng rng(c.train.seed);
+  const size_t counts = o.concurrent.size();
   for (int64_t n : o.contexts) {
-    double one = 0.0;
-    for (int64_t seqs : o.concurrent) {
-      std::vector<double> rates;
-      size_t bytes = 0;
-      double last_ms = 0.0;  // the last repetition's decode time: the one --profile recorded
-      for (int r = 0; r < o.repeats; ++r) {
-        const BatchRun run = run_batch(model, seqs, n, o.decode_tokens, o.prefill_block, o.profile, rng);
-        rates.push_back(run.tokens_per_s);
+    // The repetitions run in rounds, every sequence count once per round, so that a shared machine's
+    // drift (minutes long) moves all of them alike and the ratios to one sequence compare like with like.
+    std::vector<std::vector<double>> rates(counts);
+    std::vector<nlohmann::json> profiles(counts);  // each count's last round (--profile)
+    size_t bytes = 0;
+    double read = 0.0;
+    for (int r = 0; r < o.repeats; ++r) {
+      for (size_t i = 0; i < counts; ++i) {
+        const BatchRun run =
+            run_batch(model, o.concurrent[i], n, o.decode_tokens, o.prefill_block, o.profile, rng);
+        rates[i].push_back(run.tokens_per_s);
         bytes = run.state_bytes;
-        last_ms = run.decode_ms;
+        read = run.read_bytes;
+        if (o.profile && r + 1 == o.repeats)
+          profiles[i] = print_profile(run.decode_ms, o.decode_tokens, true);
       }
-      const Spread d = spread_of(rates);
-      if (seqs == 1) one = d.mean;
+    }
+    double one = 0.0;
+    for (size_t i = 0; i < counts; ++i)
+      if (o.concurrent[i] == 1) one = spread_of(rates[i]).mean;
+    for (size_t i = 0; i < counts; ++i) {
+      const int64_t seqs = o.concurrent[i];
+      const Spread d = spread_of(rates[i]);
       const double ratio = one > 0.0 ? d.mean / one : 0.0;
       // Decode of one sequence reads the weights and its state once per token: its GB/s against the probe.
-      const double gbs = seqs == 1 ? d.mean * decode_bytes_per_token(model, bytes) / 1e9 : 0.0;
+      const double weights = decode_weight_bytes(model), bound = batching_bound(weights, read, seqs);
+      const double gbs = seqs == 1 ? d.mean * (weights + read) / 1e9 : 0.0;
       if (o.json) {
         nlohmann::json j{{"layers", c.model.layers},
                          {"d_model", c.model.d_model},
@@ -128,23 +149,27 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model)
                          {"decode_tokens_per_s", d.mean},
                          {"decode_sd", d.sd},
                          {"vs_one", ratio},
+                         {"bound_vs_one", bound},
                          {"state_bytes_per_sequence", bytes},
+                         {"state_read_bytes_per_sequence_step", read},
+                         {"weight_read_bytes_per_step", weights},
                          {"decode_tokens", o.decode_tokens},
                          {"repeats", o.repeats},
                          {"threads", num_threads()}};
         if (seqs == 1) j["decode_read_gb_per_s"] = gbs;
         if (probe > 0.0) j["read_bandwidth_gb_per_s"] = probe;
-        if (o.profile) j["profile"] = print_profile(last_ms, o.decode_tokens, true);
+        if (o.profile) j["profile"] = profiles[i];
         std::cout << j.dump() << std::endl;
       } else {
-        std::printf("%10lld %10lld %15.1f ± %-6.1f %18.1f %9.2fx %14zu\n", static_cast<long long>(n),
-                    static_cast<long long>(seqs), d.mean, d.sd, d.mean / seqs, ratio, bytes);
+        std::printf("%10lld %10lld %15.1f ± %-6.1f %18.1f %9.2fx %7.2fx %14zu %12.0f\n",
+                    static_cast<long long>(n), static_cast<long long>(seqs), d.mean, d.sd, d.mean / seqs,
+                    ratio, bound, bytes, read);
         if (seqs == 1 && probe > 0.0)
           std::printf(
               "%21s one sequence reads %.1f MB per token: %.1f GB/s, %.0f%% of the %.1f GB/s read "
               "bandwidth measured now\n",
-              "", decode_bytes_per_token(model, bytes) / 1e6, gbs, 100.0 * gbs / probe, probe);
-        if (o.profile) print_profile(last_ms, o.decode_tokens, false);
+              "", (weights + read) / 1e6, gbs, 100.0 * gbs / probe, probe);
+        if (o.profile) print_profile_rows(profiles[i]);
         std::fflush(stdout);
       }
     }
@@ -243,7 +268,8 @@ Command infer_bench_command(CLI::App& app) {
                decltype(s->ib.contexts)::value_type{1}, decltype(s->ib.contexts)::value_type{1} << 30);
   add_integer(infer_bench, "--decode", s->ib.decode_tokens, "Tokens decoded at each context (default 128)",
               decltype(s->ib.decode_tokens){1}, decltype(s->ib.decode_tokens){1 << 24});
-  add_integer(infer_bench, "--repeats", s->ib.repeats, "Repetitions for mean and spread (default 3)", 1,
+  add_integer(infer_bench, "--repeats", s->ib.repeats,
+              "Repetitions for mean and spread (default 3; with --concurrent, rounds of every count)", 1,
               1 << 16);
   add_integer(infer_bench, "--prefill-block", s->ib.prefill_block, "Prefill block size (default 512)",
               decltype(s->ib.prefill_block){1}, decltype(s->ib.prefill_block){kMaxPrefillBlock});

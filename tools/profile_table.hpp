@@ -9,5 +9,7 @@ namespace bmojo {
 // The totals recorded since the last profile::reset() over `steps` steps that took `step_ms_total` in all;
 // printed unless `as_json`, and returned as JSON rows either way.
 nlohmann::json print_profile(double step_ms_total, int64_t steps, bool as_json);
+// The same rows printed as a table (rows kept from an earlier print_profile(..., true)).
+void print_profile_rows(const nlohmann::json& rows);
 
 }  // namespace bmojo

@@ -67,4 +67,24 @@ size_t LayerState::bytes() const {
   return n;
 }
 
+double LayerState::decode_read_bytes() const {
+  const auto vec = [](const auto& v) { return static_cast<double>(v.size() * sizeof(v[0])); };
+  // Rows of `rows` at positions [lo, hi], clipped to the rows a query can read.
+  const auto span_bytes = [](const PositionRows& rows, int64_t lo, int64_t hi) {
+    const int64_t first = std::max(lo, rows.readable_first()), last = std::min(hi, rows.end() - 1);
+    return last < first ? 0.0 : static_cast<double>(last - first + 1) * rows.width * sizeof(float);
+  };
+  double n = vec(ssm.conv) + vec(ssm.ssm) + vec(y_prev) + vec(chunk_qsum) + vec(memory.rows());
+  // The next token's position t: its own key and value are computed by the step, not read.
+  const int64_t t = kv.width > 0 ? kv.end() : kvf.end();
+  if (kv.width > 0) n += span_bytes(kv, kv.keep > 0 ? t - kv.keep + 1 : 0, t - 1);
+  if (kvf.width > 0) {
+    const int64_t W = kvf.keep / 2;
+    n += span_bytes(kvf, t - 2 * W + 1, t - W);
+  }
+  if (!chunk_kv.empty()) n += (vec(chunk_kv) + vec(chunk_scores)) / static_cast<double>(kv.keep);
+  for (const std::vector<float>& rows : retrieved_kv) n += vec(rows);
+  return n;
+}
+
 }  // namespace bmojo

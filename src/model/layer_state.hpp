@@ -80,6 +80,12 @@ struct LayerState {
   // The empty state of layer `kind` of this config (zeros before the first token).
   void reset(char layer_kind, const ModelConfig& cfg);
   size_t bytes() const;
+  // Bytes of this state that the next one-token step reads (SPEC section 5): the in-context keys/values its
+  // query can see, the fading rows in its span [t-2W+1, t-W] (W of the 2W kept), the eidetic memory's and
+  // the retrieved rows, the SSM state (conv inputs and scan state), y_{t-1} and the chunk's query sum; the
+  // chunk's scores and rows, read once per chunk of W tokens, count 1/W of their bytes. With the weights
+  // this is what a decode step must bring in for one sequence (infer-bench's batching bound).
+  double decode_read_bytes() const;
 };
 
 // Limits a state file or a caller must respect: positions stay far from int64 overflow; entries read from

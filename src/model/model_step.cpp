@@ -22,6 +22,12 @@ size_t SequenceState::bytes() const {
   return n;
 }
 
+double SequenceState::decode_read_bytes() const {
+  double n = 0.0;
+  for (const LayerState& l : layers) n += l.decode_read_bytes();
+  return n;
+}
+
 SequenceState empty_sequence_state(const ModelConfig& cfg) {
   SequenceState s;
   s.layers.resize(cfg.layers.size());

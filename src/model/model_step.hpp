@@ -16,7 +16,8 @@ namespace bmojo {
 struct SequenceState {
   int64_t position = 0;  // tokens consumed
   std::vector<LayerState> layers;
-  size_t bytes() const;  // the state proper, summed over the layers
+  size_t bytes() const;              // the state proper, summed over the layers
+  double decode_read_bytes() const;  // what the next one-token step reads of it (LayerState's)
 };
 
 // The empty state of a sequence (zeros before the first token) for this config.

@@ -315,6 +315,55 @@ TEST(Streaming, BoundedLayersKeepAConstantStateSize) {
   EXPECT_GT(s.state_bytes(), at100);
 }
 
+// What the next decode step reads of a sequence's state, the byte count infer-bench's batching bound rests
+// on: here W = 4, one row of keys and values 2 x 16 floats = 128 bytes, m = 3.
+TEST(Streaming, DecodeReadBytesCountWhatTheNextStepReads) {
+  const double row = 2 * 16 * sizeof(float);
+  const auto ssm_bytes = [](const LayerState& l) {
+    return static_cast<double>((l.ssm.conv.size() + l.ssm.ssm.size()) * sizeof(float));
+  };
+  for (const std::string layers : {"A", "M", "F", "B"}) {
+    Model m(config_for(layers, 4));
+    test::randomize_model(m, 1);
+    Session s(m);
+    const auto tokens = test::random_tokens(100, 37, 3);
+    s.feed(tokens.data(), 1, nullptr);
+    const LayerState& l = s.state().layers[0];
+    // After one token: the query at t = 1 sees one earlier key (position 0) and no fading key yet.
+    const double early = s.state().decode_read_bytes();
+    s.feed(tokens.data() + 1, 99, nullptr, false, 7);
+    const double late = s.state().decode_read_bytes();
+    // At t = 100: keys of [97, 99] (W - 1 rows; t's own is computed), fading rows of [93, 96] (W of the
+    // 2W kept), the SSM state; B adds y_{t-1} and the chunk's query sum (16 floats each), its full memory
+    // (m rows) and the chunk's W rows and scores once per W tokens.
+    if (layers == "A") {
+      EXPECT_EQ(early, row);
+      EXPECT_EQ(late, 3 * row);
+    } else if (layers == "M") {
+      EXPECT_GT(ssm_bytes(l), 0.0);
+      EXPECT_EQ(early, ssm_bytes(l));
+      EXPECT_EQ(late, ssm_bytes(l));
+    } else if (layers == "F") {
+      EXPECT_EQ(early, ssm_bytes(l) + row);
+      EXPECT_EQ(late, ssm_bytes(l) + 3 * row + 4 * row);
+    } else {
+      ASSERT_EQ(l.memory.entries().size(), 3u);
+      const double fixed = ssm_bytes(l) + 2 * 16 * sizeof(float) + (4 * row + 4 * sizeof(float)) / 4;
+      EXPECT_EQ(late, fixed + 3 * row + 4 * row + 3 * row);
+    }
+    // Bounded: more tokens do not change it.
+    s.feed(tokens.data(), 50, nullptr);
+    EXPECT_EQ(s.state().decode_read_bytes(), late) << layers;
+  }
+  // Full attention reads every earlier key: 100 rows at t = 100.
+  Model full(config_for("A", 0));
+  full.init_weights(1);
+  Session s(full);
+  const auto tokens = test::random_tokens(100, 37, 3);
+  s.feed(tokens.data(), 100, nullptr);
+  EXPECT_EQ(s.state().decode_read_bytes(), 100 * row);
+}
+
 TEST(Streaming, RejectsOutOfVocabularyTokens) {
   Model m(config_for("BB", 4));
   m.init_weights(1);

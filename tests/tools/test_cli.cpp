@@ -133,8 +133,9 @@ TEST_F(Cli, BenchProfileAccountsForTheStep) {
 }
 
 // `infer-bench --concurrent ... --profile`: one JSON line per sequence count, the first the baseline (1x),
-// each with the decode steps' profile (one model_step per step: calls are counted per decode step, not per
-// token or per repetition), and its shares adding up to the decode time; --profile alone is refused.
+// each with the batching bound and the decode steps' profile (one model_step per step: calls are counted
+// per decode step, not per token or per repetition), and its shares adding up to the decode time;
+// --profile alone is refused.
 TEST_F(Cli, InferBenchConcurrentProfile) {
   write("c.json", tiny_config());
   const Result r =
@@ -150,6 +151,13 @@ TEST_F(Cli, InferBenchConcurrentProfile) {
   EXPECT_EQ(lines[0]["sequences"].get<int>(), 1);
   EXPECT_EQ(lines[1]["sequences"].get<int>(), 3);
   EXPECT_DOUBLE_EQ(lines[0]["vs_one"].get<double>(), 1.0);
+  // The batching bound: n (w + s) / (w + n s) from the weights' and one sequence's state bytes a step reads.
+  EXPECT_DOUBLE_EQ(lines[0]["bound_vs_one"].get<double>(), 1.0);
+  const double w = lines[1]["weight_read_bytes_per_step"], s = lines[1]["state_read_bytes_per_sequence_step"];
+  EXPECT_GT(s, 0.0);
+  EXPECT_LE(s, lines[1]["state_bytes_per_sequence"].get<double>());
+  EXPECT_NEAR(lines[1]["bound_vs_one"].get<double>(), 3.0 * (w + s) / (w + 3.0 * s), 1e-9);
+  EXPECT_GT(lines[1]["bound_vs_one"].get<double>(), 1.0);
   for (const auto& j : lines) {
     EXPECT_GT(j["decode_tokens_per_s"].get<double>(), 0.0);
     ASSERT_TRUE(j.contains("profile")) << j.dump();
