@@ -467,67 +467,72 @@ namespace {
 
 // The block's products: through BLAS for blocks of many queries; for the few queries of decode, direct
 // loops (a BLAS call per head and key set costs more than the products themselves): register-tiled
-// AVX-512 kernels when the head dimension is a multiple of 16 up to 128, plain loops otherwise.
+// AVX-512 or AVX2 kernels (WideVec) when the head dimension is a multiple of the lane count up to 128, plain
+// loops otherwise (the plain dot product per key reduces across lanes once per key: on AVX2 it made the
+// decode step's attention 3x slower than its bytes).
 constexpr int kDirectRows = 4;
 
-#ifdef __AVX512F__
-// s[j] = alpha q . K_j for the n rows K_j of K (stride ld), head dimension 16 V: sixteen keys at a time,
-// each one's products in one register, the sixteen summed across lanes together (sum_lanes16).
+#ifdef BMOJO_WIDE_VEC
+using WV = WideVec;
+constexpr int kL = WV::kLanes;
+
+// s[j] = alpha q . K_j for the n rows K_j of K (stride ld), head dimension kL V: kL keys at a time, each
+// one's products in one register, the kL summed across lanes together (WideVec::sum_lanes).
 template <int V>
 void scores_row(const float* q, const float* K, int64_t ld, int n, float alpha, float* s) {
-  __m512 qv[V];
-  for (int v = 0; v < V; ++v) qv[v] = _mm512_loadu_ps(q + 16 * v);
-  const __m512 scale = _mm512_set1_ps(alpha);
+  WV::V qv[V];
+  for (int v = 0; v < V; ++v) qv[v] = WV::load(q + kL * v);
+  const WV::V scale = WV::set1(alpha);
   int j = 0;
-  for (; j + 16 <= n; j += 16) {
-    __m512 acc[16];
-    for (int r = 0; r < 16; ++r) {
+  for (; j + kL <= n; j += kL) {
+    WV::V acc[kL];
+    for (int r = 0; r < kL; ++r) {
       const float* k = K + (j + r) * ld;
-      __m512 a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k));
-      for (int v = 1; v < V; ++v) a = _mm512_fmadd_ps(qv[v], _mm512_loadu_ps(k + 16 * v), a);
+      WV::V a = WV::mul(qv[0], WV::load(k));
+      for (int v = 1; v < V; ++v) a = WV::fmadd(qv[v], WV::load(k + kL * v), a);
       acc[r] = a;
     }
-    _mm512_storeu_ps(s + j, _mm512_mul_ps(sum_lanes16(acc), scale));
+    WV::store(s + j, WV::mul(WV::sum_lanes(acc), scale));
   }
   for (; j < n; ++j) {
     const float* k = K + j * ld;
-    __m512 a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k));
-    for (int v = 1; v < V; ++v) a = _mm512_fmadd_ps(qv[v], _mm512_loadu_ps(k + 16 * v), a);
-    s[j] = alpha * _mm512_reduce_add_ps(a);
+    WV::V a = WV::mul(qv[0], WV::load(k));
+    for (int v = 1; v < V; ++v) a = WV::fmadd(qv[v], WV::load(k + kL * v), a);
+    s[j] = alpha * WV::reduce_add(a);
   }
 }
 
-// out (+)= sum_j p[j] V_j over the n rows V_j of Vr (stride ld), head dimension 16 V: the output row in
+// out (+)= sum_j p[j] V_j over the n rows V_j of Vr (stride ld), head dimension kL V: the output row in
 // registers, two interleaved sets of accumulators (the adds of consecutive rows do not wait on each other).
 template <int V>
 void weighted_rows(const float* p, const float* Vr, int64_t ld, int n, bool accumulate, float* out) {
-  __m512 a0[V], a1[V];
+  WV::V a0[V], a1[V];
   for (int v = 0; v < V; ++v) {
-    a0[v] = accumulate ? _mm512_loadu_ps(out + 16 * v) : _mm512_setzero_ps();
-    a1[v] = _mm512_setzero_ps();
+    a0[v] = accumulate ? WV::load(out + kL * v) : WV::zero();
+    a1[v] = WV::zero();
   }
   int j = 0;
   for (; j + 2 <= n; j += 2) {
-    const __m512 w0 = _mm512_set1_ps(p[j]), w1 = _mm512_set1_ps(p[j + 1]);
+    const WV::V w0 = WV::set1(p[j]), w1 = WV::set1(p[j + 1]);
     const float* r0 = Vr + j * ld;
     const float* r1 = r0 + ld;
     for (int v = 0; v < V; ++v) {
-      a0[v] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(r0 + 16 * v), a0[v]);
-      a1[v] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(r1 + 16 * v), a1[v]);
+      a0[v] = WV::fmadd(w0, WV::load(r0 + kL * v), a0[v]);
+      a1[v] = WV::fmadd(w1, WV::load(r1 + kL * v), a1[v]);
     }
   }
   if (j < n) {
-    const __m512 w0 = _mm512_set1_ps(p[j]);
-    for (int v = 0; v < V; ++v) a0[v] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(Vr + j * ld + 16 * v), a0[v]);
+    const WV::V w0 = WV::set1(p[j]);
+    for (int v = 0; v < V; ++v) a0[v] = WV::fmadd(w0, WV::load(Vr + j * ld + kL * v), a0[v]);
   }
-  for (int v = 0; v < V; ++v) _mm512_storeu_ps(out + 16 * v, _mm512_add_ps(a0[v], a1[v]));
+  for (int v = 0; v < V; ++v) WV::store(out + kL * v, WV::add(a0[v], a1[v]));
 }
 
-// Calls f(integral_constant<V>) for V = Dh / 16 in 1 .. 8; false when Dh is not such a multiple.
+// Calls f(integral_constant<V>) for V = Dh / kL with Dh a multiple of kL up to 128; false otherwise.
 template <int V = 1, typename F>
 bool with_head_vectors(int Dh, F&& f) {
-  if constexpr (V <= 8) {
-    if (Dh == 16 * V) return f(std::integral_constant<int, V>{}), true;
+  if constexpr (V * kL <= 128) {
+    if (Dh == kL * V) return f(std::integral_constant<int, V>{}), true;
     return with_head_vectors<V + 1>(Dh, f);
   }
   return false;
@@ -572,7 +577,7 @@ void block_product(bool trans_b, int M, int N, int K, float alpha, const float* 
     matmul(false, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-#ifdef __AVX512F__
+#ifdef BMOJO_WIDE_VEC
   if (trans_b && beta == 0.0f && with_head_vectors(K, [&](auto v) {
         for (int i = 0; i < M; ++i)
           scores_row<decltype(v)::value>(A + static_cast<int64_t>(i) * lda, B, ldb, N, alpha,

@@ -83,26 +83,6 @@ inline float fast_softplus(float v) {
 
 namespace bmojo {
 
-// fast_exp on 16 lanes: the same reduction and polynomial (fused multiply-adds, so the last bit may differ).
-inline __m512 fast_exp16(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.37f));
-  const __m512 n =
-      _mm512_roundscale_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
-                           _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  const __m512i bits =
-      _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
-}
-
 // Lane i of the result = the sum of the 16 lanes of v[i]: sixteen horizontal sums in 45 instructions
 // instead of about 130 for sixteen _mm512_reduce_add_ps, by a transpose-and-add tree (pairs within 128-bit
 // lanes, then 64-bit halves, then 128-bit lanes twice).
@@ -121,12 +101,111 @@ inline __m512 sum_lanes16(const __m512* v) {
                        _mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
+// The widest vector the build has (here a zmm), for kernels written once for AVX-512 and AVX2: lane count,
+// loads and stores, arithmetic, sum_lanes (lane i = the sum of v[i]'s lanes, for kLanes vectors), and what
+// fast_exp_wide needs (floor, and 2^n from whole-number lanes n).
+#define BMOJO_WIDE_VEC 1
+struct WideVec {
+  using V = __m512;
+  static constexpr int kLanes = 16;
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static V set1(float a) { return _mm512_set1_ps(a); }
+  static V zero() { return _mm512_setzero_ps(); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V min(V a, V b) { return _mm512_min_ps(a, b); }
+  static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
+  static V floor(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+  static V pow2(V n) {
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127)), 23));
+  }
+  static V sum_lanes(const V* v) { return sum_lanes16(v); }
+  static float reduce_add(V v) { return _mm512_reduce_add_ps(v); }
+};
+
+}  // namespace bmojo
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+namespace bmojo {
+
+// Lane i of the result = the sum of the 8 lanes of v[i]: two rounds of pairwise adds within 128-bit lanes
+// (hadd), then the two halves of each 128-bit lane added across.
+inline __m256 sum_lanes8(const __m256* v) {
+  __m256 w[4];
+  for (int i = 0; i < 4; ++i) w[i] = _mm256_hadd_ps(v[2 * i], v[2 * i + 1]);
+  const __m256 x0 = _mm256_hadd_ps(w[0], w[1]), x1 = _mm256_hadd_ps(w[2], w[3]);
+  return _mm256_add_ps(_mm256_permute2f128_ps(x0, x1, 0x20), _mm256_permute2f128_ps(x0, x1, 0x31));
+}
+
+// The AVX2 + FMA form of the widest vector (a ymm); see the AVX-512 one above.
+#define BMOJO_WIDE_VEC 1
+struct WideVec {
+  using V = __m256;
+  static constexpr int kLanes = 8;
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V set1(float a) { return _mm256_set1_ps(a); }
+  static V zero() { return _mm256_setzero_ps(); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V min(V a, V b) { return _mm256_min_ps(a, b); }
+  static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V fnmadd(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
+  static V floor(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+  static V pow2(V n) {
+    return _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23));
+  }
+  static V sum_lanes(const V* v) { return sum_lanes8(v); }
+  static float reduce_add(V v) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+  }
+};
+
 }  // namespace bmojo
 #endif
 
-// Row helpers of the softmaxes (attention scores, cross-entropy logits): explicit AVX-512 loops where the
-// build has it, because GCC leaves a max reduction scalar and does not vectorise a loop that mixes fast_exp
-// with a test for -inf; plain loops otherwise. Entries equal to -inf are masked-out columns.
+#ifdef BMOJO_WIDE_VEC
+namespace bmojo {
+
+// fast_exp on a whole vector: the same reduction and polynomial (fused multiply-adds, so the last bit may
+// differ).
+inline WideVec::V fast_exp_wide(WideVec::V x) {
+  using W = WideVec;
+  x = W::min(W::max(x, W::set1(-87.3f)), W::set1(88.37f));
+  const W::V n = W::floor(W::fmadd(x, W::set1(1.44269504088896341f), W::set1(0.5f)));
+  W::V r = W::fnmadd(n, W::set1(0.693145751953125f), x);
+  r = W::fnmadd(n, W::set1(1.428606765330187e-06f), r);
+  W::V p = W::set1(1.0f / 720.0f);
+  p = W::fmadd(p, r, W::set1(1.0f / 120.0f));
+  p = W::fmadd(p, r, W::set1(1.0f / 24.0f));
+  p = W::fmadd(p, r, W::set1(1.0f / 6.0f));
+  p = W::fmadd(p, r, W::set1(0.5f));
+  p = W::fmadd(p, r, W::set1(1.0f));
+  p = W::fmadd(p, r, W::set1(1.0f));
+  return W::mul(p, W::pow2(n));
+}
+
+#ifdef __AVX512F__
+inline __m512 fast_exp16(__m512 x) {
+  return fast_exp_wide(x);
+}
+#endif
+
+}  // namespace bmojo
+#endif
+
+// Row helpers of the softmaxes (attention scores, cross-entropy logits): explicit AVX-512 or AVX2 loops
+// where the build has them, because GCC leaves a max reduction scalar and does not vectorise a loop that
+// mixes fast_exp with a test for -inf; plain loops otherwise. Entries equal to -inf are masked-out columns.
 
 namespace bmojo {
 
@@ -143,6 +222,15 @@ inline float max_of(const float* x, int n) {
     i = n;
   }
   m = _mm512_reduce_max_ps(mv);
+#elif defined(__AVX2__) && defined(__FMA__)
+  if (n >= 8) {
+    __m256 mv = _mm256_loadu_ps(x);
+    for (i = 8; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    m = _mm_cvtss_f32(h);
+  }
 #endif
   for (; i < n; ++i) m = x[i] > m ? x[i] : m;
   return m;
@@ -174,6 +262,17 @@ inline float exp_shifted(float* x, int n, float shift) {
     acc = _mm512_add_ps(acc, e);
   }
   sum = _mm512_reduce_add_ps(acc);
+#elif defined(__AVX2__) && defined(__FMA__)
+  const __m256 sh = _mm256_set1_ps(shift), ninf_v = _mm256_set1_ps(ninf);
+  __m256 acc = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 keep = _mm256_cmp_ps(v, ninf_v, _CMP_NEQ_OQ);
+    const __m256 e = _mm256_and_ps(keep, fast_exp_wide(_mm256_sub_ps(v, sh)));
+    _mm256_storeu_ps(x + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  sum = WideVec::reduce_add(acc);
 #endif
   for (; i < n; ++i) {
     x[i] = x[i] == ninf ? 0.0f : fast_exp(x[i] - shift);

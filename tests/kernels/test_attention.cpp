@@ -295,7 +295,8 @@ TEST(AttentionStep, RaggedBlocksMatchTheParallelForm) {
 // register-tiled kernels take (16 to 128) and at one they do not (24, the plain loops), with window, fading
 // and memory keys: the fast kernel agrees with the reference, and with the parallel form.
 TEST(AttentionStep, DecodeBlocksMatchTheReferenceAtEveryHeadDimension) {
-  for (int Dh : {16, 32, 48, 64, 128, 24}) {
+  for (int Dh :
+       {8, 16, 24, 32, 40, 48, 64, 128, 136}) {  // AVX2's 8-lane and AVX-512's 16-lane kernels, plain loops
     const Case cs = make_case(1, 100, 2, 1, Dh, 16, true, true);
     const Inputs p(cs, 31 + Dh);
     std::vector<float> want(p.out_size()), lse(p.lse_size());

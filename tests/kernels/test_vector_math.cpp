@@ -85,16 +85,36 @@ TEST(FastExp, VectorisedLoopAgreesWithScalar) {
 }  // namespace
 }  // namespace bmojo
 
-#ifdef __AVX512F__
+#ifdef BMOJO_WIDE_VEC
 namespace bmojo {
 namespace {
 
-TEST(FastExp, SixteenLaneVersionMatchesScalar) {
-  alignas(64) float in[16], out[16];
+// The build's widest vector (16 lanes with AVX-512, 8 with AVX2; CI tests both paths, scripts/test.sh).
+constexpr int kL = WideVec::kLanes;
+
+TEST(FastExp, WideVersionMatchesScalar) {
+  float in[kL], out[kL];
   for (float start = -90.0f; start < 90.0f; start += 1.37f) {
-    for (int i = 0; i < 16; ++i) in[i] = start + 0.0913f * i;
-    _mm512_store_ps(out, fast_exp16(_mm512_load_ps(in)));
-    for (int i = 0; i < 16; ++i) EXPECT_NEAR(out[i], fast_exp(in[i]), 3e-7 * fast_exp(in[i])) << in[i];
+    for (int i = 0; i < kL; ++i) in[i] = start + 0.0913f * i;
+    WideVec::store(out, fast_exp_wide(WideVec::load(in)));
+    for (int i = 0; i < kL; ++i) EXPECT_NEAR(out[i], fast_exp(in[i]), 3e-7 * fast_exp(in[i])) << in[i];
+  }
+}
+
+TEST(SumLanes, EachLaneIsTheSumOfOneVector) {
+  float in[kL][kL];
+  for (int i = 0; i < kL; ++i)
+    for (int j = 0; j < kL; ++j)
+      in[i][j] = static_cast<float>((i + 1) * 100 + j * j) * (j % 3 == 0 ? -1.0f : 1.0f);
+  WideVec::V v[kL];
+  for (int i = 0; i < kL; ++i) v[i] = WideVec::load(in[i]);
+  float out[kL];
+  WideVec::store(out, WideVec::sum_lanes(v));
+  for (int i = 0; i < kL; ++i) {
+    double want = 0.0;
+    for (int j = 0; j < kL; ++j) want += in[i][j];
+    EXPECT_EQ(out[i], static_cast<float>(want)) << "lane " << i;  // integers: exact in any order
+    EXPECT_EQ(WideVec::reduce_add(v[i]), static_cast<float>(want)) << "lane " << i;
   }
 }
 
@@ -106,24 +126,6 @@ namespace bmojo {
 namespace {
 
 // Every length around the 16-lane blocks, with masked (-inf) entries at the ends and inside.
-#ifdef __AVX512F__
-TEST(SumLanes16, EachLaneIsTheSumOfOneVector) {
-  alignas(64) float in[16][16];
-  for (int i = 0; i < 16; ++i)
-    for (int j = 0; j < 16; ++j)
-      in[i][j] = static_cast<float>((i + 1) * 100 + j * j) * (j % 3 == 0 ? -1.0f : 1.0f);
-  __m512 v[16];
-  for (int i = 0; i < 16; ++i) v[i] = _mm512_load_ps(in[i]);
-  alignas(64) float out[16];
-  _mm512_store_ps(out, sum_lanes16(v));
-  for (int i = 0; i < 16; ++i) {
-    double want = 0.0;
-    for (int j = 0; j < 16; ++j) want += in[i][j];
-    EXPECT_EQ(out[i], static_cast<float>(want)) << "lane " << i;  // integers: exact in any order
-  }
-}
-#endif
-
 TEST(SoftmaxRowHelpers, MatchPlainLoopsForEveryLength) {
   const float ninf = -std::numeric_limits<float>::infinity();
   for (int n = 1; n <= 70; ++n) {
