@@ -14,9 +14,15 @@ namespace bmojo {
 
 namespace {
 
-// Channels are scanned in blocks of 16 (sum_lanes16 adds up one block's sums at once).
+// Channels are scanned in blocks of 16 (the N = 16 paths add up one block's sums with WideVec::sum_lanes, one
+// call per kLanes channels).
 constexpr int kChannelBlock = 16;
-static_assert(kChannelBlock == 16, "the N = 16 paths sum one block of channels with sum_lanes16");
+#ifdef BMOJO_WIDE_VEC
+using WV = WideVec;
+constexpr int kL = WV::kLanes;
+constexpr int kRowVecs = 16 / kL;  // vectors in a state row of N = 16 (1 zmm, 2 ymm)
+static_assert(kChannelBlock % kL == 0 && 16 % kL == 0);
+#endif
 // The forward scan's tasks: (batch row, group of channels), each group walked through time a block at a
 // time, so that every step reads a contiguous stretch of each row (512 bytes) rather than 64 bytes.
 constexpr int kForwardGroup = 8 * kChannelBlock;
@@ -133,12 +139,19 @@ inline void state_update(float* __restrict next, const float* __restrict prev, c
   for (int n = 0; n < N; ++n) next[n] = fast_exp(dt * a[n]) * prev[n] + u * b[n];
 }
 
-#ifdef __AVX512F__
-// The same for N = 16 in one register: returns the new state; the decay exp(dt a) goes to *decay.
-inline __m512 state_update16(const float* prev, const float* a, const float* b, float dt, float u,
-                             __m512* decay) {
-  *decay = fast_exp16(_mm512_mul_ps(_mm512_set1_ps(dt), _mm512_loadu_ps(a)));
-  return _mm512_fmadd_ps(*decay, _mm512_loadu_ps(prev), _mm512_mul_ps(_mm512_set1_ps(u), _mm512_loadu_ps(b)));
+#ifdef BMOJO_WIDE_VEC
+// The same for N = 16 in registers (kRowVecs vectors): the new state to s, the decays exp(dt a) to decay.
+inline void state_update16(const float* prev, const float* a, const float* b, float dt, float u, WV::V* s,
+                           WV::V* decay) {
+  for (int v = 0; v < kRowVecs; ++v) {
+    decay[v] = fast_exp_wide(WV::mul(WV::set1(dt), WV::load(a + v * kL)));
+    s[v] = WV::fmadd(decay[v], WV::load(prev + v * kL), WV::mul(WV::set1(u), WV::load(b + v * kL)));
+  }
+}
+
+// out[i] = the sum of the lanes of to[i], for one block of channels.
+inline void sum_block(const WV::V* to, float* out) {
+  for (int q = 0; q < kChannelBlock; q += kL) WV::store(out + q, WV::sum_lanes(to + q));
 }
 #endif
 
@@ -150,22 +163,27 @@ inline void scan_token(float* y, const float* x, const float* dt, const float* A
   for (int cb = c0; cb < c1; cb += kChannelBlock) {
     const int ce = std::min(c1, cb + kChannelBlock);
     float* sb = state + static_cast<int64_t>(cb - c0) * N;
-#ifdef __AVX512F__
+#ifdef BMOJO_WIDE_VEC
     if constexpr (kN == 16) {
-      // Each channel's C . s is kept as a vector and the sixteen are summed at once.
-      __m512 to_y[kChannelBlock];
-      const __m512 Cv = _mm512_loadu_ps(Ct);
+      // Each channel's C . s is kept as a vector and the block's are summed at once.
+      WV::V to_y[kChannelBlock], Cv[kRowVecs];
+      for (int v = 0; v < kRowVecs; ++v) Cv[v] = WV::load(Ct + v * kL);
       for (int c = cb; c < ce; ++c) {
         float* sc = sb + (c - cb) * N;
         const float dtc = dt[c];
-        __m512 decay;
-        const __m512 s16 = state_update16(sc, A + static_cast<int64_t>(c) * N, Bt, dtc, dtc * x[c], &decay);
-        _mm512_storeu_ps(sc, s16);
-        to_y[c - cb] = _mm512_mul_ps(Cv, s16);
+        WV::V s16[kRowVecs], decay[kRowVecs];
+        state_update16(sc, A + static_cast<int64_t>(c) * N, Bt, dtc, dtc * x[c], s16, decay);
+        WV::V acc = WV::mul(Cv[0], s16[0]);
+        WV::store(sc, s16[0]);
+        for (int v = 1; v < kRowVecs; ++v) {
+          acc = WV::fmadd(Cv[v], s16[v], acc);
+          WV::store(sc + v * kL, s16[v]);
+        }
+        to_y[c - cb] = acc;
       }
-      for (int c = ce - cb; c < kChannelBlock; ++c) to_y[c] = _mm512_setzero_ps();
-      alignas(64) float sum_y[kChannelBlock];
-      _mm512_store_ps(sum_y, sum_lanes16(to_y));
+      for (int c = ce - cb; c < kChannelBlock; ++c) to_y[c] = WV::zero();
+      float sum_y[kChannelBlock];
+      sum_block(to_y, sum_y);
       for (int c = cb; c < ce; ++c) y[c] = sum_y[c - cb] + Dskip[c] * x[c];
       continue;
     }
@@ -272,14 +290,15 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
             [[maybe_unused]] float* decays = chunk_decays.data() + static_cast<size_t>(t - t0) * step;
             for (int c = g0; c < g1; ++c) {
               const float dtc = dt[r + c], u = dtc * x[r + c];
-#ifdef __AVX512F__
+#ifdef BMOJO_WIDE_VEC
               if constexpr (kN == 16) {
                 // The decays exp(dt a) are kept for the backward sweep over this chunk.
-                __m512 decay;
-                _mm512_storeu_ps(
-                    st + (c - g0) * N,
-                    state_update16(prev + (c - g0) * N, A + static_cast<int64_t>(c) * N, Bt, dtc, u, &decay));
-                _mm512_storeu_ps(decays + (c - g0) * N, decay);
+                WV::V s16[kRowVecs], decay[kRowVecs];
+                state_update16(prev + (c - g0) * N, A + static_cast<int64_t>(c) * N, Bt, dtc, u, s16, decay);
+                for (int v = 0; v < kRowVecs; ++v) {
+                  WV::store(st + (c - g0) * N + v * kL, s16[v]);
+                  WV::store(decays + (c - g0) * N + v * kL, decay[v]);
+                }
                 continue;
               }
 #endif
@@ -316,40 +335,51 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
               float* gblock = g.data() + static_cast<size_t>(c0 - g0) * N;
               [[maybe_unused]] const float* decays =
                   chunk_decays.data() + static_cast<size_t>(t - t0) * step + static_cast<size_t>(c0 - g0) * N;
-#ifdef __AVX512F__
+#ifdef BMOJO_WIDE_VEC
               if constexpr (kN == 16) {
-                // The per-channel sums behind dx and ddt are kept as vectors and summed sixteen at a time.
-                __m512 to_dx[kChannelBlock], to_ddt[kChannelBlock];
+                // The per-channel sums behind dx and ddt are kept as vectors and summed a block at a time.
+                WV::V to_dx[kChannelBlock], to_ddt[kChannelBlock];
                 // dB and dC of step t sum over the block's channels: two register accumulators each, so that
                 // consecutive channels do not wait on one another.
-                __m512 dB_acc[2] = {_mm512_loadu_ps(dBt), _mm512_setzero_ps()};
-                __m512 dC_acc[2] = {_mm512_loadu_ps(dCt), _mm512_setzero_ps()};
+                WV::V dB_acc[2][kRowVecs], dC_acc[2][kRowVecs], Cv[kRowVecs], Bv[kRowVecs];
+                for (int v = 0; v < kRowVecs; ++v) {
+                  dB_acc[0][v] = WV::load(dBt + v * kL);
+                  dC_acc[0][v] = WV::load(dCt + v * kL);
+                  dB_acc[1][v] = dC_acc[1][v] = WV::zero();
+                  Cv[v] = WV::load(Ct + v * kL);
+                  Bv[v] = WV::load(Bt + v * kL);
+                }
                 for (int c = c0; c < c1; ++c) {
                   const float dyc = dy[r + c], xc = x[r + c], dtc = dt[r + c];
                   const float* Ac = A + static_cast<int64_t>(c) * N;
                   float* dAc = dA + static_cast<int64_t>(c) * N;
                   float* gc = gblock + (c - c0) * N;
-                  const __m512 Cv = _mm512_loadu_ps(Ct), Bv = _mm512_loadu_ps(Bt), Av = _mm512_loadu_ps(Ac);
-                  const __m512 dtv = _mm512_set1_ps(dtc);
-                  const __m512 gv = _mm512_fmadd_ps(_mm512_set1_ps(dyc), Cv, _mm512_loadu_ps(gc));
-                  dC_acc[c & 1] =
-                      _mm512_fmadd_ps(_mm512_set1_ps(dyc), _mm512_loadu_ps(st + (c - c0) * N), dC_acc[c & 1]);
-                  const __m512 av = _mm512_loadu_ps(decays + (c - c0) * N);
-                  const __m512 ga = _mm512_mul_ps(_mm512_mul_ps(gv, _mm512_loadu_ps(sp + (c - c0) * N)), av);
-                  const __m512 gB = _mm512_mul_ps(gv, Bv);
-                  to_dx[c - c0] = gB;
-                  to_ddt[c - c0] = _mm512_fmadd_ps(ga, Av, _mm512_mul_ps(gB, _mm512_set1_ps(xc)));
-                  dB_acc[c & 1] = _mm512_fmadd_ps(gv, _mm512_set1_ps(dtc * xc), dB_acc[c & 1]);
-                  _mm512_storeu_ps(dAc, _mm512_fmadd_ps(ga, dtv, _mm512_loadu_ps(dAc)));
-                  _mm512_storeu_ps(gc, _mm512_mul_ps(gv, av));
+                  const WV::V dtv = WV::set1(dtc), dyv = WV::set1(dyc), xv = WV::set1(xc),
+                              dtxv = WV::set1(dtc * xc);
+                  for (int v = 0; v < kRowVecs; ++v) {
+                    const int o = (c - c0) * N + v * kL;
+                    const WV::V gv = WV::fmadd(dyv, Cv[v], WV::load(gc + v * kL));
+                    dC_acc[c & 1][v] = WV::fmadd(dyv, WV::load(st + o), dC_acc[c & 1][v]);
+                    const WV::V av = WV::load(decays + o);
+                    const WV::V ga = WV::mul(WV::mul(gv, WV::load(sp + o)), av);
+                    const WV::V gB = WV::mul(gv, Bv[v]);
+                    const WV::V ddt = WV::fmadd(ga, WV::load(Ac + v * kL), WV::mul(gB, xv));
+                    to_dx[c - c0] = v == 0 ? gB : WV::add(to_dx[c - c0], gB);
+                    to_ddt[c - c0] = v == 0 ? ddt : WV::add(to_ddt[c - c0], ddt);
+                    dB_acc[c & 1][v] = WV::fmadd(gv, dtxv, dB_acc[c & 1][v]);
+                    WV::store(dAc + v * kL, WV::fmadd(ga, dtv, WV::load(dAc + v * kL)));
+                    WV::store(gc + v * kL, WV::mul(gv, av));
+                  }
                   dDskip[c] += dyc * xc;
                 }
-                _mm512_storeu_ps(dBt, _mm512_add_ps(dB_acc[0], dB_acc[1]));
-                _mm512_storeu_ps(dCt, _mm512_add_ps(dC_acc[0], dC_acc[1]));
-                for (int c = c1 - c0; c < kChannelBlock; ++c) to_dx[c] = to_ddt[c] = _mm512_setzero_ps();
-                alignas(64) float sum_dx[kChannelBlock], sum_ddt[kChannelBlock];
-                _mm512_store_ps(sum_dx, sum_lanes16(to_dx));
-                _mm512_store_ps(sum_ddt, sum_lanes16(to_ddt));
+                for (int v = 0; v < kRowVecs; ++v) {
+                  WV::store(dBt + v * kL, WV::add(dB_acc[0][v], dB_acc[1][v]));
+                  WV::store(dCt + v * kL, WV::add(dC_acc[0][v], dC_acc[1][v]));
+                }
+                for (int c = c1 - c0; c < kChannelBlock; ++c) to_dx[c] = to_ddt[c] = WV::zero();
+                float sum_dx[kChannelBlock], sum_ddt[kChannelBlock];
+                sum_block(to_dx, sum_dx);
+                sum_block(to_ddt, sum_ddt);
                 for (int c = c0; c < c1; ++c) {
                   dx[r + c] = dy[r + c] * Dskip[c] + dt[r + c] * sum_dx[c - c0];
                   ddt[r + c] = sum_ddt[c - c0];
