@@ -194,12 +194,6 @@ inline WideVec::V fast_exp_wide(WideVec::V x) {
   return W::mul(p, W::pow2(n));
 }
 
-#ifdef __AVX512F__
-inline __m512 fast_exp16(__m512 x) {
-  return fast_exp_wide(x);
-}
-#endif
-
 }  // namespace bmojo
 #endif
 
@@ -257,7 +251,7 @@ inline float exp_shifted(float* x, int n, float shift) {
         n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
     const __m512 v = _mm512_maskz_loadu_ps(lanes, x + i);
     const __mmask16 keep = _mm512_mask_cmp_ps_mask(lanes, v, ninf_v, _CMP_NEQ_OQ);
-    const __m512 e = _mm512_maskz_mov_ps(keep, fast_exp16(_mm512_sub_ps(v, sh)));
+    const __m512 e = _mm512_maskz_mov_ps(keep, fast_exp_wide(_mm512_sub_ps(v, sh)));
     _mm512_mask_storeu_ps(x + i, lanes, e);
     acc = _mm512_add_ps(acc, e);
   }
