@@ -287,7 +287,9 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
             const int64_t r = idx(b, t, d.T, d.C);
             const float* Bt = Bm + idx(b, t, d.T, ldbc);
             float* st = chunk_states.data() + static_cast<size_t>(t - t0) * step;
-            [[maybe_unused]] float* decays = chunk_decays.data() + static_cast<size_t>(t - t0) * step;
+            // (Only the N = 16 path keeps decays; elsewhere the buffer is empty and gets no offset.)
+            [[maybe_unused]] float* decays =
+                kN == 16 ? chunk_decays.data() + static_cast<size_t>(t - t0) * step : nullptr;
             for (int c = g0; c < g1; ++c) {
               const float dtc = dt[r + c], u = dtc * x[r + c];
 #ifdef BMOJO_WIDE_VEC
@@ -333,8 +335,10 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
               const float* st = st_group + static_cast<size_t>(c0 - g0) * N;
               const float* sp = sp_group + static_cast<size_t>(c0 - g0) * N;
               float* gblock = g.data() + static_cast<size_t>(c0 - g0) * N;
-              [[maybe_unused]] const float* decays =
-                  chunk_decays.data() + static_cast<size_t>(t - t0) * step + static_cast<size_t>(c0 - g0) * N;
+              [[maybe_unused]] const float* decays = kN == 16 ? chunk_decays.data() +
+                                                                    static_cast<size_t>(t - t0) * step +
+                                                                    static_cast<size_t>(c0 - g0) * N
+                                                              : nullptr;
 #ifdef BMOJO_WIDE_VEC
               if constexpr (kN == 16) {
                 // The per-channel sums behind dx and ddt are kept as vectors and summed a block at a time.

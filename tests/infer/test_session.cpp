@@ -187,8 +187,11 @@ TEST(Batch, SavedSequenceRejoinsAndContinuesLikeTheOriginal) {
     const std::vector<float> la(logits.begin(), logits.begin() + V),
         lb(logits.begin() + V, logits.begin() + 2 * V), lc(logits.begin() + 3 * V, logits.end());
     EXPECT_LT(test::relative_error(lb, la), 1e-6) << "rejoined, position " << t;
-    EXPECT_LT(test::relative_error(lc, la), 1e-6) << "from a session, position " << t;
-    EXPECT_LT(test::relative_error(alone, la), 1e-6) << "the session alone, position " << t;
+    // The session's first 17 tokens went through the kernels as a block of their own, the original's
+    // beside another sequence's 5 (other matmul shapes, so other rounding): equal to float rounding, which
+    // reaches 3e-6 in clang's sanitizer build; a wrong state would be off by orders of magnitude more.
+    EXPECT_LT(test::relative_error(lc, la), 1e-5) << "from a session, position " << t;
+    EXPECT_LT(test::relative_error(alone, la), 1e-5) << "the session alone, position " << t;
   }
   std::remove(path.c_str());
 }
