@@ -11,19 +11,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The distributed tests start mpirun; these machines run as root, which OpenMPI refuses unless told.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Each phase's start and the time so far, so a CI log shows where the minutes go.
+phase() { echo "== scripts/test.sh: $* ($(date -u +%T), ${SECONDS} s so far)"; }
+phase "dependencies and release build"
 scripts/install-deps.sh
 scripts/build.sh
+phase "tests"
 (cd build && ctest --output-on-failure --timeout 1800)
 
 # The sanitizer build is clang's, with the fuzzing harnesses in it (their coverage instrumentation is
 # inert in the tests): one build serves both, and clang compiles with the sanitizers several times faster
 # than gcc (2 Zen 3 cores: gcc 32 minutes, partly beside another build; clang, with the
 # harnesses, 6.6 minutes).
+phase "sanitizer build"
 CC=clang CXX=clang++ cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBMOJO_SANITIZE=ON \
   -DBMOJO_FUZZ=ON -DBMOJO_BENCHMARKS=OFF >/dev/null
 cmake --build build-sanitize -j "$(nproc)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+phase "tests under the sanitizers"
 # Not under the sanitizers: the three learning tests (minutes of training) and the suites' end-to-end
 # scripts (7 minutes there; they drive the commands the Cli tests run under the sanitizers too).
 (cd build-sanitize && ctest --output-on-failure --timeout 1800 \
@@ -34,6 +40,7 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # On an AVX2-only machine the native build above already ran the AVX2 path, and the AVX-512 path is
 # compiled (x86-64-v4: the files that have one, target bmojo_isa_check) so it stays warning-clean, though
 # this CPU cannot run it.
+phase "the other vector ISA"
 if grep -q avx512f /proc/cpuinfo; then
   cmake -S . -B build-avx2 -DCMAKE_BUILD_TYPE=Release -DBMOJO_MARCH=x86-64-v3 -DBMOJO_BENCHMARKS=OFF \
     -DCMAKE_CXX_FLAGS=-Werror >/dev/null
@@ -46,4 +53,6 @@ else
   echo "AVX-512 branches of the vectorised files compiled (this CPU cannot run them)"
 fi
 
+phase "fuzzing"
 BMOJO_FUZZ_BUILD=build-sanitize scripts/fuzz.sh "${BMOJO_FUZZ_SECONDS:-20}"
+phase "done"
