@@ -12,7 +12,8 @@ threshold is rerun at its best learning rate with 4x the steps (stopping as ever
 rule for every model; then each cell's best run is repeated with --seeds seeds (train.seed 1..N-1
 besides the sweep's) for the mean and the spread. Each cell (task, model) goes through its sweep, budget
 rule and seeds before the next cell of that worker starts, the cheapest tasks first (sequence length plus
-gap), the capacity ablation after its task's cells: a grid stopped part-way leaves whole cells behind.
+gap), the capacity ablation after its task's cells (each m: its learning rates, then the best of them with
+the same --seeds, mean and spread in the table): a grid stopped part-way leaves whole cells behind.
 The tasks include the SPEC's (L, K) grid: (64, 4), (128, 8), (256, 16), standard and long-range.
 Finished runs (result.json present, same config) are reused, so an interrupted suite continues where it
 stopped. Each run's config.json and result.json (a few hundred bytes, with the machine it ran on) are
@@ -118,8 +119,9 @@ def main():
     ap.add_argument("--models", default="", help="comma-separated subset of configs/mqar_suite/models")
     ap.add_argument("--tasks", default="", help="comma-separated subset of configs/mqar_suite/tasks")
     ap.add_argument("--seeds", type=int, default=1,
-                    help="seeds of each cell's best run, after the budget rule: 1 = the sweep's seed alone; N "
-                         "reruns it with train.seed 1..N-1 and reports the mean and spread (default 1)")
+                    help="seeds of each cell's best run, after the budget rule, and of each m's best run in the "
+                         "capacity ablation: 1 = the sweep's seed alone; N reruns it with train.seed 1..N-1 and "
+                         "reports the mean and spread (default 1)")
     ap.add_argument("--solved", type=float, default=0.9,
                     help="budget rule: a cell whose best accuracy is below this gets its best learning rate rerun "
                          "with 4x the steps, for every model alike (default 0.9; 0 = never)")
@@ -227,35 +229,57 @@ def main():
             std = (sum((a - mean) ** 2 for a in accs) / max(1, len(accs) - 1)) ** 0.5
             spread[(task, model)] = (mean, std, len(accs))
 
-    def capacity_dir(cap, lr):
-        # The ablation reuses the main B run at the B model's own m.
+    def capacity_dir(cap, lr, seed=0):
+        # The ablation reuses the main B runs at the B model's own m.
+        tag = "lr" + lr_label(lr) + (f"_seed{seed}" if seed else "")
         if cap == base_capacity:
-            return os.path.join(args.out, "runs", args.capacity_task, "B", "lr" + lr_label(lr))
-        return os.path.join(args.out, "runs", "capacity_" + args.capacity_task, f"m{cap}", "lr" + lr_label(lr))
+            return os.path.join(args.out, "runs", args.capacity_task, "B", tag)
+        return os.path.join(args.out, "runs", "capacity_" + args.capacity_task, f"m{cap}", tag)
 
-    def capacity_run(cap, lr):
-        if cap == base_capacity and "B" in models and args.capacity_task in tasks and lr in lrs:
-            return  # the B cell of that task runs it (never twice at once)
+    def capacity_config(cap, lr, seed=0):
         c, _, tl = config_for("B", args.capacity_task, lr, {"m": cap})
+        if seed:
+            c["train"]["seed"] = seed
         labels[args.capacity_task] = tl
-        sweep_run(f"capacity m={cap:>3} lr {lr_label(lr):>7}", c, capacity_dir(cap, lr))
+        return c
+
+    def capacity_best_lr(cap):
+        """The ablation's learning rate for m (the first of the best, as in a cell's sweep)."""
+        accs = {lr: load(os.path.join(capacity_dir(cap, lr), "result.json"))["accuracy"] for lr in capacity_lrs}
+        return max(capacity_lrs, key=lambda lr: accs[lr]), accs
+
+    def capacity_cell(cap):
+        """One m of the ablation: its learning rates, then the best of them again with train.seed 1 .. N-1."""
+        if cap == base_capacity and "B" in models and args.capacity_task in tasks and set(capacity_lrs) <= set(lrs):
+            return  # the B cell of that task runs these (never twice at once) and seeds its own best run
+        for lr in capacity_lrs:
+            sweep_run(f"capacity m={cap:>3} lr {lr_label(lr):>7}", capacity_config(cap, lr), capacity_dir(cap, lr))
+        lr, _ = capacity_best_lr(cap)
+        for seed in range(1, args.seeds):
+            s = run_one(args.binary, capacity_config(cap, lr, seed), capacity_dir(cap, lr, seed), args.threads)
+            print(f"capacity m={cap} lr {lr_label(lr)} seed {seed}: accuracy {s['accuracy']:.3f}", flush=True)
 
     # Every piece of work in order: each task's cells, the capacity ablation right after its task's cells.
     work = []
     for task in order:
         work += [(cell, (task, model)) for model in models]
         if task == args.capacity_task:
-            work += [(capacity_run, (cap, lr)) for cap in capacities for lr in capacity_lrs]
+            work += [(capacity_cell, (cap,)) for cap in capacities]
     if args.capacity_task not in order:
-        work += [(capacity_run, (cap, lr)) for cap in capacities for lr in capacity_lrs]
+        work += [(capacity_cell, (cap,)) for cap in capacities]
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for f in [pool.submit(fn, *a) for fn, a in work]:
             f.result()  # a failed run stops the suite with its message
+    capacity_spread = {}  # m -> (mean, std, n): the best learning rate's seeds that exist
     for cap in capacities:
-        for lr in capacity_lrs:
-            acc = load(os.path.join(capacity_dir(cap, lr), "result.json"))["accuracy"]
-            if cap not in ablation or acc > ablation[cap][0]:
-                ablation[cap] = (acc, lr)
+        lr, accs = capacity_best_lr(cap)
+        ablation[cap] = (accs[lr], lr)
+        seeds = [accs[lr]] + [load(p)["accuracy"] for p in
+                              (os.path.join(capacity_dir(cap, lr, seed), "result.json") for seed in range(1, args.seeds))
+                              if os.path.exists(p)]
+        mean = sum(seeds) / len(seeds)
+        std = (sum((a - mean) ** 2 for a in seeds) / max(1, len(seeds) - 1)) ** 0.5
+        capacity_spread[cap] = (mean, std, len(seeds))
 
     os.makedirs(args.out, exist_ok=True)
     lines = ["# MQAR results", "",
@@ -300,9 +324,11 @@ def main():
             lines.append(f"| {t} | {model} | " + " | ".join(cells) + " |")
     if ablation:
         lines += ["", f"Eidetic capacity ablation (B model, {labels[args.capacity_task]}):", "",
-                  "| m | best accuracy | lr |", "|---|---|---|"]
+                  "| m | best accuracy | lr | seeds of that run: mean ± standard deviation (n) |", "|---|---|---|---|"]
         for cap in capacities:
-            lines.append(f"| {cap} | {ablation[cap][0]:.3f} | {lr_label(ablation[cap][1])} |")
+            mean, std, n = capacity_spread[cap]
+            lines.append(f"| {cap} | {ablation[cap][0]:.3f} | {lr_label(ablation[cap][1])} | "
+                         f"{mean:.3f} ± {std:.3f} ({n}) |")
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     plots.bar_chart(os.path.join(args.out, "recall.svg"), "MQAR accuracy, best over learning rates",
@@ -310,7 +336,9 @@ def main():
                     {(labels[t], labels[m]): best[(t, m)][0] for t in tasks for m in models})
     if ablation:
         plots.line_chart(os.path.join(args.out, "capacity.svg"), "B'MOJO: recall against eidetic capacity m",
-                         {"B": [(c, ablation[c][0]) for c in capacities]}, "m", "accuracy", categorical=True)
+                         {"best run": [(c, ablation[c][0]) for c in capacities],
+                          "mean of its seeds": [(c, capacity_spread[c][0]) for c in capacities]},
+                         "m", "accuracy", categorical=True)
     print("\n".join(lines))
     print(f"\nwrote {args.out}/results.md, recall.svg" + (", capacity.svg" if ablation else ""))
 

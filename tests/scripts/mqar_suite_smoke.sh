@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The MQAR suite end to end at a tiny budget (3 steps, one model, one task, a two-point capacity ablation,
-# the budget rule up to 4x the steps, a second seed): its runs, tables and both charts (the LM suite has
-# its own, lm_suite_smoke.sh).  Usage: mqar_suite_smoke.sh BMOJO_BINARY OUT_DIR
+# the budget rule up to 4x the steps, a second seed of the cell and of each m): its runs, tables and both
+# charts (the LM suite has its own, lm_suite_smoke.sh).  Usage: mqar_suite_smoke.sh BMOJO_BINARY OUT_DIR
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 binary="$1" out="$2"
@@ -16,6 +16,9 @@ grep -q "x4 tried" "$out/results.md"
 # Each result names the machine it ran on, to the CPU family (a grid may be continued on another machine).
 /usr/bin/python3 -c 'import json, sys; m = json.load(open(sys.argv[1]))["machine"]; assert " (family " in m and " cpus" in m, m' \
   "$out/runs/standard/B/lr0.001_x4/result.json"
+# The capacity ablation seeds each m's best run too, and its table reports the spread.
+[ -f "$out/runs/capacity_long_range/m8/lr0.001_seed1/result.json" ]
+grep -q "| 8 | .* | 0.001 | .* ± .* (2) |" "$out/results.md"
 grep -q "<svg" "$out/recall.svg"
 grep -q "<svg" "$out/capacity.svg"
 /usr/bin/python3 "$root/scripts/lm_suite.py" --help >/dev/null
