@@ -1,11 +1,14 @@
 #include "infer_bench.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <utility>
+#include <vector>
 
 #include "cli_numbers.hpp"
 #include "command.hpp"
@@ -106,8 +109,9 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model)
           "--concurrent: sequence counts must be in [1, 4096], got " + std::to_string(n));
   const double probe = o.bandwidth ? measure_read_bandwidth(num_threads()) : 0.0;
   if (!o.json) {
-    std::printf("%10s %10s %24s %18s %10s %8s %14s %12s\n", "context", "sequences", "decode tokens/s (all)",
-                "per sequence", "vs one", "bound", "state bytes", "read/step");
+    std::printf("%10s %10s %24s %18s %10s %8s %14s %12s %14s\n", "context", "sequences",
+                "decode tokens/s (all)", "per sequence", "vs one", "bound", "state bytes", "read/step",
+                "vs one, rounds");
   }
   Rng rng(c.train.seed);
   const size_t counts = o.concurrent.size();
@@ -130,12 +134,27 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model)
       }
     }
     double one = 0.0;
+    const std::vector<double>* one_rounds = nullptr;
     for (size_t i = 0; i < counts; ++i)
-      if (o.concurrent[i] == 1) one = spread_of(rates[i]).mean;
+      if (o.concurrent[i] == 1) {
+        one = spread_of(rates[i]).mean;
+        one_rounds = &rates[i];
+      }
     for (size_t i = 0; i < counts; ++i) {
       const int64_t seqs = o.concurrent[i];
       const Spread d = spread_of(rates[i]);
       const double ratio = one > 0.0 ? d.mean / one : 0.0;
+      // The ratio within each round (the counts of a round ran minutes apart at most): its least and
+      // largest show how far a shared machine's drift moves the ratio itself.
+      std::vector<double> round_ratios;
+      if (one_rounds != nullptr)
+        for (size_t r = 0; r < rates[i].size(); ++r)
+          if ((*one_rounds)[r] > 0.0) round_ratios.push_back(rates[i][r] / (*one_rounds)[r]);
+      const auto [lo, hi] =
+          round_ratios.empty()
+              ? std::pair<double, double>{0.0, 0.0}
+              : std::pair<double, double>{*std::min_element(round_ratios.begin(), round_ratios.end()),
+                                          *std::max_element(round_ratios.begin(), round_ratios.end())};
       // Decode of one sequence reads the weights and its state once per token: its GB/s against the probe.
       const double weights = decode_weight_bytes(model), bound = batching_bound(weights, read, seqs);
       const double gbs = seqs == 1 ? d.mean * (weights + read) / 1e9 : 0.0;
@@ -149,6 +168,7 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model)
                          {"decode_tokens_per_s", d.mean},
                          {"decode_sd", d.sd},
                          {"vs_one", ratio},
+                         {"vs_one_rounds", round_ratios},
                          {"bound_vs_one", bound},
                          {"state_bytes_per_sequence", bytes},
                          {"state_read_bytes_per_sequence_step", read},
@@ -161,9 +181,11 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model)
         if (o.profile) j["profile"] = profiles[i];
         std::cout << j.dump() << std::endl;
       } else {
-        std::printf("%10lld %10lld %15.1f ± %-6.1f %18.1f %9.2fx %7.2fx %14zu %12.0f\n",
+        char rounds[48] = "";
+        if (!round_ratios.empty()) std::snprintf(rounds, sizeof(rounds), "%.2f-%.2fx", lo, hi);
+        std::printf("%10lld %10lld %15.1f ± %-6.1f %18.1f %9.2fx %7.2fx %14zu %12.0f %14s\n",
                     static_cast<long long>(n), static_cast<long long>(seqs), d.mean, d.sd, d.mean / seqs,
-                    ratio, bound, bytes, read);
+                    ratio, bound, bytes, read, rounds);
         if (seqs == 1 && probe > 0.0)
           std::printf(
               "%21s one sequence reads %.1f MB per token: %.1f GB/s, %.0f%% of the %.1f GB/s read "

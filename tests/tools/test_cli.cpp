@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstring>
@@ -158,6 +159,15 @@ TEST_F(Cli, InferBenchConcurrentProfile) {
   EXPECT_LE(s, lines[1]["state_bytes_per_sequence"].get<double>());
   EXPECT_NEAR(lines[1]["bound_vs_one"].get<double>(), 3.0 * (w + s) / (w + 3.0 * s), 1e-9);
   EXPECT_GT(lines[1]["bound_vs_one"].get<double>(), 1.0);
+  // The ratio within each of the 2 rounds: 1 for the baseline; for 3 sequences the ratio of the means is a
+  // weighted mean of the rounds' ratios, so it lies between the least and the largest.
+  ASSERT_EQ(lines[0]["vs_one_rounds"].size(), 2u);
+  for (const auto& r : lines[0]["vs_one_rounds"]) EXPECT_DOUBLE_EQ(r.get<double>(), 1.0);
+  const std::vector<double> rounds = lines[1]["vs_one_rounds"].get<std::vector<double>>();
+  ASSERT_EQ(rounds.size(), 2u);
+  const double ratio = lines[1]["vs_one"].get<double>();
+  EXPECT_GE(ratio, *std::min_element(rounds.begin(), rounds.end()) * (1.0 - 1e-12));
+  EXPECT_LE(ratio, *std::max_element(rounds.begin(), rounds.end()) * (1.0 + 1e-12));
   for (const auto& j : lines) {
     EXPECT_GT(j["decode_tokens_per_s"].get<double>(), 0.0);
     ASSERT_TRUE(j.contains("profile")) << j.dump();
