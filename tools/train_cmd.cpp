@@ -1,4 +1,5 @@
-// `bmojo train`: train a model (the built-in MQAR demo by default), with checkpoints and exact resume.
+// `bmojo train`: train a model (the built-in MQAR demo by default), with checkpoints and exact resume, or
+// from another run's weights (--init).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
@@ -22,8 +23,8 @@ namespace {
 using nlohmann::json;
 
 int run_train(const CommonOptions& o, const std::string& out_dir, const std::string& resume,
-              std::optional<int> steps, std::optional<double> lr, std::optional<uint64_t> seed,
-              int64_t stop_after, int collective_timeout) {
+              const std::string& init, std::optional<int> steps, std::optional<double> lr,
+              std::optional<uint64_t> seed, int64_t stop_after, int collective_timeout) {
   set_collective_timeout(collective_timeout);
   const World world = init_world();
   // Threads per rank: the cores shared among the ranks on this node, unless --threads says otherwise.
@@ -45,6 +46,7 @@ int run_train(const CommonOptions& o, const std::string& out_dir, const std::str
   TrainOptions opts;
   opts.out_dir = world.rank == 0 ? out_dir : "";
   opts.resume_from = resume;
+  opts.init_from = init;
   opts.stop_after = stop_after;
   opts.progress = world.rank == 0 ? &progress : nullptr;
   opts.world = world;
@@ -60,6 +62,7 @@ int run_train(const CommonOptions& o, const std::string& out_dir, const std::str
            << (c.data.gap ? " gap=" + std::to_string(c.data.gap) : "") << " | batch " << c.train.batch_size
            << (c.train.grad_accum > 1 ? " x " + std::to_string(c.train.grad_accum) + " micro-batches" : "")
            << " | threads " << num_threads() << " | BLAS " << blas_core_name() << std::endl;
+  if (!init.empty()) progress << "bmojo train | starting from the weights of " << init << std::endl;
   const TrainSummary s = trainer.run();
   finalize_world();
   if (world.rank != 0) return 0;
@@ -91,7 +94,7 @@ int run_train(const CommonOptions& o, const std::string& out_dir, const std::str
 Command train_command(CLI::App& app) {
   struct State {
     CommonOptions train_o;
-    std::string out_dir, resume;
+    std::string out_dir, resume, init;
     std::optional<int> steps;
     std::optional<double> lr;
     std::optional<uint64_t> seed;
@@ -106,6 +109,13 @@ Command train_command(CLI::App& app) {
       ->add_option("--resume", s->resume,
                    "Continue from this checkpoint (optimizer, step and data position restored)")
       ->check(CLI::ExistingFile);
+  train
+      ->add_option(
+          "--init", s->init,
+          "Start from this checkpoint's weights: a new run (fresh optimizer, step 0, this run's config "
+          "and data; the tensor shapes must match), e.g. to fine-tune or to continue a curriculum")
+      ->check(CLI::ExistingFile)
+      ->excludes("--resume");
   add_integer(train, "--steps", s->steps, "Total training steps (train.steps)", 0,
               std::numeric_limits<int>::max());
   train->add_option("--lr", s->lr, "Peak learning rate (train.lr)")->check(CLI::PositiveNumber);
@@ -119,8 +129,8 @@ Command train_command(CLI::App& app) {
               "(a hung or lost rank; default 300, 0 = wait forever)",
               0, 86400);
   return {train, [s] {
-            return run_train(s->train_o, s->out_dir, s->resume, s->steps, s->lr, s->seed, s->stop_after,
-                             s->collective_timeout);
+            return run_train(s->train_o, s->out_dir, s->resume, s->init, s->steps, s->lr, s->seed,
+                             s->stop_after, s->collective_timeout);
           }};
 }
 

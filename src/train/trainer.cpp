@@ -91,9 +91,20 @@ Trainer::Trainer(const Config& config, TrainOptions options) : config_(config), 
   }
   model_ = std::make_unique<Model>(config_.model);
   optimizer_ = std::make_unique<AdamW>(model_->layout().slab_size());
+  check(options_.resume_from.empty() || options_.init_from.empty(),
+        "give a checkpoint to resume from or one whose weights to start from, not both");
   if (options_.resume_from.empty()) {
     model_->init_weights(config_.train.seed);
     state_.rng = Rng(mix_seed(config_.train.seed, 7)).state();
+    if (!options_.init_from.empty()) {
+      // Only the weights (every tensor's shape must be this config's); the optimizer starts fresh at step 0.
+      const CheckpointInfo info = load_checkpoint(options_.init_from, *model_, nullptr);
+      check(info.state.tokenizer_hash == 0 || info.state.tokenizer_hash == data_->tokenizer_hash(),
+            "cannot start from " + options_.init_from + ": it was trained on text of another tokenizer");
+      if (world.distributed())
+        check_same_on_every_rank(fnv1a64(model_->params(), model_->layout().slab_size() * sizeof(float)),
+                                 "weights loaded from " + options_.init_from);
+    }
   } else {
     const CheckpointInfo info = load_checkpoint(options_.resume_from, *model_, optimizer_.get());
     state_ = info.state;

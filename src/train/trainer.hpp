@@ -19,6 +19,9 @@ namespace bmojo {
 struct TrainOptions {
   std::string out_dir;      // checkpoint.safetensors and log.jsonl go here; empty = write nothing
   std::string resume_from;  // checkpoint to continue from; empty = fresh start
+  // Checkpoint whose weights a fresh run starts from (fine-tuning, curricula): its optimizer state, step
+  // and data position are not used, this run's config gives everything else. Excludes resume_from.
+  std::string init_from;
   int64_t stop_after = -1;  // stop after this many total steps (the schedule still spans train.steps)
   std::ostream* progress = nullptr;  // human-readable progress; null = silent
   // Data parallel (train/data_parallel.hpp): this rank takes rows [rank b, (rank + 1) b) of each global batch

@@ -100,6 +100,24 @@ TEST_F(Cli, TrainEvalInfoEndToEnd) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("resuming at step 4"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("step 6/6"), std::string::npos) << r.out;
+
+  // --init: a new run from those weights (step 0 to its own steps, another task setting), written to its
+  // own directory; --init with --resume, or weights of another shape, are refused.
+  r = run("train --config " + path("c.json") + " --set data.gap=8 --steps 3 --init " +
+          path("run/checkpoint.safetensors") + " --out " + path("tuned") + " --json --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["steps"], 3);
+  EXPECT_NE(r.err.find("starting from the weights of " + path("run/checkpoint.safetensors")),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("step 3/3"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(path("tuned/checkpoint.safetensors")));
+  expect_error("train --config " + path("c.json") + " --init " + path("run/checkpoint.safetensors") +
+                   " --resume " + path("run/checkpoint.safetensors"),
+               "excludes");
+  expect_error("train --config " + path("c.json") + " --set model.d_model=32 --init " +
+                   path("run/checkpoint.safetensors"),
+               "but the config expects");
 }
 
 // `bench --profile`: each kernel's time is counted once (exclusive), so the shares add up to the step.

@@ -132,6 +132,46 @@ TEST(Training, ResumeContinuesExactly) {
   fs::remove_all(dir);
 }
 
+// init_from: a new run from another run's weights. Before any step it evaluates exactly as the run it
+// came from (same weights, same held-out batches); it then takes all of its own steps from step 0, with its
+// own optimizer, so its first loss is not a fresh model's. Resuming and starting from weights together, or
+// weights of another shape, are refused.
+TEST(Training, InitStartsANewRunFromAnotherRunsWeights) {
+  const fs::path dir = fs::temp_directory_path() / ("bmojo_init_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  const Config c = tiny_config();
+  TrainOptions save;
+  save.out_dir = dir.string();
+  Trainer trained(c, save);
+  trained.run();
+  const EvalResult want = trained.evaluate();
+
+  TrainOptions from;
+  from.init_from = (dir / "checkpoint.safetensors").string();
+  Trainer tuned(c, from);
+  const EvalResult got = tuned.evaluate();
+  EXPECT_EQ(got.loss, want.loss);
+  EXPECT_EQ(got.accuracy, want.accuracy);
+  tuned.run();
+  Trainer fresh(c, TrainOptions{});
+  fresh.run();
+  ASSERT_EQ(tuned.step_losses().size(), static_cast<size_t>(c.train.steps));
+  EXPECT_NE(tuned.step_losses()[0], fresh.step_losses()[0]);
+
+  TrainOptions both = from;
+  both.resume_from = from.init_from;
+  EXPECT_THROW(Trainer(c, both), Error);
+  Config wider = c;
+  wider.model.d_model = 64;
+  try {
+    Trainer t(wider, from);
+    ADD_FAILURE() << "weights of another shape were accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("but the config expects"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
+}
+
 // train.stop_accuracy: the run ends at the first evaluation that reaches it, after exactly the steps (and
 // losses) of the run without it up to there; a threshold never reached changes nothing.
 TEST(Training, StopsAtTheFirstEvaluationThatReachesTheAccuracy) {
