@@ -62,8 +62,9 @@ def names(folder):
     return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json"))
 
 
-def run_one(binary, config, run_dir, threads):
-    """Trains one config; returns the summary dict (cached in result.json)."""
+def run_one(binary, config, run_dir, threads, extra_args=()):
+    """Trains one config (extra_args: more `bmojo train` flags, e.g. --init); returns the summary dict (cached
+    in result.json)."""
     result_path = os.path.join(run_dir, "result.json")
     config_path = os.path.join(run_dir, "config.json")
     if os.path.exists(result_path) and os.path.exists(config_path) and load(config_path) == config:
@@ -71,7 +72,8 @@ def run_one(binary, config, run_dir, threads):
     os.makedirs(run_dir, exist_ok=True)
     with open(config_path, "w") as f:
         json.dump(config, f, indent=1)
-    cmd = [binary, "train", "--config", config_path, "--json", "--threads", str(threads), "--out", run_dir]
+    cmd = [binary, "train", "--config", config_path, "--json", "--threads", str(threads), "--out", run_dir,
+           *extra_args]
     start = time.time()
     with open(os.path.join(run_dir, "train.log"), "w") as log:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True)

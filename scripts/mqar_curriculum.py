@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Long-range MQAR through a curriculum (issue #17): can full attention learn the long-range task at all?
+
+From scratch, full attention stays on the 1-of-K plateau of the long-range task (pairs, then G zero tokens,
+then the queries) even with 4x the steps, while the same model solves the standard task. Here each model
+first trains on the standard task (configs/mqar_suite/tasks/standard.json), its model is then evaluated
+as it is at several gaps (zero-shot: it never saw one), and a second run starts from its weights
+(`bmojo train --init`) on the long-range task (tasks/long_range.json). Same models, steps, stopping rule
+(train.stop_accuracy) and held-out evaluation as scripts/mqar_suite.py; each stage's learning rate is the
+one given (default 2.2e-3, the best on the standard task of both full attention and B in the grid).
+
+Writes under --out: <model>/seed<s>/{standard,long_range}/{config.json,result.json,...} (config.json and
+result.json are tracked by git, as the suite's), <model>/seed<s>/zero_shot.json, and results.md: per model
+and seed the standard accuracy, the zero-shot accuracy at each gap and the long-range accuracy after the
+curriculum with the steps it took, then the mean and spread over seeds. Finished stages are reused.
+
+Usage: scripts/mqar_curriculum.py [--out results/mqar_curriculum] [--models A_full,B] [--seeds 3]
+                                  [--lr 2.1544e-3] [--gaps 16,32,64] [--steps N] [--jobs 2] [--threads 1]
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mqar_suite import ROOT, SUITE, load, merge, run_one  # noqa: E402
+
+
+def stage_config(model, task, lr, seed, steps):
+    c = merge(merge(load(os.path.join(SUITE, "common.json")), load(os.path.join(SUITE, "tasks", task + ".json"))),
+              load(os.path.join(SUITE, "models", model + ".json")))
+    c["train"]["lr"] = lr
+    if seed:
+        c["train"]["seed"] = seed
+    if steps:
+        c["train"]["steps"] = steps
+    return c
+
+
+def cached(config, run_dir):
+    """Whether run_one would reuse run_dir for config."""
+    paths = [os.path.join(run_dir, n) for n in ("result.json", "config.json")]
+    return all(os.path.exists(p) for p in paths) and load(paths[1]) == config
+
+
+def zero_shot(binary, checkpoint, gaps, threads, path):
+    """Accuracy of a checkpoint at each gap, without training (cached in path)."""
+    if os.path.exists(path):
+        cached = load(path)
+        if sorted(int(g) for g in cached) == sorted(gaps):
+            return {int(g): a for g, a in cached.items()}
+    out = {}
+    for g in gaps:
+        cmd = [binary, "eval", checkpoint, "--set", f"data.gap={g}", "--json", "--threads", str(threads)]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"mqar_curriculum: {' '.join(cmd)} failed: {proc.stderr.strip()}")
+        out[g] = json.loads(proc.stdout.strip().splitlines()[-1])["accuracy"]
+    with open(path, "w") as f:
+        json.dump({str(g): a for g, a in out.items()}, f)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(ROOT, "results", "mqar_curriculum"))
+    ap.add_argument("--binary", default=os.path.join(ROOT, "build", "bmojo"))
+    ap.add_argument("--models", default="A_full,B")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per model (train.seed 1..N-1 besides the default)")
+    ap.add_argument("--lr", type=float, default=2.1544e-3, help="learning rate of both stages")
+    ap.add_argument("--gaps", default="16,32,64", help="gaps of the zero-shot evaluation")
+    ap.add_argument("--steps", type=int, default=0, help="override train.steps of both stages (0 = the configs')")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+    models = [m for m in args.models.split(",") if m]
+    try:
+        gaps = [int(g) for g in args.gaps.split(",") if g]
+    except ValueError as e:
+        sys.exit(f"mqar_curriculum: bad --gaps: {e}")
+    for m in models:
+        if not os.path.exists(os.path.join(SUITE, "models", m + ".json")):
+            sys.exit(f"mqar_curriculum: unknown model '{m}'")
+    if args.seeds < 1 or not os.path.exists(args.binary):
+        sys.exit("mqar_curriculum: --seeds must be >= 1 and --binary must exist")
+
+    def chain(model, seed):
+        base = os.path.join(args.out, model, f"seed{seed}")
+        std_dir, lr_dir = os.path.join(base, "standard"), os.path.join(base, "long_range")
+        std_config = stage_config(model, "standard", args.lr, seed, args.steps)
+        lr_config = stage_config(model, "long_range", args.lr, seed, args.steps)
+        shots_path = os.path.join(base, "zero_shot.json")
+        ckpt = os.path.join(std_dir, "checkpoint.safetensors")
+        shots_cached = os.path.exists(shots_path) and sorted(int(g) for g in load(shots_path)) == sorted(gaps)
+        if not os.path.exists(ckpt) and not (shots_cached and cached(lr_config, lr_dir)) and \
+                os.path.exists(os.path.join(std_dir, "result.json")):
+            # Stage 1's summary without its checkpoint (results/ keeps summaries only), which a later step
+            # still needs: train it again (same config, same weights).
+            os.remove(os.path.join(std_dir, "result.json"))
+        std = run_one(args.binary, std_config, std_dir, args.threads)
+        shots = zero_shot(args.binary, ckpt, gaps, args.threads, shots_path)
+        lr = run_one(args.binary, lr_config, lr_dir, args.threads, ["--init", ckpt])
+        print(f"{model} seed {seed}: standard {std['accuracy']:.3f} ({std['steps']} steps), zero-shot "
+              + ", ".join(f"gap {g} {a:.3f}" for g, a in shots.items())
+              + f", long range after it {lr['accuracy']:.3f} ({lr['steps']} steps)", flush=True)
+        return std, shots, lr
+
+    work = [(m, s) for m in models for s in range(args.seeds)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = dict(zip(work, pool.map(lambda w: chain(*w), work)))
+
+    def spread(xs):
+        mean = sum(xs) / len(xs)
+        return mean, (sum((x - mean) ** 2 for x in xs) / max(1, len(xs) - 1)) ** 0.5
+
+    lines = ["# Long-range MQAR through a curriculum", "",
+             f"Command: `scripts/mqar_curriculum.py --out {os.path.relpath(args.out, ROOT)} --models {args.models} "
+             f"--seeds {args.seeds} --lr {args.lr} --gaps {args.gaps}" + (f" --steps {args.steps}" if args.steps else "")
+             + f" --threads {args.threads} --jobs {args.jobs}`", "",
+             "Stage 1 trains on the standard task; its model is evaluated as it is at each gap (zero-shot); "
+             "stage 2 starts from its weights on the long-range task (gap 64). Accuracy on held-out batches; "
+             "steps where a stage stopped at train.stop_accuracy.", "",
+             "| model | seed | standard (steps) | " + " | ".join(f"zero-shot gap {g}" for g in gaps)
+             + " | long range after it (steps) |", "|---|---|---|" + "---|" * len(gaps) + "---|"]
+    for m in models:
+        for s in range(args.seeds):
+            std, shots, lr = results[(m, s)]
+            lines.append(f"| {m} | {s} | {std['accuracy']:.3f} ({std['steps']}) | "
+                         + " | ".join(f"{shots[g]:.3f}" for g in gaps) + f" | {lr['accuracy']:.3f} ({lr['steps']}) |")
+    lines += ["", "Mean ± standard deviation over seeds:", "",
+              "| model | standard | " + " | ".join(f"zero-shot gap {g}" for g in gaps) + " | long range after it |",
+              "|---|---|" + "---|" * len(gaps) + "---|"]
+    for m in models:
+        rs = [results[(m, s)] for s in range(args.seeds)]
+        cells = [spread([r[0]["accuracy"] for r in rs])] + [spread([r[1][g] for r in rs]) for g in gaps] + \
+                [spread([r[2]["accuracy"] for r in rs])]
+        lines.append(f"| {m} | " + " | ".join(f"{a:.3f} ± {d:.3f}" for a, d in cells) + " |")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
