@@ -6,8 +6,9 @@ then the queries) even with 4x the steps, while the same model solves the standa
 first trains on the standard task (configs/mqar_suite/tasks/standard.json), its model is then evaluated
 as it is at several gaps (zero-shot: it never saw one), and a second run starts from its weights
 (`bmojo train --init`) on the long-range task (tasks/long_range.json). Same models, steps, stopping rule
-(train.stop_accuracy) and held-out evaluation as scripts/mqar_suite.py; each stage's learning rate is the
-one given (default 2.2e-3, the best on the standard task of both full attention and B in the grid).
+(train.stop_accuracy) and held-out evaluation as scripts/mqar_suite.py; both stages of a model use its
+learning rate (--lr, default 2.2e-3, the best on the standard task of both full attention and B in the
+grid; --model-lrs for others, e.g. hybrid=1e-2).
 
 Writes under --out: <model>/seed<s>/{standard,long_range}/{config.json,result.json,...} (config.json and
 result.json are tracked by git, as the suite's), <model>/seed<s>/zero_shot.json, and results.md: per model
@@ -15,7 +16,8 @@ and seed the standard accuracy, the zero-shot accuracy at each gap and the long-
 curriculum with the steps it took, then the mean and spread over seeds. Finished stages are reused.
 
 Usage: scripts/mqar_curriculum.py [--out results/mqar_curriculum] [--models A_full,B] [--seeds 3]
-                                  [--lr 2.1544e-3] [--gaps 16,32,64] [--steps N] [--jobs 2] [--threads 1]
+                                  [--lr 2.1544e-3] [--model-lrs hybrid=1e-2] [--gaps 16,32,64] [--steps N]
+                                  [--jobs 2] [--threads 1]
 """
 import argparse
 import concurrent.futures
@@ -70,12 +72,22 @@ def main():
     ap.add_argument("--models", default="A_full,B")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per model (train.seed 1..N-1 besides the default)")
     ap.add_argument("--lr", type=float, default=2.1544e-3, help="learning rate of both stages")
+    ap.add_argument("--model-lrs", default="",
+                    help="per-model learning rates instead of --lr, e.g. hybrid=1e-2 (each model's best on the "
+                         "standard task)")
     ap.add_argument("--gaps", default="16,32,64", help="gaps of the zero-shot evaluation")
     ap.add_argument("--steps", type=int, default=0, help="override train.steps of both stages (0 = the configs')")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
     models = [m for m in args.models.split(",") if m]
+    model_lr = {m: args.lr for m in models}
+    try:
+        for item in (x for x in args.model_lrs.split(",") if x):
+            name, _, value = item.partition("=")
+            model_lr[name] = float(value)
+    except ValueError as e:
+        sys.exit(f"mqar_curriculum: bad --model-lrs: {e}")
     try:
         gaps = [int(g) for g in args.gaps.split(",") if g]
     except ValueError as e:
@@ -89,8 +101,8 @@ def main():
     def chain(model, seed):
         base = os.path.join(args.out, model, f"seed{seed}")
         std_dir, lr_dir = os.path.join(base, "standard"), os.path.join(base, "long_range")
-        std_config = stage_config(model, "standard", args.lr, seed, args.steps)
-        lr_config = stage_config(model, "long_range", args.lr, seed, args.steps)
+        std_config = stage_config(model, "standard", model_lr[model], seed, args.steps)
+        lr_config = stage_config(model, "long_range", model_lr[model], seed, args.steps)
         shots_path = os.path.join(base, "zero_shot.json")
         ckpt = os.path.join(std_dir, "checkpoint.safetensors")
         shots_cached = os.path.exists(shots_path) and sorted(int(g) for g in load(shots_path)) == sorted(gaps)
@@ -117,17 +129,18 @@ def main():
 
     lines = ["# Long-range MQAR through a curriculum", "",
              f"Command: `scripts/mqar_curriculum.py --out {os.path.relpath(args.out, ROOT)} --models {args.models} "
-             f"--seeds {args.seeds} --lr {args.lr} --gaps {args.gaps}" + (f" --steps {args.steps}" if args.steps else "")
+             f"--seeds {args.seeds} --lr {args.lr}" + (f" --model-lrs {args.model_lrs}" if args.model_lrs else "")
+             + f" --gaps {args.gaps}" + (f" --steps {args.steps}" if args.steps else "")
              + f" --threads {args.threads} --jobs {args.jobs}`", "",
              "Stage 1 trains on the standard task; its model is evaluated as it is at each gap (zero-shot); "
              "stage 2 starts from its weights on the long-range task (gap 64). Accuracy on held-out batches; "
              "steps where a stage stopped at train.stop_accuracy.", "",
-             "| model | seed | standard (steps) | " + " | ".join(f"zero-shot gap {g}" for g in gaps)
-             + " | long range after it (steps) |", "|---|---|---|" + "---|" * len(gaps) + "---|"]
+             "| model | lr | seed | standard (steps) | " + " | ".join(f"zero-shot gap {g}" for g in gaps)
+             + " | long range after it (steps) |", "|---|---|---|---|" + "---|" * len(gaps) + "---|"]
     for m in models:
         for s in range(args.seeds):
             std, shots, lr = results[(m, s)]
-            lines.append(f"| {m} | {s} | {std['accuracy']:.3f} ({std['steps']}) | "
+            lines.append(f"| {m} | {model_lr[m]:g} | {s} | {std['accuracy']:.3f} ({std['steps']}) | "
                          + " | ".join(f"{shots[g]:.3f}" for g in gaps) + f" | {lr['accuracy']:.3f} ({lr['steps']}) |")
     lines += ["", "Mean ± standard deviation over seeds:", "",
               "| model | standard | " + " | ".join(f"zero-shot gap {g}" for g in gaps) + " | long range after it |",

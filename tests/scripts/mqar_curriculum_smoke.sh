@@ -6,7 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 binary="$1" out="$2"
 rm -rf "$out"
-args=(--out "$out" --binary "$binary" --models A_full --seeds 2 --steps 3 --gaps 16,64 --jobs 2)
+args=(--out "$out" --binary "$binary" --models A_full --model-lrs A_full=1e-3 --seeds 2 --steps 3 --gaps 16,64 --jobs 2)
 /usr/bin/python3 "$root/scripts/mqar_curriculum.py" "${args[@]}" >/dev/null
 for s in 0 1; do
   [ -f "$out/A_full/seed$s/standard/result.json" ]
@@ -16,8 +16,10 @@ for s in 0 1; do
 done
 grep -q "starting from the weights of $out/A_full/seed1/standard/checkpoint.safetensors" \
   "$out/A_full/seed1/long_range/train.log"
-grep -q "| A_full | 1 | " "$out/results.md"
+grep -q "| A_full | 0.001 | 1 | " "$out/results.md"
 grep -q "zero-shot gap 64" "$out/results.md"
+/usr/bin/python3 -c 'import json, sys; assert json.load(open(sys.argv[1]))["train"]["lr"] == 1e-3' \
+  "$out/A_full/seed0/long_range/config.json"
 # Everything is reused: the second call trains nothing (no log is rewritten).
 before=$(stat -c %Y "$out/A_full/seed0/long_range/train.log")
 sleep 1
