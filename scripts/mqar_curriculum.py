@@ -27,7 +27,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mqar_suite import ROOT, SUITE, load, merge, run_one  # noqa: E402
+from mqar_suite import ROOT, SUITE, load, mean_sd, merge, run_one  # noqa: E402
 
 
 def stage_config(model, task, lr, seed, steps):
@@ -47,12 +47,15 @@ def cached(config, run_dir):
     return all(os.path.exists(p) for p in paths) and load(paths[1]) == config
 
 
+def shots_cached(path, gaps):
+    """Whether path holds the zero-shot accuracies of exactly these gaps."""
+    return os.path.exists(path) and sorted(int(g) for g in load(path)) == sorted(gaps)
+
+
 def zero_shot(binary, checkpoint, gaps, threads, path):
     """Accuracy of a checkpoint at each gap, without training (cached in path)."""
-    if os.path.exists(path):
-        cached = load(path)
-        if sorted(int(g) for g in cached) == sorted(gaps):
-            return {int(g): a for g, a in cached.items()}
+    if shots_cached(path, gaps):
+        return {int(g): a for g, a in load(path).items()}
     out = {}
     for g in gaps:
         cmd = [binary, "eval", checkpoint, "--set", f"data.gap={g}", "--json", "--threads", str(threads)]
@@ -105,8 +108,7 @@ def main():
         lr_config = stage_config(model, "long_range", model_lr[model], seed, args.steps)
         shots_path = os.path.join(base, "zero_shot.json")
         ckpt = os.path.join(std_dir, "checkpoint.safetensors")
-        shots_cached = os.path.exists(shots_path) and sorted(int(g) for g in load(shots_path)) == sorted(gaps)
-        if not os.path.exists(ckpt) and not (shots_cached and cached(lr_config, lr_dir)) and \
+        if not os.path.exists(ckpt) and not (shots_cached(shots_path, gaps) and cached(lr_config, lr_dir)) and \
                 os.path.exists(os.path.join(std_dir, "result.json")):
             # Stage 1's summary without its checkpoint (results/ keeps summaries only), which a later step
             # still needs: train it again (same config, same weights).
@@ -122,10 +124,6 @@ def main():
     work = [(m, s) for m in models for s in range(args.seeds)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         results = dict(zip(work, pool.map(lambda w: chain(*w), work)))
-
-    def spread(xs):
-        mean = sum(xs) / len(xs)
-        return mean, (sum((x - mean) ** 2 for x in xs) / max(1, len(xs) - 1)) ** 0.5
 
     lines = ["# Long-range MQAR through a curriculum", "",
              f"Command: `scripts/mqar_curriculum.py --out {os.path.relpath(args.out, ROOT)} --models {args.models} "
@@ -147,8 +145,8 @@ def main():
               "|---|---|" + "---|" * len(gaps) + "---|"]
     for m in models:
         rs = [results[(m, s)] for s in range(args.seeds)]
-        cells = [spread([r[0]["accuracy"] for r in rs])] + [spread([r[1][g] for r in rs]) for g in gaps] + \
-                [spread([r[2]["accuracy"] for r in rs])]
+        cells = [mean_sd([r[0]["accuracy"] for r in rs])] + [mean_sd([r[1][g] for r in rs]) for g in gaps] + \
+                [mean_sd([r[2]["accuracy"] for r in rs])]
         lines.append(f"| {m} | " + " | ".join(f"{a:.3f} ± {d:.3f}" for a, d in cells) + " |")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.md"), "w") as f:

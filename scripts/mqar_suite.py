@@ -58,6 +58,12 @@ def merge(base, extra):
     return out
 
 
+def mean_sd(xs):
+    """Mean and sample standard deviation (0 for one value)."""
+    mean = sum(xs) / len(xs)
+    return mean, (sum((x - mean) ** 2 for x in xs) / max(1, len(xs) - 1)) ** 0.5
+
+
 def names(folder):
     return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json"))
 
@@ -227,9 +233,7 @@ def main():
             for seed in range(1, args.seeds):
                 c, run_dir = rerun(task, model, lr, best_factor, seed)
                 accs.append(run_one(args.binary, c, run_dir, args.threads)["accuracy"])
-            mean = sum(accs) / len(accs)
-            std = (sum((a - mean) ** 2 for a in accs) / max(1, len(accs) - 1)) ** 0.5
-            spread[(task, model)] = (mean, std, len(accs))
+            spread[(task, model)] = (*mean_sd(accs), len(accs))
 
     def capacity_dir(cap, lr, seed=0):
         # The ablation reuses the main B runs at the B model's own m.
@@ -279,9 +283,7 @@ def main():
         seeds = [accs[lr]] + [load(p)["accuracy"] for p in
                               (os.path.join(capacity_dir(cap, lr, seed), "result.json") for seed in range(1, args.seeds))
                               if os.path.exists(p)]
-        mean = sum(seeds) / len(seeds)
-        std = (sum((a - mean) ** 2 for a in seeds) / max(1, len(seeds) - 1)) ** 0.5
-        capacity_spread[cap] = (mean, std, len(seeds))
+        capacity_spread[cap] = (*mean_sd(seeds), len(seeds))
 
     os.makedirs(args.out, exist_ok=True)
     lines = ["# MQAR results", "",
