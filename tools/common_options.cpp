@@ -29,6 +29,14 @@ Config default_config() {
   return c;
 }
 
+void add_kv_storage_option(CLI::App* cmd, std::string& storage) {
+  cmd->add_option(
+         "--kv-storage", storage,
+         "How sequence states keep attention keys and values: f32 (default, exact) or bf16 (half the "
+         "bytes; decode reads less)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
+}
+
 void add_common(CLI::App* cmd, CommonOptions& o, bool with_config) {
   if (with_config) {
     cmd->add_option("-c,--config", o.config_path, "JSON config file (default: the built-in MQAR demo config)")

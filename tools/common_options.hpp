@@ -23,6 +23,8 @@ inline constexpr int kMaxThreads = 4096;
 inline constexpr int64_t kMaxPrefillBlock = 1 << 16;
 
 void add_common(CLI::App* cmd, CommonOptions& o, bool with_config);
+// --kv-storage f32|bf16: how inference states keep their attention keys and values (model/layer_state.hpp).
+void add_kv_storage_option(CLI::App* cmd, std::string& storage);
 // The config file (or the default), the --set overrides applied, validated.
 Config build_config(const CommonOptions& o);
 void apply_threads(int threads);

@@ -87,7 +87,7 @@ int run_generate(const GenerateOptions& o) {
 
   const std::string prompt_text = read_prompt(o);
   const std::vector<int32_t> prompt = o.ids ? parse_ids(prompt_text) : tokenizer.encode(prompt_text);
-  Session session(model);
+  Session session(model, parse_kv_storage(o.kv_storage, "--kv-storage"));
   if (!o.store_dir.empty())
     for (const std::string& notice : session.attach_store(o.store_dir, o.retrieve, o.store_sync))
       std::fprintf(stderr, "[generate] %s\n", notice.c_str());
@@ -199,6 +199,7 @@ Command generate_command(CLI::App& app) {
               "Store entries read per KV head at each chunk boundary (default 8)", 0, kMaxRetrieve);
   generate->add_flag("--store-sync", s->gen.store_sync,
                      "Write the store in the token loop (reproducible runs)");
+  add_kv_storage_option(generate, s->gen.kv_storage);
   add_integer(generate, "--threads", s->gen.threads, "Threads (default: all cores)", 1, kMaxThreads);
   generate->add_flag("--json", s->gen.json,
                      "Print one JSON line (text, tokens, speeds, state bytes) instead of streaming");

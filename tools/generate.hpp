@@ -19,7 +19,8 @@ struct GenerateOptions {
   std::vector<int32_t> stop_ids;  // stop tokens
   int64_t prefill_block = 256;
   std::string load_state, save_state;
-  std::string store_dir;  // long-term memory store (B layers); empty: none
+  std::string store_dir;           // long-term memory store (B layers); empty: none
+  std::string kv_storage = "f32";  // how the state keeps its attention keys and values (f32 or bf16)
   int retrieve = 8;
   bool store_sync = false;
   int threads = 0;

@@ -68,10 +68,10 @@ struct BatchRun {
   double read_bytes = 0.0;  // of that state, what one decode step reads (per sequence)
 };
 
-BatchRun run_batch(const Model& model, int64_t sequences, int64_t context, int64_t decode, int64_t block,
-                   bool profiled, Rng& rng) {
+BatchRun run_batch(const Model& model, KvStorage storage, int64_t sequences, int64_t context, int64_t decode,
+                   int64_t block, bool profiled, Rng& rng) {
   const int V = model.config().vocab_size;
-  BatchSession batch(model);
+  BatchSession batch(model, storage);
   std::vector<int64_t> ids;
   std::vector<std::vector<int32_t>> tokens(sequences);
   for (int64_t q = 0; q < sequences; ++q) {
@@ -103,7 +103,7 @@ BatchRun run_batch(const Model& model, int64_t sequences, int64_t context, int64
   return r;
 }
 
-int run_batched(const InferBenchOptions& o, const Config& c, const Model& model) {
+int run_batched(const InferBenchOptions& o, const Config& c, const Model& model, KvStorage storage) {
   for (int64_t n : o.concurrent)
     check(n >= 1 && n <= 4096,
           "--concurrent: sequence counts must be in [1, 4096], got " + std::to_string(n));
@@ -125,7 +125,7 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model)
     for (int r = 0; r < o.repeats; ++r) {
       for (size_t i = 0; i < counts; ++i) {
         const BatchRun run =
-            run_batch(model, o.concurrent[i], n, o.decode_tokens, o.prefill_block, o.profile, rng);
+            run_batch(model, storage, o.concurrent[i], n, o.decode_tokens, o.prefill_block, o.profile, rng);
         rates[i].push_back(run.tokens_per_s);
         bytes = run.state_bytes;
         read = run.read_bytes;
@@ -163,6 +163,7 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model)
                          {"d_model", c.model.d_model},
                          {"window", c.model.window},
                          {"params", model.num_params()},
+                         {"kv_storage", kv_storage_name(storage)},
                          {"context", n},
                          {"sequences", seqs},
                          {"decode_tokens_per_s", d.mean},
@@ -221,11 +222,14 @@ int run_infer_bench(const InferBenchOptions& o) {
   else
     model.init_weights(c.train.seed);
   const int V = c.model.vocab_size;
+  const KvStorage storage = parse_kv_storage(o.kv_storage, "--kv-storage");
   if (!o.json)
-    std::printf("infer-bench | layers %s | d_model %d | window %d | params %zu | threads %d | BLAS %s\n",
-                c.model.layers.c_str(), c.model.d_model, c.model.window, model.num_params(), num_threads(),
-                blas_core_name().c_str());
-  if (!o.concurrent.empty()) return run_batched(o, c, model);
+    std::printf(
+        "infer-bench | layers %s | d_model %d | window %d | params %zu | keys/values %s | threads %d | BLAS "
+        "%s\n",
+        c.model.layers.c_str(), c.model.d_model, c.model.window, model.num_params(), kv_storage_name(storage),
+        num_threads(), blas_core_name().c_str());
+  if (!o.concurrent.empty()) return run_batched(o, c, model, storage);
   check(!o.profile, "--profile needs --concurrent (it profiles the batched decode steps)");
   if (!o.json)
     std::printf("%10s %24s %24s %14s\n", "context", "prefill tokens/s", "decode tokens/s", "state bytes");
@@ -237,7 +241,7 @@ int run_infer_bench(const InferBenchOptions& o) {
     std::vector<double> prefill, decode;
     size_t bytes = 0;
     for (int r = 0; r < o.repeats; ++r) {
-      Session s(model);
+      Session s(model, storage);
       const auto t0 = Clock::now();
       s.feed(tokens.data(), n, logits.data(), false, o.prefill_block);
       prefill.push_back(n / std::chrono::duration<double>(Clock::now() - t0).count());
@@ -251,6 +255,7 @@ int run_infer_bench(const InferBenchOptions& o) {
       std::cout << nlohmann::json{{"layers", c.model.layers},
                                   {"d_model", c.model.d_model},
                                   {"window", c.model.window},
+                                  {"kv_storage", kv_storage_name(storage)},
                                   {"context", n},
                                   {"prefill_tokens_per_s", p.mean},
                                   {"prefill_sd", p.sd},
@@ -297,6 +302,7 @@ Command infer_bench_command(CLI::App& app) {
               decltype(s->ib.prefill_block){1}, decltype(s->ib.prefill_block){kMaxPrefillBlock});
   add_integer(infer_bench, "--threads", s->ib.threads, "Threads (default: all cores)", 1, kMaxThreads);
   infer_bench->add_flag("--json", s->ib.json, "One JSON line per context length");
+  add_kv_storage_option(infer_bench, s->ib.kv_storage);
   add_integers(infer_bench, "--concurrent", s->ib.concurrent,
                "Batched decode: sequences decoded together, e.g. 1,4,16,64 (aggregate tokens/s per count)",
                decltype(s->ib.concurrent)::value_type{1}, decltype(s->ib.concurrent)::value_type{4096});

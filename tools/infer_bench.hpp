@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "model/config.hpp"
+#include "model/layer_state.hpp"
 
 namespace bmojo {
 
@@ -20,6 +21,7 @@ struct InferBenchOptions {
   int64_t prefill_block = 512;
   int threads = 0;
   bool json = false;
+  std::string kv_storage = "f32";  // the states' attention keys and values: f32 or bf16
   // Batched decode: for each context, this many sequences decoded together (empty: one Session, as above).
   std::vector<int64_t> concurrent;
   bool bandwidth = false;  // also measure the memory read bandwidth and decode's share of it

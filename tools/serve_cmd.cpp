@@ -38,6 +38,7 @@ struct ServeOptions {
   std::string cache_dir;
   std::string store_dir;
   int retrieve = 8;
+  std::string kv_storage = "f32";
   int shutdown_timeout_s = 30;
   int threads = 0;
 };
@@ -62,7 +63,7 @@ int run_serve(ServeOptions o) {
   o.http.limits.max_n = std::min(o.http.limits.max_n, o.scheduler.max_batch);
 
   // The sequences' template: empty, with the store (one per B layer, shared by every sequence) attached.
-  Session store_owner(model);
+  Session store_owner(model, parse_kv_storage(o.kv_storage, "--kv-storage"));
   if (!o.store_dir.empty())
     for (const std::string& notice : store_owner.attach_store(o.store_dir, o.retrieve, false))
       std::fprintf(stderr, "[serve] %s\n", notice.c_str());
@@ -159,6 +160,7 @@ Command serve_command(CLI::App& app) {
                   "Long-term memory store directory for the B layers, shared by all requests");
   add_integer(cmd, "--retrieve", o->retrieve,
               "Store entries read per KV head at each chunk boundary (default 8)", 0, kMaxRetrieve);
+  add_kv_storage_option(cmd, o->kv_storage);
   add_integer(cmd, "--shutdown-timeout", o->shutdown_timeout_s,
               "Seconds running requests get to finish after SIGINT/SIGTERM (default 30)", 0, 86400);
   add_integer(cmd, "--threads", o->threads, "Compute threads (default: all cores)", 1, kMaxThreads);

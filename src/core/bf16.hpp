@@ -17,6 +17,14 @@ inline uint16_t round_to_bf16(float x) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
+// The exact widening back to fp32.
+inline float bf16_to_float(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float x;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
+
 // out (rows, cols) dense = round_to_bf16 of x (rows, cols) with leading dimension ld. Threads over rows for
 // large matrices (call from outside a parallel region for that). With AVX-512 BF16 the conversion is one
 // instruction per 16 values, which treats fp32 subnormal inputs as zero.

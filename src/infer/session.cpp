@@ -21,12 +21,12 @@ void check_tokens(const int32_t* tokens, int64_t n, int V, const char* what) {
 
 }  // namespace
 
-Session::Session(const Model& model) : model_(&model) {
+Session::Session(const Model& model, KvStorage storage) : model_(&model), storage_(storage) {
   reset();
 }
 
 void Session::reset() {
-  state_ = empty_sequence_state(model_->config());
+  state_ = empty_sequence_state(model_->config(), storage_);
   attach_to_layers();
 }
 
@@ -99,10 +99,10 @@ void Session::load(const std::string& path) {
   attach_to_layers();
 }
 
-BatchSession::BatchSession(const Model& model) : model_(&model) {}
+BatchSession::BatchSession(const Model& model, KvStorage storage) : model_(&model), storage_(storage) {}
 
 int64_t BatchSession::join() {
-  sequences_.emplace(next_id_, empty_sequence_state(model_->config()));
+  sequences_.emplace(next_id_, empty_sequence_state(model_->config(), storage_));
   return next_id_++;
 }
 

@@ -21,8 +21,9 @@ using SessionState = SequenceState;
 
 class Session {
  public:
-  // The model must outlive the session and keep its weights while the session is used.
-  explicit Session(const Model& model);
+  // The model must outlive the session and keep its weights while the session is used. storage: how the
+  // state keeps its attention keys and values (bf16 halves them; a loaded state file keeps the file's).
+  explicit Session(const Model& model, KvStorage storage = KvStorage::f32);
 
   void reset();
   // Feeds n tokens (checked against the vocabulary), in blocks of at most `block` tokens (0: one block).
@@ -54,6 +55,7 @@ class Session {
   void attach_to_layers();
 
   const Model* model_;
+  KvStorage storage_;
   std::vector<std::shared_ptr<MemoryStore>> stores_;  // per layer; null where none
   int retrieve_ = 0;
   SequenceState state_;
@@ -64,7 +66,10 @@ class Session {
 // Many sequences decoded (or prefilled) together: one step reads the weights once for all of them.
 class BatchSession {
  public:
-  explicit BatchSession(const Model& model);
+  // storage: how a sequence that joins empty keeps its attention keys and values; a joining state keeps
+  // its own.
+  explicit BatchSession(const Model& model, KvStorage storage = KvStorage::f32);
+  KvStorage storage() const { return storage_; }
 
   // Adds a sequence, empty or continuing a copy of `state` (e.g. a Session's or a loaded file's); returns
   // its id (never reused).
@@ -91,6 +96,7 @@ class BatchSession {
   SequenceState& find(int64_t id);
 
   const Model* model_;
+  KvStorage storage_;
   std::map<int64_t, SequenceState> sequences_;
   int64_t next_id_ = 0;
   int64_t checked_rows_ = 0;

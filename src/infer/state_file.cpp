@@ -5,6 +5,7 @@
 #include <map>
 #include <set>
 
+#include "core/bf16.hpp"
 #include "core/error.hpp"
 #include "core/file_io.hpp"
 #include "model/bmojo_layer.hpp"
@@ -116,7 +117,12 @@ void save_sequence_state(const std::string& path, const SequenceState& state, co
     for (const auto& [name, rows] : {std::pair{"kv", &st.kv}, std::pair{"kvf", &st.kvf}}) {
       if (rows->width == 0) continue;
       const int64_t from = rows->readable_first();
-      add(p + name, {rows->end() - from, rows->width}, rows->row(from));
+      if (rows->bf16()) {  // written widened to F32 (exact); the metadata says to round them back
+        gathered.push_back(rows->rows_f32(from, rows->end() - from));
+        add(p + name, {rows->end() - from, rows->width}, gathered.back().data());
+      } else {
+        add(p + name, {rows->end() - from, rows->width}, rows->row(from));
+      }
     }
     if (!parts.eidetic) continue;
     add(p + "y_prev", {cfg.d_model}, st.y_prev.data());
@@ -147,13 +153,18 @@ void save_sequence_state(const std::string& path, const SequenceState& state, co
     add_i64("prefix_tokens", std::vector<int64_t>(prefix_tokens->begin(), prefix_tokens->end()));
   }
   std::string letters;
-  for (const LayerState& st : state.layers) letters += st.kind;
+  KvStorage storage = KvStorage::f32;
+  for (const LayerState& st : state.layers) {
+    letters += st.kind;
+    if (st.kv.bf16() || st.kvf.bf16()) storage = KvStorage::bf16;
+  }
   write_safetensors(path, items,
                     {{"format", kStateFormat},
                      {"format_version", std::to_string(kStateVersion)},
                      {"fingerprint", hex64(model.fingerprint())},
                      {"position", std::to_string(state.position)},
-                     {"layers", letters}},
+                     {"layers", letters},
+                     {"kv_storage", kv_storage_name(storage)}},
                     "state file");
 }
 
@@ -189,7 +200,11 @@ SequenceState sequence_state_from(const SafetensorsFile& f, const Model& model, 
         where + "was saved by a different model (config or weights differ from the loaded checkpoint)");
   check(meta("layers") == cfg.layers,
         where + "holds layers '" + meta("layers") + "', the model has '" + cfg.layers + "'");
-  SequenceState state = empty_sequence_state(cfg);
+  // How the keys and values were stored (states saved before this key existed: f32).
+  const KvStorage storage = f.metadata.contains("kv_storage")
+                                ? parse_kv_storage(meta("kv_storage"), where + "kv_storage")
+                                : KvStorage::f32;
+  SequenceState state = empty_sequence_state(cfg, storage);
   state.position =
       strict_integer(meta("position"), where + "position '" + meta("position") + "' is not a count");
   check(state.position < kMaxPosition,
@@ -212,9 +227,11 @@ SequenceState sequence_state_from(const SafetensorsFile& f, const Model& model, 
       check(rows->keep > 0 || want <= (int64_t{1} << 24), where + "a full-span cache of " +
                                                               std::to_string(want) +
                                                               " positions is beyond what a state file holds");
-      rows->data = fields.floats(p + name, {want, rows->width});
-      rows->first = state.position - want;
-      rows->count = want;
+      rows->assign(fields.floats(p + name, {want, rows->width}), state.position - want, want);
+      if (rows->bf16())
+        for (uint16_t h : rows->data16)
+          check(std::isfinite(bf16_to_float(h)),
+                where + "layer " + std::to_string(l) + " " + name + " holds a value beyond bf16's range");
     }
     if (!parts.eidetic) continue;
     st.y_prev = fields.floats(p + "y_prev", {cfg.d_model});

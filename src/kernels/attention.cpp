@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/bf16.hpp"
 #include "core/blas.hpp"
 #include "core/error.hpp"
 #include "core/parallel.hpp"
@@ -476,10 +477,19 @@ constexpr int kDirectRows = 4;
 using WV = WideVec;
 constexpr int kL = WV::kLanes;
 
+// One vector of a cached row, either storage (bf16 widened exactly).
+template <typename T>
+WV::V load_row(const T* p) {
+  if constexpr (std::is_same_v<T, float>)
+    return WV::load(p);
+  else
+    return WV::load_bf16(p);
+}
+
 // s[j] = alpha q . K_j for the n rows K_j of K (stride ld), head dimension kL V: kL keys at a time, each
 // one's products in one register, the kL summed across lanes together (WideVec::sum_lanes).
-template <int V>
-void scores_row(const float* q, const float* K, int64_t ld, int n, float alpha, float* s) {
+template <int V, typename T>
+void scores_row(const float* q, const T* K, int64_t ld, int n, float alpha, float* s) {
   WV::V qv[V];
   for (int v = 0; v < V; ++v) qv[v] = WV::load(q + kL * v);
   const WV::V scale = WV::set1(alpha);
@@ -487,25 +497,25 @@ void scores_row(const float* q, const float* K, int64_t ld, int n, float alpha, 
   for (; j + kL <= n; j += kL) {
     WV::V acc[kL];
     for (int r = 0; r < kL; ++r) {
-      const float* k = K + (j + r) * ld;
-      WV::V a = WV::mul(qv[0], WV::load(k));
-      for (int v = 1; v < V; ++v) a = WV::fmadd(qv[v], WV::load(k + kL * v), a);
+      const T* k = K + (j + r) * ld;
+      WV::V a = WV::mul(qv[0], load_row(k));
+      for (int v = 1; v < V; ++v) a = WV::fmadd(qv[v], load_row(k + kL * v), a);
       acc[r] = a;
     }
     WV::store(s + j, WV::mul(WV::sum_lanes(acc), scale));
   }
   for (; j < n; ++j) {
-    const float* k = K + j * ld;
-    WV::V a = WV::mul(qv[0], WV::load(k));
-    for (int v = 1; v < V; ++v) a = WV::fmadd(qv[v], WV::load(k + kL * v), a);
+    const T* k = K + j * ld;
+    WV::V a = WV::mul(qv[0], load_row(k));
+    for (int v = 1; v < V; ++v) a = WV::fmadd(qv[v], load_row(k + kL * v), a);
     s[j] = alpha * WV::reduce_add(a);
   }
 }
 
 // out (+)= sum_j p[j] V_j over the n rows V_j of Vr (stride ld), head dimension kL V: the output row in
 // registers, two interleaved sets of accumulators (the adds of consecutive rows do not wait on each other).
-template <int V>
-void weighted_rows(const float* p, const float* Vr, int64_t ld, int n, bool accumulate, float* out) {
+template <int V, typename T>
+void weighted_rows(const float* p, const T* Vr, int64_t ld, int n, bool accumulate, float* out) {
   WV::V a0[V], a1[V];
   for (int v = 0; v < V; ++v) {
     a0[v] = accumulate ? WV::load(out + kL * v) : WV::zero();
@@ -514,16 +524,16 @@ void weighted_rows(const float* p, const float* Vr, int64_t ld, int n, bool accu
   int j = 0;
   for (; j + 2 <= n; j += 2) {
     const WV::V w0 = WV::set1(p[j]), w1 = WV::set1(p[j + 1]);
-    const float* r0 = Vr + j * ld;
-    const float* r1 = r0 + ld;
+    const T* r0 = Vr + j * ld;
+    const T* r1 = r0 + ld;
     for (int v = 0; v < V; ++v) {
-      a0[v] = WV::fmadd(w0, WV::load(r0 + kL * v), a0[v]);
-      a1[v] = WV::fmadd(w1, WV::load(r1 + kL * v), a1[v]);
+      a0[v] = WV::fmadd(w0, load_row(r0 + kL * v), a0[v]);
+      a1[v] = WV::fmadd(w1, load_row(r1 + kL * v), a1[v]);
     }
   }
   if (j < n) {
     const WV::V w0 = WV::set1(p[j]);
-    for (int v = 0; v < V; ++v) a0[v] = WV::fmadd(w0, WV::load(Vr + j * ld + kL * v), a0[v]);
+    for (int v = 0; v < V; ++v) a0[v] = WV::fmadd(w0, load_row(Vr + j * ld + kL * v), a0[v]);
   }
   for (int v = 0; v < V; ++v) WV::store(out + kL * v, WV::add(a0[v], a1[v]));
 }
@@ -539,18 +549,27 @@ bool with_head_vectors(int Dh, F&& f) {
 }
 #endif
 
+// A cached element as fp32, either storage.
+inline float widen(float x) {
+  return x;
+}
+inline float widen(uint16_t x) {
+  return bf16_to_float(x);
+}
+
 // The direct loops' plain form: any head dimension, any ISA.
-void block_product_plain(bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-                         const float* B, int ldb, float beta, float* C, int ldc) {
+template <typename T>
+void block_product_plain(bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const T* B,
+                         int ldb, float beta, float* C, int ldc) {
   for (int i = 0; i < M; ++i) {
     const float* a = A + static_cast<int64_t>(i) * lda;
     float* c = C + static_cast<int64_t>(i) * ldc;
     if (trans_b) {  // c[j] = alpha a . B_j (+ beta c[j])
       for (int j = 0; j < N; ++j) {
-        const float* b = B + static_cast<int64_t>(j) * ldb;
+        const T* b = B + static_cast<int64_t>(j) * ldb;
         float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
-        for (int k = 0; k < K; ++k) acc += a[k] * b[k];
+        for (int k = 0; k < K; ++k) acc += a[k] * widen(b[k]);
         c[j] = beta == 0.0f ? alpha * acc : alpha * acc + beta * c[j];
       }
     } else {  // c = alpha sum_k a[k] B_k (+ beta c)
@@ -561,22 +580,26 @@ void block_product_plain(bool trans_b, int M, int N, int K, float alpha, const f
       for (int k = 0; k < K; ++k) {
         const float w = alpha * a[k];
         if (w == 0.0f) continue;
-        const float* b = B + static_cast<int64_t>(k) * ldb;
+        const T* b = B + static_cast<int64_t>(k) * ldb;
 #pragma omp simd
-        for (int j = 0; j < N; ++j) c[j] += w * b[j];
+        for (int j = 0; j < N; ++j) c[j] += w * widen(b[j]);
       }
     }
   }
 }
 
+// Cached rows in either storage: fp32 (f) or bf16 (h), one of the two set.
+struct RowsRef {
+  const float* f = nullptr;
+  const uint16_t* h = nullptr;
+  RowsRef plus(int64_t n) const { return {f != nullptr ? f + n : nullptr, h != nullptr ? h + n : nullptr}; }
+};
+
 // trans_b: C (M, N) = alpha A (M, K) B^T, B's rows the keys (K = Dh); else C (M, N = Dh) = alpha A B + beta
 // C, B's rows the values (K keys).
-void block_product(bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
-                   int ldb, float beta, float* C, int ldc) {
-  if (M > kDirectRows) {
-    matmul(false, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    return;
-  }
+template <typename T>
+void block_product_of(bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const T* B,
+                      int ldb, float beta, float* C, int ldc) {
 #ifdef BMOJO_WIDE_VEC
   if (trans_b && beta == 0.0f && with_head_vectors(K, [&](auto v) {
         for (int i = 0; i < M; ++i)
@@ -594,18 +617,46 @@ void block_product(bool trans_b, int M, int N, int K, float alpha, const float* 
   block_product_plain(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+// Direct loops for a few queries (decode), a BLAS product for more; bf16 rows are widened into a buffer
+// first for the BLAS product.
+void block_product(bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, RowsRef B,
+                   int ldb, float beta, float* C, int ldc) {
+  if (M > kDirectRows) {
+    if (B.h == nullptr) {
+      matmul(false, trans_b, M, N, K, alpha, A, lda, B.f, ldb, beta, C, ldc);
+      return;
+    }
+    const int rows = trans_b ? N : K, cols = trans_b ? K : N;
+    thread_local std::vector<float> wide;
+    wide.resize(static_cast<size_t>(rows) * cols);
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < cols; ++c)
+        wide[static_cast<size_t>(r) * cols + c] = bf16_to_float(B.h[r * ldb + c]);
+    matmul(false, trans_b, M, N, K, alpha, A, lda, wide.data(), cols, beta, C, ldc);
+    return;
+  }
+  if (B.h != nullptr)
+    block_product_of(trans_b, M, N, K, alpha, A, lda, B.h, ldb, beta, C, ldc);
+  else
+    block_product_of(trans_b, M, N, K, alpha, A, lda, B.f, ldb, beta, C, ldc);
+}
+
 // Which cached keys query t of a step task may read, by set; the same rule as the parallel form.
 struct StepSpans {
   int64_t wlo, whi;  // window positions [wlo, whi]
   int64_t flo, fhi;  // fading positions [flo, fhi] (empty when flo > fhi)
 };
 
+bool has_fading(const StepKeys& k) {
+  return k.fading != nullptr || k.fading16 != nullptr;
+}
+
 StepSpans step_spans(const StepKeys& k, int64_t t, int W) {
   StepSpans s;
   s.wlo = std::max<int64_t>(k.window_first, W > 0 ? t - W + 1 : 0);
   s.whi = t;
   s.flo = std::max<int64_t>(k.fading_first, t - 2 * static_cast<int64_t>(W) + 1);
-  s.fhi = k.fading != nullptr && W > 0 ? t - W : s.flo - 1;
+  s.fhi = has_fading(k) && W > 0 ? t - W : s.flo - 1;
   return s;
 }
 
@@ -615,7 +666,9 @@ void check_step_task(const StepAttentionTask& task, const AttentionDims& d) {
   const bool eidetic = k.memory_count > 0 || k.retrieved != nullptr;
   check(!eidetic || (task.q_raw != nullptr && d.window > 0),
         "attention_step: memory entries need unrotated queries and a window");
-  check(k.window != nullptr && k.window_first <= task.t0, "attention_step: the window rows must reach t0");
+  check((k.window != nullptr) != (k.window16 != nullptr) && k.window_first <= task.t0,
+        "attention_step: the window rows (one storage) must reach t0");
+  check(k.fading == nullptr || k.fading16 == nullptr, "attention_step: fading rows in one storage");
   if (eidetic && task.n > 0)
     check(task.t0 / d.window == (task.t0 + task.n - 1) / d.window,
           "attention_step: a task with memory entries must not straddle a chunk");
@@ -628,10 +681,19 @@ void attention_step_reference(const StepAttentionTask* tasks, size_t count, cons
   const double scale = 1.0 / std::sqrt(static_cast<double>(d.Dh));
   std::vector<double> score;
   std::vector<const float*> value;
+  std::vector<float> window_wide, fading_wide;
   for (size_t ti = 0; ti < count; ++ti) {
     const StepAttentionTask& task = tasks[ti];
     check_step_task(task, d);
-    const StepKeys& k = task.keys;
+    StepKeys k = task.keys;
+    // bf16 rows widened to fp32 copies of the rows [first, t0 + n).
+    const auto widened = [&](const uint16_t* rows, int64_t first, std::vector<float>& out) {
+      out.resize(static_cast<size_t>((task.t0 + task.n - first) * k.ld));
+      for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_float(rows[i]);
+      return out.data();
+    };
+    if (k.window16 != nullptr) k.window = widened(k.window16, k.window_first, window_wide);
+    if (k.fading16 != nullptr) k.fading = widened(k.fading16, k.fading_first, fading_wide);
     for (int i = 0; i < task.n; ++i) {
       const int64_t t = task.t0 + i;
       const StepSpans sp = step_spans(k, t, d.window);
@@ -720,7 +782,7 @@ void attention_step(const StepAttentionTask* tasks, size_t count, const Attentio
         const StepSpans first = step_spans(k, a, W), last = step_spans(k, b - 1, W);
         const int64_t wlo = first.wlo, nw = b - wlo;
         const int64_t flo = first.flo;
-        const int64_t nf = k.fading != nullptr && W > 0 ? std::max<int64_t>(0, last.fhi - flo + 1) : 0;
+        const int64_t nf = has_fading(k) && W > 0 ? std::max<int64_t>(0, last.fhi - flo + 1) : 0;
         int64_t ne = 0;
         while (ne < k.memory_count && k.memory_positions[ne] <= b - 1 - W) ++ne;
         const int64_t nr = k.retrieved != nullptr ? k.retrieved_count[g] : 0;
@@ -728,21 +790,22 @@ void attention_step(const StepAttentionTask* tasks, size_t count, const Attentio
         S.resize(static_cast<size_t>(nb) * cols);
         const float* qb = task.q + item.i0 * task.ldq + h * d.Dh;
         const float* qr = task.q_raw != nullptr ? task.q_raw + item.i0 * task.ldq_raw + h * d.Dh : nullptr;
-        const float* wrows = k.window + (wlo - k.window_first) * k.ld;
-        const float* frows = nf > 0 ? k.fading + (flo - k.fading_first) * k.ld : nullptr;
+        const RowsRef wrows = RowsRef{k.window, k.window16}.plus((wlo - k.window_first) * k.ld);
+        const RowsRef frows =
+            nf > 0 ? RowsRef{k.fading, k.fading16}.plus((flo - k.fading_first) * k.ld) : RowsRef{};
         const int ldq = static_cast<int>(task.ldq), ldr = static_cast<int>(task.ldq_raw),
                   ld = static_cast<int>(k.ld), ldS = static_cast<int>(cols);
-        block_product(true, nb, static_cast<int>(nw), d.Dh, scale, qb, ldq, wrows + g * d.Dh, ld, 0.0f,
+        block_product(true, nb, static_cast<int>(nw), d.Dh, scale, qb, ldq, wrows.plus(g * d.Dh), ld, 0.0f,
                       S.data(), ldS);
         if (nf > 0)
-          block_product(true, nb, static_cast<int>(nf), d.Dh, scale, qb, ldq, frows + g * d.Dh, ld, 0.0f,
+          block_product(true, nb, static_cast<int>(nf), d.Dh, scale, qb, ldq, frows.plus(g * d.Dh), ld, 0.0f,
                         S.data() + nw, ldS);
         if (ne > 0)
-          block_product(true, nb, static_cast<int>(ne), d.Dh, scale, qr, ldr, k.memory + g * d.Dh, ld, 0.0f,
+          block_product(true, nb, static_cast<int>(ne), d.Dh, scale, qr, ldr, {k.memory + g * d.Dh}, ld, 0.0f,
                         S.data() + nw + nf, ldS);
         if (nr > 0)
-          block_product(true, nb, static_cast<int>(nr), d.Dh, scale, qr, ldr, k.retrieved[g], 2 * d.Dh, 0.0f,
-                        S.data() + nw + nf + ne, ldS);
+          block_product(true, nb, static_cast<int>(nr), d.Dh, scale, qr, ldr, {k.retrieved[g]}, 2 * d.Dh,
+                        0.0f, S.data() + nw + nf + ne, ldS);
         // Mask what each query may not read, then softmax its row (masked weights are exactly 0).
         for (int i = 0; i < nb; ++i) {
           const int64_t t = a + i;
@@ -774,17 +837,17 @@ void attention_step(const StepAttentionTask* tasks, size_t count, const Attentio
         }
         float* ob = task.out + item.i0 * task.ldo + h * d.Dh;
         const int ldo = static_cast<int>(task.ldo);
-        block_product(false, nb, d.Dh, static_cast<int>(nw), 1.0f, S.data(), ldS, wrows + kvd + g * d.Dh, ld,
-                      0.0f, ob, ldo);
+        block_product(false, nb, d.Dh, static_cast<int>(nw), 1.0f, S.data(), ldS, wrows.plus(kvd + g * d.Dh),
+                      ld, 0.0f, ob, ldo);
         if (nf > 0)
           block_product(false, nb, d.Dh, static_cast<int>(nf), 1.0f, S.data() + nw, ldS,
-                        frows + kvd + g * d.Dh, ld, 1.0f, ob, ldo);
+                        frows.plus(kvd + g * d.Dh), ld, 1.0f, ob, ldo);
         if (ne > 0)
           block_product(false, nb, d.Dh, static_cast<int>(ne), 1.0f, S.data() + nw + nf, ldS,
-                        k.memory + kvd + g * d.Dh, ld, 1.0f, ob, ldo);
+                        {k.memory + kvd + g * d.Dh}, ld, 1.0f, ob, ldo);
         if (nr > 0)
           block_product(false, nb, d.Dh, static_cast<int>(nr), 1.0f, S.data() + nw + nf + ne, ldS,
-                        k.retrieved[g] + d.Dh, 2 * d.Dh, 1.0f, ob, ldo);
+                        {k.retrieved[g] + d.Dh}, 2 * d.Dh, 1.0f, ob, ldo);
       });
   }
   errors.rethrow();

@@ -72,10 +72,14 @@ void attention_backward_reference(const AttentionGrads& g, const float* dout, co
 // t0 .. t0 + n - 1 reading that sequence's cached keys, with the same key sets and one softmax as above.
 // Cached rows are [key | value] of all KV heads (2 Hk Dh floats, the value at column Hk Dh); a position p's
 // row in a cache is at rows + (p - first) * ld. Query rows hold H Dh columns (head h at h Dh).
+// The window and fading rows are fp32 (`window`, `fading`) or bf16 (`window16`, `fading16`: a state that
+// stores its keys and values rounded to bf16; read back as fp32), one of the two for each.
 struct StepKeys {
   const float* window = nullptr;  // rotated in-context rows for positions [window_first, t0 + n)
+  const uint16_t* window16 = nullptr;
   int64_t window_first = 0;
   const float* fading = nullptr;  // rotated fading rows for positions [fading_first, t0 + n) (null: none)
+  const uint16_t* fading16 = nullptr;
   int64_t fading_first = 0;
   int64_t ld = 0;  // row stride of the window, fading and memory rows
   // Eidetic entries (read with the unrotated query): rows of [raw key | value], ascending positions.

@@ -109,6 +109,11 @@ struct WideVec {
   using V = __m512;
   static constexpr int kLanes = 16;
   static V load(const float* p) { return _mm512_loadu_ps(p); }
+  // 16 bf16 values widened to fp32 (exact: the bf16 bits become the high half).
+  static V load_bf16(const uint16_t* p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+  }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static V set1(float a) { return _mm512_set1_ps(a); }
   static V zero() { return _mm512_setzero_ps(); }
@@ -148,6 +153,10 @@ struct WideVec {
   using V = __m256;
   static constexpr int kLanes = 8;
   static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static V load_bf16(const uint16_t* p) {
+    return _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+  }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
   static V set1(float a) { return _mm256_set1_ps(a); }
   static V zero() { return _mm256_setzero_ps(); }

@@ -100,11 +100,17 @@ StepAttentionTask step_task(StepScratch& s, const ModelConfig& cfg, const StepSe
   t.ldo = qd;
   t.t0 = seq.position + i0;
   t.n = static_cast<int>(i1 - i0);
-  t.keys.window = st.kv.data.data();
+  if (st.kv.bf16())
+    t.keys.window16 = st.kv.data16.data();
+  else
+    t.keys.window = st.kv.data.data();
   t.keys.window_first = st.kv.first;
   t.keys.ld = 2 * kvd;
   if (st.kvf.width > 0) {
-    t.keys.fading = st.kvf.data.data();
+    if (st.kvf.bf16())
+      t.keys.fading16 = st.kvf.data16.data();
+    else
+      t.keys.fading = st.kvf.data.data();
     t.keys.fading_first = st.kvf.first;
   }
   return t;

@@ -2,42 +2,95 @@
 
 #include <cstring>
 
+#include "core/bf16.hpp"
+#include "core/error.hpp"
 #include "model/bmojo_layer.hpp"
 
 namespace bmojo {
 
-void PositionRows::reset(int row_width, int keep_rows) {
+const char* kv_storage_name(KvStorage k) {
+  return k == KvStorage::bf16 ? "bf16" : "f32";
+}
+
+KvStorage parse_kv_storage(const std::string& name, const std::string& what) {
+  if (name == "f32") return KvStorage::f32;
+  if (name == "bf16") return KvStorage::bf16;
+  fail(what + ": unknown key/value storage '" + name + "' (f32 or bf16)");
+}
+
+void PositionRows::reset(int row_width, int keep_rows, KvStorage kind) {
   width = row_width;
   keep = keep_rows;
+  storage = kind;
   first = 0;
   count = 0;
   data.clear();
   data.shrink_to_fit();
+  data16.clear();
+  data16.shrink_to_fit();
 }
 
-void PositionRows::append(const float* rows, int64_t ld, int64_t n) {
-  const auto rows_held = [&] { return static_cast<int64_t>(data.size()) / width; };
-  if (count + n > rows_held()) {
-    if (keep > 0) {
-      const int64_t drop = std::max<int64_t>(0, count - keep);
+namespace {
+
+// The append of PositionRows for one storage vector: compacts to the last `keep` rows or grows, then
+// writes the n rows through put(dst, src) (a copy or a rounding).
+template <typename T, typename Put>
+void append_rows(PositionRows& r, std::vector<T>& buf, const float* rows, int64_t ld, int64_t n, Put put) {
+  const int64_t width = r.width;
+  const auto rows_held = [&] { return static_cast<int64_t>(buf.size()) / width; };
+  if (r.count + n > rows_held()) {
+    if (r.keep > 0) {
+      const int64_t drop = std::max<int64_t>(0, r.count - r.keep);
       if (drop > 0) {
-        std::memmove(data.data(), data.data() + drop * width, sizeof(float) * (count - drop) * width);
-        first += drop;
-        count -= drop;
+        std::memmove(buf.data(), buf.data() + drop * width, sizeof(T) * (r.count - drop) * width);
+        r.first += drop;
+        r.count -= drop;
       }
       const int64_t rows_needed =
-          std::max(count + n, static_cast<int64_t>(keep) + std::max<int64_t>(n, keep));
-      if (rows_needed > rows_held()) data.resize(rows_needed * width);
+          std::max(r.count + n, static_cast<int64_t>(r.keep) + std::max<int64_t>(n, r.keep));
+      if (rows_needed > rows_held()) buf.resize(rows_needed * width);
     } else {
-      data.resize(std::max(count + n, 2 * count) * width);
+      buf.resize(std::max(r.count + n, 2 * r.count) * width);
     }
   }
-  for (int64_t i = 0; i < n; ++i)
-    std::memcpy(data.data() + (count + i) * width, rows + i * ld, sizeof(float) * width);
-  count += n;
+  for (int64_t i = 0; i < n; ++i) put(buf.data() + (r.count + i) * width, rows + i * ld, width);
+  r.count += n;
 }
 
-void LayerState::reset(char layer_kind, const ModelConfig& cfg) {
+}  // namespace
+
+void PositionRows::append(const float* rows, int64_t ld, int64_t n) {
+  if (bf16())
+    append_rows(*this, data16, rows, ld, n, [](uint16_t* dst, const float* src, int64_t w) {
+      for (int64_t c = 0; c < w; ++c) dst[c] = round_to_bf16(src[c]);
+    });
+  else
+    append_rows(*this, data, rows, ld, n,
+                [](float* dst, const float* src, int64_t w) { std::memcpy(dst, src, sizeof(float) * w); });
+}
+
+std::vector<float> PositionRows::rows_f32(int64_t position, int64_t n) const {
+  check(position >= first && position + n <= end() && n >= 0, "PositionRows: rows outside the buffer");
+  if (!bf16()) return std::vector<float>(row(position), row(position) + n * width);
+  std::vector<float> out(static_cast<size_t>(n) * width);
+  const uint16_t* src = row16(position);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_float(src[i]);
+  return out;
+}
+
+void PositionRows::assign(std::vector<float> rows, int64_t first_position, int64_t n) {
+  check(static_cast<int64_t>(rows.size()) == n * width, "PositionRows: rows of the wrong size");
+  first = first_position;
+  count = n;
+  if (!bf16()) {
+    data = std::move(rows);
+    return;
+  }
+  data16.resize(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) data16[i] = round_to_bf16(rows[i]);
+}
+
+void LayerState::reset(char layer_kind, const ModelConfig& cfg, KvStorage storage) {
   const LayerParts parts = layer_parts(layer_kind, cfg);
   const int D = cfg.d_model, W = cfg.window, kvd = cfg.kv_heads() * cfg.head_dim();
   std::shared_ptr<LongTermStore> kept_store = std::move(store);
@@ -47,8 +100,8 @@ void LayerState::reset(char layer_kind, const ModelConfig& cfg) {
   store = std::move(kept_store);
   retrieve = kept_retrieve;
   if (parts.ssm) ssm.reset(cfg, 1);
-  if (parts.attention) kv.reset(2 * kvd, W);
-  if (parts.fading) kvf.reset(2 * kvd, 2 * W);
+  if (parts.attention) kv.reset(2 * kvd, W, storage);
+  if (parts.fading) kvf.reset(2 * kvd, 2 * W, storage);
   if (parts.eidetic) {
     y_prev.assign(D, 0.0f);
     chunk_scores.assign(W, 0.0f);
@@ -72,7 +125,7 @@ double LayerState::decode_read_bytes() const {
   // Rows of `rows` at positions [lo, hi], clipped to the rows a query can read.
   const auto span_bytes = [](const PositionRows& rows, int64_t lo, int64_t hi) {
     const int64_t first = std::max(lo, rows.readable_first()), last = std::min(hi, rows.end() - 1);
-    return last < first ? 0.0 : static_cast<double>(last - first + 1) * rows.width * sizeof(float);
+    return last < first ? 0.0 : static_cast<double>(last - first + 1) * rows.width * rows.element_bytes();
   };
   double n = vec(ssm.conv) + vec(ssm.ssm) + vec(y_prev) + vec(chunk_qsum) + vec(memory.rows());
   // The next token's position t: its own key and value are computed by the step, not read.

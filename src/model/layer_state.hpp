@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kernels/attention.hpp"
@@ -20,26 +21,47 @@
 
 namespace bmojo {
 
+// How a state stores its attention keys and values (the window's and the fading rows): fp32, exactly what
+// the step computed, or bf16 (rounded to nearest even on append; attention reads them back as fp32), which
+// halves what a decode step reads of them and what a sequence's state takes in memory. Everything else in
+// a state (SSM state, eidetic memory, chunk rows) stays fp32.
+enum class KvStorage { f32, bf16 };
+const char* kv_storage_name(KvStorage k);
+// "f32" or "bf16"; anything else throws bmojo::Error naming `what`.
+KvStorage parse_kv_storage(const std::string& name, const std::string& what);
+
 // Rows of the last `keep` positions (keep = 0: every position) in one contiguous buffer, so attention
 // reads a position's row directly. Appending compacts to the last `keep` rows when the buffer is full;
-// the buffer stays at keep + (largest block) rows, whatever the context length.
+// the buffer stays at keep + (largest block) rows, whatever the context length. Stored as fp32 (`data`) or
+// bf16 (`data16`), one of the two.
 struct PositionRows {
   int width = 0;
   int keep = 0;
-  int64_t first = 0;  // position of row 0
-  int64_t count = 0;  // rows held
-  std::vector<float> data;
+  KvStorage storage = KvStorage::f32;
+  int64_t first = 0;             // position of row 0
+  int64_t count = 0;             // rows held
+  std::vector<float> data;       // fp32 storage
+  std::vector<uint16_t> data16;  // bf16 storage
 
-  void reset(int row_width, int keep_rows);
-  // Appends n rows (row stride ld) for the positions first + count, ...
+  void reset(int row_width, int keep_rows, KvStorage kind = KvStorage::f32);
+  // Appends n fp32 rows (row stride ld) for the positions first + count, ... (rounded to bf16 for bf16
+  // storage).
   void append(const float* rows, int64_t ld, int64_t n);
+  bool bf16() const { return storage == KvStorage::bf16; }
   const float* row(int64_t position) const { return data.data() + (position - first) * width; }
+  const uint16_t* row16(int64_t position) const { return data16.data() + (position - first) * width; }
+  // Rows [position, position + n) as fp32 (exact for either storage).
+  std::vector<float> rows_f32(int64_t position, int64_t n) const;
+  // Replaces the rows by n fp32 rows (dense) for positions [first_position, first_position + n), stored in
+  // this storage (bf16 rounds).
+  void assign(std::vector<float> rows, int64_t first_position, int64_t n);
   int64_t end() const { return first + count; }
   // The first position a future query can read (the last `keep` rows, or all).
   int64_t readable_first() const { return keep > 0 ? std::max(first, end() - keep) : first; }
+  size_t element_bytes() const { return bf16() ? sizeof(uint16_t) : sizeof(float); }
   // Bytes of the rows a future query can read: the state proper. The buffer itself also has room for one
   // block of appended rows.
-  size_t bytes() const { return static_cast<size_t>(end() - readable_first()) * width * sizeof(float); }
+  size_t bytes() const { return static_cast<size_t>(end() - readable_first()) * width * element_bytes(); }
 };
 
 // An entry read back from long-term storage for one KV head.
@@ -77,8 +99,9 @@ struct LayerState {
   std::shared_ptr<LongTermStore> store;
   int retrieve = 0;
 
-  // The empty state of layer `kind` of this config (zeros before the first token).
-  void reset(char layer_kind, const ModelConfig& cfg);
+  // The empty state of layer `kind` of this config (zeros before the first token), its keys and values
+  // stored as `storage` says.
+  void reset(char layer_kind, const ModelConfig& cfg, KvStorage storage = KvStorage::f32);
   size_t bytes() const;
   // Bytes of this state that the next one-token step reads (SPEC section 5): the in-context keys/values its
   // query can see, the fading rows in its span [t-2W+1, t-W] (W of the 2W kept), the eidetic memory's and

@@ -28,10 +28,10 @@ double SequenceState::decode_read_bytes() const {
   return n;
 }
 
-SequenceState empty_sequence_state(const ModelConfig& cfg) {
+SequenceState empty_sequence_state(const ModelConfig& cfg, KvStorage storage) {
   SequenceState s;
   s.layers.resize(cfg.layers.size());
-  for (size_t l = 0; l < cfg.layers.size(); ++l) s.layers[l].reset(cfg.layers[l], cfg);
+  for (size_t l = 0; l < cfg.layers.size(); ++l) s.layers[l].reset(cfg.layers[l], cfg, storage);
   return s;
 }
 

@@ -20,8 +20,9 @@ struct SequenceState {
   double decode_read_bytes() const;  // what the next one-token step reads of it (LayerState's)
 };
 
-// The empty state of a sequence (zeros before the first token) for this config.
-SequenceState empty_sequence_state(const ModelConfig& cfg);
+// The empty state of a sequence (zeros before the first token) for this config, its attention keys and
+// values stored as `storage` says.
+SequenceState empty_sequence_state(const ModelConfig& cfg, KvStorage storage = KvStorage::f32);
 
 // Buffers a step reuses (not state).
 struct StackScratch {

@@ -196,6 +196,62 @@ TEST(Batch, SavedSequenceRejoinsAndContinuesLikeTheOriginal) {
   std::remove(path.c_str());
 }
 
+// States that keep their attention keys and values as bf16 (--kv-storage bf16): for every layer kind the
+// logits stay within the rounding's reach of the parallel forward (and do move); the key/value rows take
+// half the bytes and a decode step reads fewer; a batch holds bf16 and fp32 sequences side by side, each
+// with its own single-session logits; a bf16 state saves, loads (as bf16) and continues exactly.
+TEST(Batch, Bf16KeysAndValuesStayCloseAndSaveExactly) {
+  for (const auto& [layers, window] :
+       std::vector<std::pair<std::string, int>>{{"AA", 0}, {"AA", 4}, {"FF", 4}, {"BB", 4}, {"MAFB", 4}}) {
+    const ModelConfig cfg = config_for(layers, window);
+    Model m(cfg);
+    test::randomize_model(m, 17);
+    const int V = cfg.vocab_size, W = std::max(window, 4), T = 5 * W + 3;
+    const auto tokens = test::random_tokens(T + 8, V, 6);
+    const std::vector<int32_t> prompt(tokens.begin(), tokens.begin() + T);
+    const auto ref = parallel_logits(m, prompt);
+    for (int64_t block : {int64_t{1}, int64_t{W + 1}}) {
+      Session s(m, KvStorage::bf16);
+      std::vector<float> got(ref.size());
+      s.feed(prompt.data(), T, got.data(), true, block);
+      const double err = test::relative_error(got, ref);
+      EXPECT_LT(err, 2e-2) << layers << " W " << window << " block " << block;
+      EXPECT_GT(err, 1e-7) << layers << ": the keys and values must really be rounded";
+    }
+    Session half(m, KvStorage::bf16), full(m);
+    half.feed(prompt.data(), T, nullptr);
+    full.feed(prompt.data(), T, nullptr);
+    for (size_t l = 0; l < cfg.layers.size(); ++l) {
+      const LayerState &h = half.state().layers[l], &f = full.state().layers[l];
+      EXPECT_EQ(2 * h.kv.bytes(), f.kv.bytes()) << layers << " layer " << l;
+      EXPECT_EQ(2 * h.kvf.bytes(), f.kvf.bytes()) << layers << " layer " << l;
+    }
+    EXPECT_LT(half.state().decode_read_bytes(), full.state().decode_read_bytes()) << layers;
+
+    // One batch, a bf16 sequence and an fp32 one joined from a session's state, each as its single session.
+    BatchSession batch(m, KvStorage::bf16);
+    const int64_t a = batch.join(), b = batch.join(full.state());
+    batch.step({{a, prompt.data(), T}}, nullptr);
+    const std::string path = ::testing::TempDir() + "bmojo_bf16_state.safetensors";
+    batch.save(a, path);
+    Session loaded(m);  // an fp32 session: the file's storage wins
+    loaded.load(path);
+    EXPECT_TRUE(loaded.state().layers[0].kv.bf16() || loaded.state().layers[0].kv.width == 0);
+    for (int t = T; t < T + 8; ++t) {
+      std::vector<float> logits(2 * V), la(V), lf(V), ll(V);
+      batch.step({{a, &tokens[t], 1}, {b, &tokens[t], 1}}, logits.data());
+      half.feed(&tokens[t], 1, la.data());
+      full.feed(&tokens[t], 1, lf.data());
+      loaded.feed(&tokens[t], 1, ll.data());
+      const std::vector<float> ba(logits.begin(), logits.begin() + V), bb(logits.begin() + V, logits.end());
+      EXPECT_LT(test::relative_error(ba, la), 1e-5) << layers << " bf16 in the batch, position " << t;
+      EXPECT_LT(test::relative_error(bb, lf), 1e-5) << layers << " fp32 in the batch, position " << t;
+      EXPECT_LT(test::relative_error(ll, la), 1e-5) << layers << " loaded bf16 state, position " << t;
+    }
+    std::remove(path.c_str());
+  }
+}
+
 TEST(Batch, RejectsBadSteps) {
   Model m(config_for("AB", 4));
   test::randomize_model(m, 1);
@@ -487,6 +543,12 @@ TEST(Streaming, EditedStateFieldsAreRefused) {
       {[](EditableState& e) { e.metadata["layers"] = "AA"; }, "holds layers"},
       {[](EditableState& e) { e.metadata["fingerprint"] = "0123456789abcdef"; }, "different model"},
       {[](EditableState& e) { e.metadata.erase("format"); }, "not a bmojo inference state"},
+      {[](EditableState& e) { e.metadata["kv_storage"] = "f16"; }, "unknown key/value storage 'f16'"},
+      {[](EditableState& e) {
+         e.metadata["kv_storage"] = "bf16";
+         e.tensors.at("layer0.kv").f[3] = 3.4e38f;  // a float, but beyond bf16's largest value
+       },
+       "beyond bf16's range"},
       {[](EditableState& e) {
          auto& kv = e.tensors.at("layer0.kv");
          kv.shape[0] -= 1;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/bf16.hpp"
+#include "core/error.hpp"
 #include "core/rng.hpp"
 #include "kernels/attention.hpp"
 #include "test_util.hpp"
@@ -317,6 +319,62 @@ TEST(AttentionStep, DecodeBlocksMatchTheReferenceAtEveryHeadDimension) {
       t0 += n;
     }
   }
+}
+
+// Caches stored as bf16 (a state with --kv-storage bf16): the window and fading rows rounded; the kernel
+// widens them as it reads. For decode blocks (the direct loops, every head dimension they take and the plain
+// loops) and prefill blocks (widened for BLAS): the fast kernel equals the reference over the same bf16
+// rows, and both equal the fp32 kernel given the rounded values as fp32 rows, so the only change is the
+// rounding itself, which moves the output by well under a percent.
+TEST(AttentionStep, Bf16CachesReadAsTheirRoundedValues) {
+  for (int Dh : {8, 16, 24, 64, 136}) {
+    const Case cs = make_case(1, 100, 2, 1, Dh, 16, true, true);
+    const Inputs p(cs, 41 + Dh);
+    Rng rng(9);
+    for (int t0 = 0; t0 < cs.d.T;) {
+      const int n = std::min({1 + static_cast<int>(rng.below(12)), 16 - t0 % 16, cs.d.T - t0});
+      const StepCaches c = caches_for(p, t0, n, static_cast<int>(rng.below(3)));
+      const auto rounded = [](const std::vector<float>& x, std::vector<uint16_t>& h) {
+        h.resize(x.size());
+        std::vector<float> wide(x.size());
+        for (size_t i = 0; i < x.size(); ++i) wide[i] = bf16_to_float(h[i] = round_to_bf16(x[i]));
+        return wide;
+      };
+      std::vector<uint16_t> window16, fading16;
+      StepCaches wide = c;
+      wide.window = rounded(c.window, window16);
+      wide.fading = rounded(c.fading, fading16);
+      const size_t size = static_cast<size_t>(n) * p.qd;
+      std::vector<float> exact(size), of_rounded(size), fast(size, -7.0f), ref(size, -7.0f);
+      StepAttentionTask t = task_for(p, c, t0, n, exact.data());
+      attention_step(&t, 1, cs.d);
+      t = task_for(p, wide, t0, n, of_rounded.data());
+      attention_step(&t, 1, cs.d);
+      t.keys.window = nullptr;
+      t.keys.window16 = window16.data();
+      t.keys.fading = nullptr;
+      t.keys.fading16 = fading16.data();
+      t.out = fast.data();
+      attention_step(&t, 1, cs.d);
+      t.out = ref.data();
+      attention_step_reference(&t, 1, cs.d);
+      EXPECT_LT(test::relative_error(fast, ref), 1e-5) << "Dh " << Dh << " t0 " << t0 << " n " << n;
+      EXPECT_LT(test::relative_error(fast, of_rounded), 1e-5) << "Dh " << Dh << " t0 " << t0 << " n " << n;
+      const double moved = test::relative_error(fast, exact);
+      EXPECT_LT(moved, 1e-2) << "Dh " << Dh << " t0 " << t0 << " n " << n;
+      EXPECT_GT(moved, 0.0) << "the rounding is visible";
+      t0 += n;
+    }
+  }
+  // Both storages of one set of rows in one task are refused.
+  const Case cs = make_case(1, 20, 2, 1, 16, 8);
+  const Inputs p(cs, 3);
+  const StepCaches c = caches_for(p, 10, 1, 0);
+  std::vector<uint16_t> h(c.window.size());
+  std::vector<float> out(p.qd);
+  StepAttentionTask t = task_for(p, c, 10, 1, out.data());
+  t.keys.window16 = h.data();
+  EXPECT_THROW(attention_step(&t, 1, cs.d), Error);
 }
 
 // Entries read from a store: visible to query t only when p <= t - W (p = -1, an earlier run's, always),

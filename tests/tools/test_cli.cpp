@@ -203,6 +203,20 @@ TEST_F(Cli, InferBenchConcurrentProfile) {
   }
   expect_error("infer-bench --config " + path("c.json") + " --contexts 9 --decode 2 --profile",
                "--concurrent");
+  // --kv-storage bf16: the same run with the keys and values halved, so each sequence's state (and what a
+  // step reads of it) is smaller and the bound of 3 sequences higher; anything but f32/bf16 is refused.
+  const Result half =
+      run("infer-bench --config " + path("c.json") +
+          " --set model.layers=AB --set model.window=4 --set model.k=2 --set model.m=3 --contexts 9 "
+          "--decode 3 --repeats 1 --concurrent 1,3 --json --threads 2 --kv-storage bf16");
+  ASSERT_EQ(half.exit_code, 0) << half.err;
+  const nlohmann::json h = nlohmann::json::parse(half.out.substr(half.out.rfind('{')));
+  EXPECT_EQ(h["kv_storage"], "bf16");
+  EXPECT_EQ(lines[1]["kv_storage"], "f32");
+  EXPECT_LT(h["state_bytes_per_sequence"].get<double>(), lines[1]["state_bytes_per_sequence"].get<double>());
+  EXPECT_LT(h["state_read_bytes_per_sequence_step"].get<double>(), s);
+  EXPECT_GT(h["bound_vs_one"].get<double>(), lines[1]["bound_vs_one"].get<double>());
+  expect_error("infer-bench --config " + path("c.json") + " --contexts 9 --kv-storage fp8", "--kv-storage");
 }
 
 // Every letter in one stack, through train, eval (from the checkpoint, which carries the B knobs) and info.
@@ -416,6 +430,22 @@ TEST_F(Generate, SavedStateContinuesLikeTheWholePrompt) {
   EXPECT_EQ(nlohmann::json::parse(file.out)["tokens"], a["tokens"]);
   EXPECT_EQ(nlohmann::json::parse(in.out)["tokens"], a["tokens"]);
   EXPECT_GT(a["state_bytes"].get<int64_t>(), 0);
+  // With bf16 keys and values: a smaller state, and its saved state (kept as bf16) continues like the whole
+  // prompt run the same way.
+  const Result half =
+      run("generate " + ckpt_ + " --ids -p '1 2 3 4 5 6 7 8 9 10 11' -n 12 --json --kv-storage bf16");
+  ASSERT_EQ(half.exit_code, 0) << half.err;
+  ASSERT_EQ(run("generate " + ckpt_ + " --ids -p '1 2 3 4 5 6 7' -n 1 --kv-storage bf16 --save-state " +
+                path("h.bin"))
+                .exit_code,
+            0);
+  const Result half_rest =
+      run("generate " + ckpt_ + " --ids -p '8 9 10 11' -n 12 --json --load-state " + path("h.bin"));
+  ASSERT_EQ(half_rest.exit_code, 0) << half_rest.err;
+  const auto h = nlohmann::json::parse(half.out);
+  EXPECT_EQ(nlohmann::json::parse(half_rest.out)["tokens"], h["tokens"]);
+  EXPECT_LT(h["state_bytes"].get<int64_t>(), a["state_bytes"].get<int64_t>());
+  expect_error("generate " + ckpt_ + " --ids -p 1 --kv-storage f16", "--kv-storage");
 }
 
 TEST_F(Generate, TextPromptsStreamAndStopStringsAreNotPrinted) {
