@@ -139,7 +139,12 @@ void save_sequence_state(const std::string& path, const SequenceState& state, co
     add_i64(p + "memory_positions", std::move(positions));
     gathered.push_back(std::move(scores));
     add(p + "memory_scores", {n}, gathered.back().data());
-    add(p + "memory_kv", {n, 2 * kvd}, st.memory.rows().data());
+    if (st.memory.bf16_rows()) {
+      gathered.push_back(st.memory.rows_f32());
+      add(p + "memory_kv", {n, 2 * kvd}, gathered.back().data());
+    } else {
+      add(p + "memory_kv", {n, 2 * kvd}, st.memory.rows().data());
+    }
     for (size_t g = 0; g < st.retrieved_positions.size(); ++g) {
       const std::string r = p + "retrieved" + std::to_string(g);
       add_i64(r + "_positions", st.retrieved_positions[g]);
@@ -156,7 +161,7 @@ void save_sequence_state(const std::string& path, const SequenceState& state, co
   KvStorage storage = KvStorage::f32;
   for (const LayerState& st : state.layers) {
     letters += st.kind;
-    if (st.kv.bf16() || st.kvf.bf16()) storage = KvStorage::bf16;
+    if (st.kv.bf16() || st.kvf.bf16() || st.memory.bf16_rows()) storage = KvStorage::bf16;
   }
   write_safetensors(path, items,
                     {{"format", kStateFormat},
@@ -253,6 +258,9 @@ SequenceState sequence_state_from(const SafetensorsFile& f, const Model& model, 
       entries[i] = {positions[i], scores[i]};
     }
     st.memory.set_entries(std::move(entries), std::move(rows));
+    for (uint16_t h : st.memory.rows16())
+      check(std::isfinite(bf16_to_float(h)),
+            where + "layer " + std::to_string(l) + " memory_kv holds a value beyond bf16's range");
     const bool any_retrieved = fields.has(p + "retrieved0_positions");
     if (!any_retrieved) continue;
     st.retrieved_kv.assign(cfg.kv_heads(), {});

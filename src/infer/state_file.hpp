@@ -1,8 +1,9 @@
 // Inference state files: one sequence's recurrent state (model/model_step.hpp) as a safetensors file, like
 // checkpoints. Metadata: format "bmojo-state", format_version, the model's fingerprint (config and
 // weights), the position, the layer letters and kv_storage ("f32", or "bf16": the state kept its
-// attention keys and values rounded to bf16; kv and kvf are still written as F32, widened exactly, and
-// rounded back on load; absent in older files: f32). Tensors, per layer l and only those the layer has:
+// attention keys and values rounded to bf16; kv, kvf and memory_kv are still written as F32, widened
+// exactly, and rounded back on load; absent in older files: f32). Tensors, per layer l and only those the
+// layer has:
 //   layer<l>.ssm_conv (d_conv - 1, d_inner), layer<l>.ssm_scan (d_inner, d_state)          M, F, B
 //   layer<l>.kv (rows, 2 Hk Dh): [rotated k | v] of the last min(W, position) positions    A, F, B
 //   layer<l>.kvf (rows, 2 Hk Dh): the same for the fading keys, last min(2W, position)     F, B (fading)

@@ -669,6 +669,7 @@ void check_step_task(const StepAttentionTask& task, const AttentionDims& d) {
   check((k.window != nullptr) != (k.window16 != nullptr) && k.window_first <= task.t0,
         "attention_step: the window rows (one storage) must reach t0");
   check(k.fading == nullptr || k.fading16 == nullptr, "attention_step: fading rows in one storage");
+  check(k.memory == nullptr || k.memory16 == nullptr, "attention_step: memory rows in one storage");
   if (eidetic && task.n > 0)
     check(task.t0 / d.window == (task.t0 + task.n - 1) / d.window,
           "attention_step: a task with memory entries must not straddle a chunk");
@@ -681,7 +682,7 @@ void attention_step_reference(const StepAttentionTask* tasks, size_t count, cons
   const double scale = 1.0 / std::sqrt(static_cast<double>(d.Dh));
   std::vector<double> score;
   std::vector<const float*> value;
-  std::vector<float> window_wide, fading_wide;
+  std::vector<float> window_wide, fading_wide, memory_wide;
   for (size_t ti = 0; ti < count; ++ti) {
     const StepAttentionTask& task = tasks[ti];
     check_step_task(task, d);
@@ -694,6 +695,11 @@ void attention_step_reference(const StepAttentionTask* tasks, size_t count, cons
     };
     if (k.window16 != nullptr) k.window = widened(k.window16, k.window_first, window_wide);
     if (k.fading16 != nullptr) k.fading = widened(k.fading16, k.fading_first, fading_wide);
+    if (k.memory16 != nullptr) {
+      memory_wide.resize(static_cast<size_t>(k.memory_count) * k.ld);
+      for (size_t i = 0; i < memory_wide.size(); ++i) memory_wide[i] = bf16_to_float(k.memory16[i]);
+      k.memory = memory_wide.data();
+    }
     for (int i = 0; i < task.n; ++i) {
       const int64_t t = task.t0 + i;
       const StepSpans sp = step_spans(k, t, d.window);
@@ -801,8 +807,8 @@ void attention_step(const StepAttentionTask* tasks, size_t count, const Attentio
           block_product(true, nb, static_cast<int>(nf), d.Dh, scale, qb, ldq, frows.plus(g * d.Dh), ld, 0.0f,
                         S.data() + nw, ldS);
         if (ne > 0)
-          block_product(true, nb, static_cast<int>(ne), d.Dh, scale, qr, ldr, {k.memory + g * d.Dh}, ld, 0.0f,
-                        S.data() + nw + nf, ldS);
+          block_product(true, nb, static_cast<int>(ne), d.Dh, scale, qr, ldr,
+                        RowsRef{k.memory, k.memory16}.plus(g * d.Dh), ld, 0.0f, S.data() + nw + nf, ldS);
         if (nr > 0)
           block_product(true, nb, static_cast<int>(nr), d.Dh, scale, qr, ldr, {k.retrieved[g]}, 2 * d.Dh,
                         0.0f, S.data() + nw + nf + ne, ldS);
@@ -844,7 +850,7 @@ void attention_step(const StepAttentionTask* tasks, size_t count, const Attentio
                         frows.plus(kvd + g * d.Dh), ld, 1.0f, ob, ldo);
         if (ne > 0)
           block_product(false, nb, d.Dh, static_cast<int>(ne), 1.0f, S.data() + nw + nf, ldS,
-                        {k.memory + kvd + g * d.Dh}, ld, 1.0f, ob, ldo);
+                        RowsRef{k.memory, k.memory16}.plus(kvd + g * d.Dh), ld, 1.0f, ob, ldo);
         if (nr > 0)
           block_product(false, nb, d.Dh, static_cast<int>(nr), 1.0f, S.data() + nw + nf + ne, ldS,
                         {k.retrieved[g] + d.Dh}, 2 * d.Dh, 1.0f, ob, ldo);

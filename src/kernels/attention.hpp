@@ -82,8 +82,10 @@ struct StepKeys {
   const uint16_t* fading16 = nullptr;
   int64_t fading_first = 0;
   int64_t ld = 0;  // row stride of the window, fading and memory rows
-  // Eidetic entries (read with the unrotated query): rows of [raw key | value], ascending positions.
+  // Eidetic entries (read with the unrotated query): rows of [raw key | value], ascending positions; fp32
+  // (memory) or bf16 (memory16).
   const float* memory = nullptr;
+  const uint16_t* memory16 = nullptr;
   const int64_t* memory_positions = nullptr;
   int memory_count = 0;
   // Entries read from a store, per KV head g: retrieved_count[g] rows of [raw key | value] of head g

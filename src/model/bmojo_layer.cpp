@@ -314,7 +314,10 @@ void bmojo_layer_step(float* residual, StepScratch& s, const float* xn, const La
       std::vector<int64_t>& pos = s.memory_positions[j];
       pos.clear();
       for (const EideticEntry& e : st.memory.entries()) pos.push_back(e.position);
-      task.keys.memory = st.memory.rows().data();
+      if (st.memory.bf16_rows())
+        task.keys.memory16 = st.memory.rows16().data();
+      else
+        task.keys.memory = st.memory.rows().data();
       task.keys.memory_positions = pos.data();
       task.keys.memory_count = static_cast<int>(pos.size());
       if (!st.retrieved_kv.empty()) {

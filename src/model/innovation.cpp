@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/bf16.hpp"
 #include "core/blas.hpp"
 #include "core/error.hpp"
 #include "core/parallel.hpp"
@@ -25,7 +26,19 @@ void EideticMemory::set_entries(std::vector<EideticEntry> entries, std::vector<f
         "eidetic memory: " + std::to_string(rows.size()) + " row values for " +
             std::to_string(entries.size()) + " entries of width " + std::to_string(width_));
   entries_ = std::move(entries);
-  rows_ = std::move(rows);
+  if (!bf16_) {
+    rows_ = std::move(rows);
+    return;
+  }
+  rows16_.resize(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) rows16_[i] = round_to_bf16(rows[i]);
+}
+
+std::vector<float> EideticMemory::rows_f32() const {
+  if (!bf16_) return rows_;
+  std::vector<float> out(rows16_.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_float(rows16_[i]);
+  return out;
 }
 
 void EideticMemory::promote_chunk(const float* scores, int64_t chunk_start,
@@ -49,7 +62,10 @@ void EideticMemory::promote_chunk(const float* scores, int64_t chunk_start,
   if (with_rows)
     for (const EideticEntry& e : candidates) {
       const float* r = chunk_rows + (e.position - chunk_start) * width_;
-      rows_.insert(rows_.end(), r, r + width_);
+      if (bf16_)
+        for (int c = 0; c < width_; ++c) rows16_.push_back(round_to_bf16(r[c]));
+      else
+        rows_.insert(rows_.end(), r, r + width_);
     }
   while (static_cast<int>(entries_.size()) > rule_.capacity) {
     auto victim = entries_.begin();  // fifo: the smallest position, kept first
@@ -57,7 +73,12 @@ void EideticMemory::promote_chunk(const float* scores, int64_t chunk_start,
       for (auto it = entries_.begin(); it != entries_.end(); ++it)
         if (it->score < victim->score) victim = it;  // strict: ties keep the smaller position
     if (evicted != nullptr) evicted->push_back(*victim);
-    if (with_rows) {
+    if (with_rows && bf16_) {
+      const auto at = rows16_.begin() + (victim - entries_.begin()) * width_;
+      if (evicted_rows != nullptr)
+        for (auto it = at; it != at + width_; ++it) evicted_rows->push_back(bf16_to_float(*it));
+      rows16_.erase(at, at + width_);
+    } else if (with_rows) {
       const auto at = rows_.begin() + (victim - entries_.begin()) * width_;
       if (evicted_rows != nullptr) evicted_rows->insert(evicted_rows->end(), at, at + width_);
       rows_.erase(at, at + width_);

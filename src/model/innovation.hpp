@@ -42,9 +42,12 @@ struct SelectionRule {
 class EideticMemory {
  public:
   EideticMemory() = default;
-  explicit EideticMemory(const SelectionRule& rule, int row_width = 0) : rule_(rule), width_(row_width) {}
+  // bf16_rows: the rows are kept rounded to bf16 (an inference state with bf16 keys and values; rows()
+  // is then empty and rows16() holds them).
+  explicit EideticMemory(const SelectionRule& rule, int row_width = 0, bool bf16_rows = false)
+      : rule_(rule), width_(row_width), bf16_(bf16_rows) {}
   // Replaces the entries (restoring a saved inference state); they must ascend by position, and rows must
-  // hold one row per entry when the memory keeps rows.
+  // hold one row per entry when the memory keeps rows (fp32; rounded when the memory keeps bf16 rows).
   void set_entries(std::vector<EideticEntry> entries, std::vector<float> rows = {});
   // Promotes from the W scores of the chunk starting at position chunk_start, then evicts; the evicted
   // entries (possibly some just promoted) are appended to *evicted when given. With rows, chunk_rows holds
@@ -58,12 +61,18 @@ class EideticMemory {
   void positions(std::vector<int32_t>& out) const;
   const std::vector<EideticEntry>& entries() const { return entries_; }
   int row_width() const { return width_; }
-  const std::vector<float>& rows() const { return rows_; }  // (entries, row_width)
+  const std::vector<float>& rows() const { return rows_; }         // (entries, row_width), fp32 rows
+  const std::vector<uint16_t>& rows16() const { return rows16_; }  // the same, bf16 rows
+  bool bf16_rows() const { return bf16_; }
+  // The rows as fp32 (exact for either storage) and their bytes as kept.
+  std::vector<float> rows_f32() const;
+  size_t row_bytes() const { return rows_.size() * sizeof(float) + rows16_.size() * sizeof(uint16_t); }
   // Empties the memory and sets its rule, keeping its buffers.
   void reset(const SelectionRule& rule) {
     rule_ = rule;
     entries_.clear();
     rows_.clear();
+    rows16_.clear();
     entries_.reserve(static_cast<size_t>(rule.capacity + rule.per_chunk));
     candidates_.reserve(static_cast<size_t>(rule.window));
   }
@@ -71,8 +80,10 @@ class EideticMemory {
  private:
   SelectionRule rule_;
   int width_ = 0;
-  std::vector<EideticEntry> entries_;     // ascending by position
-  std::vector<float> rows_;               // one row per entry when width_ > 0
+  std::vector<EideticEntry> entries_;  // ascending by position
+  bool bf16_ = false;
+  std::vector<float> rows_;               // one row per entry when width_ > 0 (fp32 storage)
+  std::vector<uint16_t> rows16_;          // the same in bf16 storage
   std::vector<EideticEntry> candidates_;  // promote_chunk's scratch, kept between calls
 };
 

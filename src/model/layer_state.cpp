@@ -106,7 +106,7 @@ void LayerState::reset(char layer_kind, const ModelConfig& cfg, KvStorage storag
     y_prev.assign(D, 0.0f);
     chunk_scores.assign(W, 0.0f);
     chunk_kv.assign(static_cast<size_t>(W) * 2 * kvd, 0.0f);
-    memory = EideticMemory(selection_rule_of(cfg), 2 * kvd);
+    memory = EideticMemory(selection_rule_of(cfg), 2 * kvd, storage == KvStorage::bf16);
     chunk_qsum.assign(kvd, 0.0f);
   }
 }
@@ -114,7 +114,7 @@ void LayerState::reset(char layer_kind, const ModelConfig& cfg, KvStorage storag
 size_t LayerState::bytes() const {
   const auto vec = [](const auto& v) { return v.size() * sizeof(v[0]); };
   size_t n = vec(ssm.conv) + vec(ssm.ssm) + kv.bytes() + kvf.bytes() + vec(y_prev) + vec(chunk_scores) +
-             vec(chunk_kv) + memory.entries().size() * sizeof(EideticEntry) + vec(memory.rows()) +
+             vec(chunk_kv) + memory.entries().size() * sizeof(EideticEntry) + memory.row_bytes() +
              vec(chunk_qsum);
   for (size_t g = 0; g < retrieved_kv.size(); ++g) n += vec(retrieved_kv[g]) + vec(retrieved_positions[g]);
   return n;
@@ -127,7 +127,8 @@ double LayerState::decode_read_bytes() const {
     const int64_t first = std::max(lo, rows.readable_first()), last = std::min(hi, rows.end() - 1);
     return last < first ? 0.0 : static_cast<double>(last - first + 1) * rows.width * rows.element_bytes();
   };
-  double n = vec(ssm.conv) + vec(ssm.ssm) + vec(y_prev) + vec(chunk_qsum) + vec(memory.rows());
+  double n =
+      vec(ssm.conv) + vec(ssm.ssm) + vec(y_prev) + vec(chunk_qsum) + static_cast<double>(memory.row_bytes());
   // The next token's position t: its own key and value are computed by the step, not read.
   const int64_t t = kv.width > 0 ? kv.end() : kvf.end();
   if (kv.width > 0) n += span_bytes(kv, kv.keep > 0 ? t - kv.keep + 1 : 0, t - 1);

@@ -21,10 +21,11 @@
 
 namespace bmojo {
 
-// How a state stores its attention keys and values (the window's and the fading rows): fp32, exactly what
-// the step computed, or bf16 (rounded to nearest even on append; attention reads them back as fp32), which
-// halves what a decode step reads of them and what a sequence's state takes in memory. Everything else in
-// a state (SSM state, eidetic memory, chunk rows) stays fp32.
+// How a state stores the keys and values its attention reads every step (the window's, the fading rows and
+// the eidetic memory's): fp32, exactly what the step computed, or bf16 (rounded to nearest even when
+// stored; attention reads them back as fp32), which halves what a decode step reads of them and what a
+// sequence's state takes in memory. The rest of a state (SSM state, the current chunk's rows, y_{t-1},
+// entries read from a store) stays fp32.
 enum class KvStorage { f32, bf16 };
 const char* kv_storage_name(KvStorage k);
 // "f32" or "bf16"; anything else throws bmojo::Error naming `what`.

@@ -225,6 +225,11 @@ TEST(Batch, Bf16KeysAndValuesStayCloseAndSaveExactly) {
       const LayerState &h = half.state().layers[l], &f = full.state().layers[l];
       EXPECT_EQ(2 * h.kv.bytes(), f.kv.bytes()) << layers << " layer " << l;
       EXPECT_EQ(2 * h.kvf.bytes(), f.kvf.bytes()) << layers << " layer " << l;
+      EXPECT_EQ(h.memory.entries().size(), f.memory.entries().size()) << layers << " layer " << l;
+      EXPECT_EQ(2 * h.memory.row_bytes(), f.memory.row_bytes()) << layers << " layer " << l;
+      if (cfg.layers[l] == 'B') {
+        EXPECT_GT(h.memory.row_bytes(), 0u) << layers << ": entries to round";
+      }
     }
     EXPECT_LT(half.state().decode_read_bytes(), full.state().decode_read_bytes()) << layers;
 

@@ -321,9 +321,9 @@ TEST(AttentionStep, DecodeBlocksMatchTheReferenceAtEveryHeadDimension) {
   }
 }
 
-// Caches stored as bf16 (a state with --kv-storage bf16): the window and fading rows rounded; the kernel
-// widens them as it reads. For decode blocks (the direct loops, every head dimension they take and the plain
-// loops) and prefill blocks (widened for BLAS): the fast kernel equals the reference over the same bf16
+// Caches stored as bf16 (a state with --kv-storage bf16): the window, fading and memory rows rounded; the
+// kernel widens them as it reads. For decode blocks (the direct loops, every head dimension they take and the
+// plain loops) and prefill blocks (widened for BLAS): the fast kernel equals the reference over the same bf16
 // rows, and both equal the fp32 kernel given the rounded values as fp32 rows, so the only change is the
 // rounding itself, which moves the output by well under a percent.
 TEST(AttentionStep, Bf16CachesReadAsTheirRoundedValues) {
@@ -340,10 +340,11 @@ TEST(AttentionStep, Bf16CachesReadAsTheirRoundedValues) {
         for (size_t i = 0; i < x.size(); ++i) wide[i] = bf16_to_float(h[i] = round_to_bf16(x[i]));
         return wide;
       };
-      std::vector<uint16_t> window16, fading16;
+      std::vector<uint16_t> window16, fading16, memory16;
       StepCaches wide = c;
       wide.window = rounded(c.window, window16);
       wide.fading = rounded(c.fading, fading16);
+      wide.memory = rounded(c.memory, memory16);
       const size_t size = static_cast<size_t>(n) * p.qd;
       std::vector<float> exact(size), of_rounded(size), fast(size, -7.0f), ref(size, -7.0f);
       StepAttentionTask t = task_for(p, c, t0, n, exact.data());
@@ -354,6 +355,10 @@ TEST(AttentionStep, Bf16CachesReadAsTheirRoundedValues) {
       t.keys.window16 = window16.data();
       t.keys.fading = nullptr;
       t.keys.fading16 = fading16.data();
+      if (t.keys.memory != nullptr) {
+        t.keys.memory = nullptr;
+        t.keys.memory16 = memory16.data();
+      }
       t.out = fast.data();
       attention_step(&t, 1, cs.d);
       t.out = ref.data();
