@@ -472,6 +472,8 @@ namespace {
 // loops otherwise (the plain dot product per key reduces across lanes once per key: on AVX2 it made the
 // decode step's attention 3x slower than its bytes).
 constexpr int kDirectRows = 4;
+// Rows per block when a decode item walks a sequence's cached rows for all its heads.
+constexpr int64_t kRowBlock = 32;
 
 #ifdef BMOJO_WIDE_VEC
 using WV = WideVec;
@@ -752,10 +754,14 @@ void attention_step(const StepAttentionTask* tasks, size_t count, const Attentio
   const profile::Scope scope("attention_step");
   const int group = d.H / d.Hk, kvd = d.Hk * d.Dh, W = d.window;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.Dh));
-  // Work items: (task, block of up to kQueryBlock queries, head).
+  // Work items: (task, block of up to kQueryBlock queries, heads [h0, h1)). A decode step over enough
+  // sequences gives each item a whole sequence's heads, so that one thread walks that sequence's cached
+  // rows once, every head's part of a block of rows together (the rows hold all heads side by side: one
+  // head's part alone is a few cache lines at a stride of a row, which the prefetchers do not follow);
+  // otherwise (prefill blocks, few sequences) an item is one head.
   struct Item {
     size_t task;
-    int i0, i1, h;
+    int i0, i1, h0, h1;
   };
   // The calling thread's list, reused across calls; the team reads it through this reference (a
   // thread_local named inside the region would be each thread's own, empty one).
@@ -763,14 +769,19 @@ void attention_step(const StepAttentionTask* tasks, size_t count, const Attentio
   std::vector<Item>& items = item_buffer;
   items.clear();
   double work = 0.0;
+  bool decode = count >= static_cast<size_t>(2 * num_threads());
   for (size_t ti = 0; ti < count; ++ti) {
     check_step_task(tasks[ti], d);
-    for (int i0 = 0; i0 < tasks[ti].n; i0 += kQueryBlock)
-      for (int h = 0; h < d.H; ++h) items.push_back({ti, i0, std::min(tasks[ti].n, i0 + kQueryBlock), h});
+    decode = decode && tasks[ti].n <= kDirectRows;
     const double span =
         W > 0 ? 3.0 * W + tasks[ti].keys.memory_count + 64 : static_cast<double>(tasks[ti].t0 + tasks[ti].n);
     work += static_cast<double>(tasks[ti].n) * d.H * d.Dh * span;
   }
+  const int heads_per_item = decode ? d.H : 1;
+  for (size_t ti = 0; ti < count; ++ti)
+    for (int i0 = 0; i0 < tasks[ti].n; i0 += kQueryBlock)
+      for (int h = 0; h < d.H; h += heads_per_item)
+        items.push_back({ti, i0, std::min(tasks[ti].n, i0 + kQueryBlock), h, h + heads_per_item});
   ParallelErrors errors;
   const int64_t n_items = static_cast<int64_t>(items.size());
 #pragma omp parallel if (parallel_worth(work))
@@ -782,78 +793,107 @@ void attention_step(const StepAttentionTask* tasks, size_t count, const Attentio
         const Item& item = items[it];
         const StepAttentionTask& task = tasks[item.task];
         const StepKeys& k = task.keys;
-        const int h = item.h, g = h / group, nb = item.i1 - item.i0;
+        const int nb = item.i1 - item.i0, nh = item.h1 - item.h0;
         const int64_t a = task.t0 + item.i0, b = task.t0 + item.i1;  // positions [a, b)
-        // Column spans shared by the block: window [wlo, b), fading [flo, fend), memory, retrieved.
+        // Column spans shared by the block: window [wlo, b), fading [flo, fend), memory, retrieved (per KV
+        // head: the last columns, as many as the most any head of the item has).
         const StepSpans first = step_spans(k, a, W), last = step_spans(k, b - 1, W);
         const int64_t wlo = first.wlo, nw = b - wlo;
         const int64_t flo = first.flo;
         const int64_t nf = has_fading(k) && W > 0 ? std::max<int64_t>(0, last.fhi - flo + 1) : 0;
         int64_t ne = 0;
         while (ne < k.memory_count && k.memory_positions[ne] <= b - 1 - W) ++ne;
-        const int64_t nr = k.retrieved != nullptr ? k.retrieved_count[g] : 0;
-        const int64_t cols = nw + nf + ne + nr;
-        S.resize(static_cast<size_t>(nb) * cols);
-        const float* qb = task.q + item.i0 * task.ldq + h * d.Dh;
-        const float* qr = task.q_raw != nullptr ? task.q_raw + item.i0 * task.ldq_raw + h * d.Dh : nullptr;
-        const RowsRef wrows = RowsRef{k.window, k.window16}.plus((wlo - k.window_first) * k.ld);
-        const RowsRef frows =
-            nf > 0 ? RowsRef{k.fading, k.fading16}.plus((flo - k.fading_first) * k.ld) : RowsRef{};
+        int64_t nr_max = 0;
+        if (k.retrieved != nullptr)
+          for (int h = item.h0; h < item.h1; ++h)
+            nr_max = std::max<int64_t>(nr_max, k.retrieved_count[h / group]);
+        const int64_t cols = nw + nf + ne + nr_max;
+        // S: per head of the item, nb rows of cols scores.
+        S.resize(static_cast<size_t>(nh) * nb * cols);
         const int ldq = static_cast<int>(task.ldq), ldr = static_cast<int>(task.ldq_raw),
-                  ld = static_cast<int>(k.ld), ldS = static_cast<int>(cols);
-        block_product(true, nb, static_cast<int>(nw), d.Dh, scale, qb, ldq, wrows.plus(g * d.Dh), ld, 0.0f,
-                      S.data(), ldS);
-        if (nf > 0)
-          block_product(true, nb, static_cast<int>(nf), d.Dh, scale, qb, ldq, frows.plus(g * d.Dh), ld, 0.0f,
-                        S.data() + nw, ldS);
-        if (ne > 0)
-          block_product(true, nb, static_cast<int>(ne), d.Dh, scale, qr, ldr,
-                        RowsRef{k.memory, k.memory16}.plus(g * d.Dh), ld, 0.0f, S.data() + nw + nf, ldS);
-        if (nr > 0)
-          block_product(true, nb, static_cast<int>(nr), d.Dh, scale, qr, ldr, {k.retrieved[g]}, 2 * d.Dh,
-                        0.0f, S.data() + nw + nf + ne, ldS);
-        // Mask what each query may not read, then softmax its row (masked weights are exactly 0).
-        for (int i = 0; i < nb; ++i) {
-          const int64_t t = a + i;
-          const StepSpans sp = step_spans(k, t, W);
-          float* row = S.data() + static_cast<int64_t>(i) * cols;
-          const float ninf = -std::numeric_limits<float>::infinity();
-          // Window columns outside [sp.wlo, sp.whi] and fading ones outside [sp.flo, sp.fhi] (ranges, as
-          // both sets are consecutive positions); memory and retrieved entries one by one.
-          const int64_t w0 = std::clamp<int64_t>(sp.wlo - wlo, 0, nw),
-                        w1 = std::clamp<int64_t>(sp.whi - wlo + 1, w0, nw);
-          std::fill(row, row + w0, ninf);
-          std::fill(row + w1, row + nw, ninf);
-          if (nf > 0) {
-            const int64_t f0 = std::clamp<int64_t>(sp.flo - flo, 0, nf),
-                          f1 = std::clamp<int64_t>(sp.fhi - flo + 1, f0, nf);
-            std::fill(row + nw, row + nw + f0, ninf);
-            std::fill(row + nw + f1, row + nw + nf, ninf);
+                  ld = static_cast<int>(k.ld), ldS = static_cast<int>(cols), ldo = static_cast<int>(task.ldo);
+        const auto S_of = [&](int h) { return S.data() + static_cast<int64_t>(h - item.h0) * nb * cols; };
+        const auto q_of = [&](int h) { return task.q + item.i0 * task.ldq + h * d.Dh; };
+        const auto qr_of = [&](int h) {
+          return task.q_raw != nullptr ? task.q_raw + item.i0 * task.ldq_raw + h * d.Dh : nullptr;
+        };
+        const auto out_of = [&](int h) { return task.out + item.i0 * task.ldo + h * d.Dh; };
+        // The cached sets: rows, count, first column, and whether the unrotated query reads them.
+        struct Segment {
+          RowsRef rows;
+          int64_t n, col;
+          bool raw;
+        };
+        const Segment segments[3] = {
+            {RowsRef{k.window, k.window16}.plus((wlo - k.window_first) * k.ld), nw, 0, false},
+            {nf > 0 ? RowsRef{k.fading, k.fading16}.plus((flo - k.fading_first) * k.ld) : RowsRef{}, nf, nw,
+             false},
+            {RowsRef{k.memory, k.memory16}, ne, nw + nf, true}};
+        // Rows in blocks of kRowBlock, every head of the item over a block before the next block (one head:
+        // the whole set at once).
+        const int64_t row_block = nh > 1 ? kRowBlock : std::numeric_limits<int>::max();
+        for (const Segment& sg : segments)
+          for (int64_t j0 = 0; j0 < sg.n; j0 += row_block) {
+            const int n = static_cast<int>(std::min(row_block, sg.n - j0));
+            for (int h = item.h0; h < item.h1; ++h)
+              block_product(true, nb, n, d.Dh, scale, sg.raw ? qr_of(h) : q_of(h), sg.raw ? ldr : ldq,
+                            sg.rows.plus(j0 * k.ld + (h / group) * d.Dh), ld, 0.0f, S_of(h) + sg.col + j0,
+                            ldS);
           }
-          for (int64_t e = 0; e < ne; ++e)
-            if (k.memory_positions[e] > t - W) row[nw + nf + e] = ninf;
-          for (int64_t e = 0; e < nr; ++e)
-            if (k.retrieved_positions[g][e] > t - W) row[nw + nf + ne + e] = ninf;
-          // The window holds t itself, so some column is visible and the sum is at least 1.
-          const int n_cols = static_cast<int>(cols);
-          const float mx = max_of(row, n_cols);
-          const float inv = 1.0f / exp_shifted(row, n_cols, mx);
+        for (int h = item.h0; h < item.h1; ++h) {
+          const int g = h / group;
+          const int64_t nr = k.retrieved != nullptr ? k.retrieved_count[g] : 0;
+          if (nr > 0)
+            block_product(true, nb, static_cast<int>(nr), d.Dh, scale, qr_of(h), ldr, {k.retrieved[g]},
+                          2 * d.Dh, 0.0f, S_of(h) + nw + nf + ne, ldS);
+          // Mask what each query may not read, then softmax its row (masked weights are exactly 0).
+          for (int i = 0; i < nb; ++i) {
+            const int64_t t = a + i;
+            const StepSpans sp = step_spans(k, t, W);
+            float* row = S_of(h) + static_cast<int64_t>(i) * cols;
+            const float ninf = -std::numeric_limits<float>::infinity();
+            // Window columns outside [sp.wlo, sp.whi] and fading ones outside [sp.flo, sp.fhi] (ranges, as
+            // both sets are consecutive positions); memory and retrieved entries one by one; columns past
+            // this head's retrieved entries.
+            const int64_t w0 = std::clamp<int64_t>(sp.wlo - wlo, 0, nw),
+                          w1 = std::clamp<int64_t>(sp.whi - wlo + 1, w0, nw);
+            std::fill(row, row + w0, ninf);
+            std::fill(row + w1, row + nw, ninf);
+            if (nf > 0) {
+              const int64_t f0 = std::clamp<int64_t>(sp.flo - flo, 0, nf),
+                            f1 = std::clamp<int64_t>(sp.fhi - flo + 1, f0, nf);
+              std::fill(row + nw, row + nw + f0, ninf);
+              std::fill(row + nw + f1, row + nw + nf, ninf);
+            }
+            for (int64_t e = 0; e < ne; ++e)
+              if (k.memory_positions[e] > t - W) row[nw + nf + e] = ninf;
+            for (int64_t e = 0; e < nr; ++e)
+              if (k.retrieved_positions[g][e] > t - W) row[nw + nf + ne + e] = ninf;
+            std::fill(row + nw + nf + ne + nr, row + cols, ninf);
+            // The window holds t itself, so some column is visible and the sum is at least 1.
+            const int n_cols = static_cast<int>(cols);
+            const float mx = max_of(row, n_cols);
+            const float inv = 1.0f / exp_shifted(row, n_cols, mx);
 #pragma omp simd
-          for (int c = 0; c < n_cols; ++c) row[c] *= inv;
+            for (int c = 0; c < n_cols; ++c) row[c] *= inv;
+          }
         }
-        float* ob = task.out + item.i0 * task.ldo + h * d.Dh;
-        const int ldo = static_cast<int>(task.ldo);
-        block_product(false, nb, d.Dh, static_cast<int>(nw), 1.0f, S.data(), ldS, wrows.plus(kvd + g * d.Dh),
-                      ld, 0.0f, ob, ldo);
-        if (nf > 0)
-          block_product(false, nb, d.Dh, static_cast<int>(nf), 1.0f, S.data() + nw, ldS,
-                        frows.plus(kvd + g * d.Dh), ld, 1.0f, ob, ldo);
-        if (ne > 0)
-          block_product(false, nb, d.Dh, static_cast<int>(ne), 1.0f, S.data() + nw + nf, ldS,
-                        RowsRef{k.memory, k.memory16}.plus(kvd + g * d.Dh), ld, 1.0f, ob, ldo);
-        if (nr > 0)
-          block_product(false, nb, d.Dh, static_cast<int>(nr), 1.0f, S.data() + nw + nf + ne, ldS,
-                        {k.retrieved[g] + d.Dh}, 2 * d.Dh, 1.0f, ob, ldo);
+        // out = P V over the same segments and blocks (the first product of each head sets out).
+        for (const Segment& sg : segments)
+          for (int64_t j0 = 0; j0 < sg.n; j0 += row_block) {
+            const int n = static_cast<int>(std::min(row_block, sg.n - j0));
+            for (int h = item.h0; h < item.h1; ++h)
+              block_product(false, nb, d.Dh, n, 1.0f, S_of(h) + sg.col + j0, ldS,
+                            sg.rows.plus(j0 * k.ld + kvd + (h / group) * d.Dh), ld,
+                            sg.col + j0 == 0 ? 0.0f : 1.0f, out_of(h), ldo);
+          }
+        for (int h = item.h0; h < item.h1; ++h) {
+          const int g = h / group;
+          const int64_t nr = k.retrieved != nullptr ? k.retrieved_count[g] : 0;
+          if (nr > 0)
+            block_product(false, nb, d.Dh, static_cast<int>(nr), 1.0f, S_of(h) + nw + nf + ne, ldS,
+                          {k.retrieved[g] + d.Dh}, 2 * d.Dh, 1.0f, out_of(h), ldo);
+        }
       });
   }
   errors.rethrow();

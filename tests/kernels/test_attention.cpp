@@ -382,6 +382,68 @@ TEST(AttentionStep, Bf16CachesReadAsTheirRoundedValues) {
   EXPECT_THROW(attention_step(&t, 1, cs.d), Error);
 }
 
+// A decode step over many sequences: each item walks one sequence's rows for all its heads, in blocks of
+// rows. Tasks of 1 to 4 queries at many positions (GQA, window + fading + memory, some with retrieved
+// entries of different counts per KV head, some with bf16 rows) in one call: each equals the reference.
+TEST(AttentionStep, ManyDecodeTasksInOneCallMatchTheReference) {
+  for (int Dh : {16, 24, 64}) {
+    const Case cs = make_case(1, 120, 4, 2, Dh, 40, true, true);
+    const Inputs p(cs, 51 + Dh);
+    Rng rng(13);
+    std::vector<StepCaches> caches;
+    std::vector<std::vector<uint16_t>> halves;
+    std::vector<std::pair<int, int>> blocks;
+    for (int t0 : {5, 39, 44, 80, 81, 100, 117}) {
+      const int n = std::min({1 + static_cast<int>(rng.below(4)), 40 - t0 % 40, cs.d.T - t0});
+      blocks.push_back({t0, n});
+      caches.push_back(caches_for(p, t0, n, static_cast<int>(rng.below(3))));
+    }
+    const std::vector<float> rows0 = test::random_vector(3 * 2 * Dh, 3),
+                             rows1 = test::random_vector(1 * 2 * Dh, 4);
+    const std::vector<int64_t> pos0 = {-1, 20, 60}, pos1 = {30};
+    const float* retrieved[2] = {rows0.data(), rows1.data()};
+    const int64_t* positions[2] = {pos0.data(), pos1.data()};
+    const int counts[2] = {3, 1};
+    const size_t tasks_n = blocks.size();
+    std::vector<std::vector<float>> fast(tasks_n), ref(tasks_n);
+    std::vector<StepAttentionTask> tasks;
+    halves.resize(3 * tasks_n);
+    for (size_t i = 0; i < tasks_n; ++i) {
+      fast[i].assign(static_cast<size_t>(blocks[i].second) * p.qd, -7.0f);
+      ref[i] = fast[i];
+      StepAttentionTask t = task_for(p, caches[i], blocks[i].first, blocks[i].second, fast[i].data());
+      if (i % 2 == 1) {  // the rows as bf16
+        const auto half = [](const std::vector<float>& x, std::vector<uint16_t>& h) {
+          h.resize(x.size());
+          for (size_t j = 0; j < x.size(); ++j) h[j] = round_to_bf16(x[j]);
+          return h.data();
+        };
+        t.keys.window16 = half(caches[i].window, halves[3 * i]);
+        t.keys.window = nullptr;
+        t.keys.fading16 = half(caches[i].fading, halves[3 * i + 1]);
+        t.keys.fading = nullptr;
+        if (t.keys.memory != nullptr) {
+          t.keys.memory16 = half(caches[i].memory, halves[3 * i + 2]);
+          t.keys.memory = nullptr;
+        }
+      }
+      if (i % 3 != 0 && t.keys.memory_count >= 0) {
+        t.keys.retrieved = retrieved;
+        t.keys.retrieved_positions = positions;
+        t.keys.retrieved_count = counts;
+      }
+      tasks.push_back(t);
+    }
+    attention_step(tasks.data(), tasks.size(), cs.d);
+    for (size_t i = 0; i < tasks_n; ++i) {
+      StepAttentionTask t = tasks[i];
+      t.out = ref[i].data();
+      attention_step_reference(&t, 1, cs.d);
+      EXPECT_LT(test::relative_error(fast[i], ref[i]), 1e-5) << "Dh " << Dh << " task " << i;
+    }
+  }
+}
+
 // Entries read from a store: visible to query t only when p <= t - W (p = -1, an earlier run's, always),
 // read with the unrotated query; the fast kernel agrees with the reference, and an entry that is visible
 // changes the output while an invisible one does not.
