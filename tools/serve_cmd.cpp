@@ -63,13 +63,14 @@ int run_serve(ServeOptions o) {
   o.http.limits.max_n = std::min(o.http.limits.max_n, o.scheduler.max_batch);
 
   // The sequences' template: empty, with the store (one per B layer, shared by every sequence) attached.
-  Session store_owner(model, parse_kv_storage(o.kv_storage, "--kv-storage"));
+  const KvStorage storage = parse_kv_storage(o.kv_storage, "--kv-storage");
+  Session store_owner(model, storage);
   if (!o.store_dir.empty())
     for (const std::string& notice : store_owner.attach_store(o.store_dir, o.retrieve, false))
       std::fprintf(stderr, "[serve] %s\n", notice.c_str());
   PrefixCache cache(static_cast<size_t>(o.cache_mib) << 20, o.cache_every);
   if (!o.cache_dir.empty()) {
-    for (const std::string& notice : cache.load(o.cache_dir, model))
+    for (const std::string& notice : cache.load(o.cache_dir, model, storage))
       std::fprintf(stderr, "[serve] %s\n", notice.c_str());
     const PrefixCacheStats s = cache.stats();
     std::fprintf(stderr, "[serve] prefix cache: %zu entries (%.1f MiB) read from %s\n", s.entries,

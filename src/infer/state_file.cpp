@@ -158,18 +158,14 @@ void save_sequence_state(const std::string& path, const SequenceState& state, co
     add_i64("prefix_tokens", std::vector<int64_t>(prefix_tokens->begin(), prefix_tokens->end()));
   }
   std::string letters;
-  KvStorage storage = KvStorage::f32;
-  for (const LayerState& st : state.layers) {
-    letters += st.kind;
-    if (st.kv.bf16() || st.kvf.bf16() || st.memory.bf16_rows()) storage = KvStorage::bf16;
-  }
+  for (const LayerState& st : state.layers) letters += st.kind;
   write_safetensors(path, items,
                     {{"format", kStateFormat},
                      {"format_version", std::to_string(kStateVersion)},
                      {"fingerprint", hex64(model.fingerprint())},
                      {"position", std::to_string(state.position)},
                      {"layers", letters},
-                     {"kv_storage", kv_storage_name(storage)}},
+                     {"kv_storage", kv_storage_name(state.storage())}},
                     "state file");
 }
 

@@ -28,6 +28,12 @@ double SequenceState::decode_read_bytes() const {
   return n;
 }
 
+KvStorage SequenceState::storage() const {
+  for (const LayerState& l : layers)
+    if (l.kv.bf16() || l.kvf.bf16() || l.memory.bf16_rows()) return KvStorage::bf16;
+  return KvStorage::f32;
+}
+
 SequenceState empty_sequence_state(const ModelConfig& cfg, KvStorage storage) {
   SequenceState s;
   s.layers.resize(cfg.layers.size());

@@ -18,6 +18,7 @@ struct SequenceState {
   std::vector<LayerState> layers;
   size_t bytes() const;              // the state proper, summed over the layers
   double decode_read_bytes() const;  // what the next one-token step reads of it (LayerState's)
+  KvStorage storage() const;         // bf16 when any layer keeps its keys and values as bf16
 };
 
 // The empty state of a sequence (zeros before the first token) for this config, its attention keys and

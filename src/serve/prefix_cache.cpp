@@ -111,7 +111,7 @@ size_t PrefixCache::save(const std::string& dir, const Model& model) {
   return written;
 }
 
-std::vector<std::string> PrefixCache::load(const std::string& dir, const Model& model) {
+std::vector<std::string> PrefixCache::load(const std::string& dir, const Model& model, KvStorage storage) {
   std::vector<std::string> notices;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return notices;
@@ -130,6 +130,13 @@ std::vector<std::string> PrefixCache::load(const std::string& dir, const Model& 
         notices.push_back("prefix cache: skipped '" + path.string() + "' (its " +
                           std::to_string(tokens.size()) + " tokens are not a multiple of the interval " +
                           std::to_string(every_) + ")");
+        continue;
+      }
+      // A state kept in the other storage would continue differently from this server's own prefill.
+      if (state.storage() != storage) {
+        notices.push_back("prefix cache: skipped '" + path.string() + "' (its keys and values are " +
+                          kv_storage_name(state.storage()) + ", this server keeps " +
+                          kv_storage_name(storage) + ")");
         continue;
       }
       std::lock_guard<std::mutex> lock(mu_);

@@ -49,7 +49,8 @@ class PrefixCache {
   size_t save(const std::string& dir, const Model& model);
   // Reads the <key>.state files in dir (a missing dir is empty); a file that is not a valid state of this
   // model with its tokens is reported in the returned notices and left alone.
-  std::vector<std::string> load(const std::string& dir, const Model& model);
+  std::vector<std::string> load(const std::string& dir, const Model& model,
+                                KvStorage storage = KvStorage::f32);
 
  private:
   struct Entry {

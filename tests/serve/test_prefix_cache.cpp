@@ -3,6 +3,7 @@
 // files are skipped.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -105,6 +106,16 @@ TEST_F(PrefixCacheTest, EntriesSurviveSaveAndLoadAndDamagedFilesAreSkipped) {
   PrefixCache foreign(size_t{64} << 20, 8);
   EXPECT_EQ(foreign.load(path("c"), other).size(), 4u);
   EXPECT_EQ(foreign.stats().entries, 0u);
+  // A server that keeps bf16 keys and values skips the f32 states (they would not continue as its own
+  // prefill does), naming why.
+  PrefixCache half(size_t{64} << 20, 8);
+  const std::vector<std::string> skipped = half.load(path("c"), *model_, KvStorage::bf16);
+  EXPECT_EQ(skipped.size(), 4u);
+  EXPECT_EQ(half.stats().entries, 0u);
+  EXPECT_EQ(std::count_if(
+                skipped.begin(), skipped.end(),
+                [](const std::string& n) { return n.find("this server keeps bf16") != std::string::npos; }),
+            2);
 }
 
 }  // namespace

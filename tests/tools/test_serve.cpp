@@ -259,6 +259,23 @@ TEST_F(Serve, CompletionsMatchGenerateWithAndWithoutStreaming) {
   EXPECT_EQ(server.stop(), 0);
 }
 
+// --kv-storage bf16: the server's sequences keep their keys and values as bf16 and produce what generate
+// produces with the same storage (greedy, token for token; the prompt runs past 2W, so window, fading and
+// memory rows are all rounded).
+TEST_F(Serve, Bf16KeysAndValuesServeWhatGenerateProducesWithThem) {
+  Server server("--model-name model --kv-storage bf16", log());
+  ASSERT_GT(server.port(), 0);
+  const std::vector<int32_t> prompt = test::random_tokens(40, 256, 4);
+  const json expected =
+      generate("-n 16 -t 0 --kv-storage bf16 --ids -p '" + ids_text(prompt) + "'")["tokens"];
+  const json got =
+      complete(server.port(),
+               {{"prompt", prompt}, {"max_tokens", 16}, {"temperature", 0}, {"return_token_ids", true}});
+  ASSERT_FALSE(got.is_null());
+  EXPECT_EQ(got["choices"][0]["token_ids"], expected);
+  EXPECT_EQ(server.stop(), 0);
+}
+
 TEST_F(Serve, ACacheHitGivesExactlyTheColdOutputAndSurvivesARestart) {
   const std::vector<int32_t> shared = test::random_tokens(150, 256, 7);
   std::vector<int32_t> a = shared, b = shared;
