@@ -17,6 +17,7 @@ curriculum with the steps it took, then the mean and spread over seeds. Finished
 
 Usage: scripts/mqar_curriculum.py [--out results/mqar_curriculum] [--models A_full,B] [--seeds 3]
                                   [--lr 2.1544e-3] [--model-lrs hybrid=1e-2] [--gaps 16,32,64] [--steps N]
+                                  [--long-range-steps N]
                                   [--jobs 2] [--threads 1]
 """
 import argparse
@@ -80,6 +81,9 @@ def main():
                          "standard task)")
     ap.add_argument("--gaps", default="16,32,64", help="gaps of the zero-shot evaluation")
     ap.add_argument("--steps", type=int, default=0, help="override train.steps of both stages (0 = the configs')")
+    ap.add_argument("--long-range-steps", type=int, default=0,
+                    help="override train.steps of the long-range stage only (0 = as --steps), e.g. a model whose "
+                         "standard stage needs the budget rule's 4x steps")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
@@ -105,7 +109,7 @@ def main():
         base = os.path.join(args.out, model, f"seed{seed}")
         std_dir, lr_dir = os.path.join(base, "standard"), os.path.join(base, "long_range")
         std_config = stage_config(model, "standard", model_lr[model], seed, args.steps)
-        lr_config = stage_config(model, "long_range", model_lr[model], seed, args.steps)
+        lr_config = stage_config(model, "long_range", model_lr[model], seed, args.long_range_steps or args.steps)
         shots_path = os.path.join(base, "zero_shot.json")
         ckpt = os.path.join(std_dir, "checkpoint.safetensors")
         if not os.path.exists(ckpt) and not (shots_cached(shots_path, gaps) and cached(lr_config, lr_dir)) and \
@@ -129,6 +133,7 @@ def main():
              f"Command: `scripts/mqar_curriculum.py --out {os.path.relpath(args.out, ROOT)} --models {args.models} "
              f"--seeds {args.seeds} --lr {args.lr}" + (f" --model-lrs {args.model_lrs}" if args.model_lrs else "")
              + f" --gaps {args.gaps}" + (f" --steps {args.steps}" if args.steps else "")
+             + (f" --long-range-steps {args.long_range_steps}" if args.long_range_steps else "")
              + f" --threads {args.threads} --jobs {args.jobs}`", "",
              "Stage 1 trains on the standard task; its model is evaluated as it is at each gap (zero-shot); "
              "stage 2 starts from its weights on the long-range task (gap 64). Accuracy on held-out batches; "

@@ -51,6 +51,9 @@ int main(int argc, char** argv) {
   s.feed(tokens.data(), static_cast<int64_t>(tokens.size()), nullptr, false, 4);
   s.save((dir / "state" / "eleven_tokens.safetensors").string());
   save_sequence_state((dir / "state" / "eleven_with_tokens.safetensors").string(), s.state(), model, &tokens);
+  Session half(model, KvStorage::bf16);  // keys and values kept as bf16 (metadata kv_storage)
+  half.feed(tokens.data(), static_cast<int64_t>(tokens.size()), nullptr, false, 4);
+  half.save((dir / "state" / "eleven_tokens_bf16.safetensors").string());
 
   const Tokenizer bytes = Tokenizer::load("byte");
   write_token_file((dir / "token_file" / "two_docs.bmtok").string(), bytes, {"hello world", "B'MOJO \xff"});

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The MQAR curriculum end to end at a tiny budget (3 steps a stage, one model, two seeds): stage 1 on the
+# The MQAR curriculum end to end at a tiny budget (3 steps, then 2, one model, two seeds): stage 1 on the
 # standard task, its zero-shot accuracy at two gaps, stage 2 from its weights (train --init) on the long
 # range task, the table; and a second call reuses every stage.  Usage: mqar_curriculum_smoke.sh BMOJO OUT_DIR
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 binary="$1" out="$2"
 rm -rf "$out"
-args=(--out "$out" --binary "$binary" --models A_full --model-lrs A_full=1e-3 --seeds 2 --steps 3 --gaps 16,64 --jobs 2)
+args=(--out "$out" --binary "$binary" --models A_full --model-lrs A_full=1e-3 --seeds 2 --steps 3 --long-range-steps 2
+  --gaps 16,64 --jobs 2)
 /usr/bin/python3 "$root/scripts/mqar_curriculum.py" "${args[@]}" >/dev/null
 for s in 0 1; do
   [ -f "$out/A_full/seed$s/standard/result.json" ]
@@ -20,6 +21,11 @@ grep -q "| A_full | 0.001 | 1 | " "$out/results.md"
 grep -q "zero-shot gap 64" "$out/results.md"
 /usr/bin/python3 -c 'import json, sys; assert json.load(open(sys.argv[1]))["train"]["lr"] == 1e-3' \
   "$out/A_full/seed0/long_range/config.json"
+# --long-range-steps: the second stage's own budget, the first keeps --steps.
+/usr/bin/python3 -c 'import json, sys; assert json.load(open(sys.argv[1]))["train"]["steps"] == 2' \
+  "$out/A_full/seed0/long_range/config.json"
+/usr/bin/python3 -c 'import json, sys; assert json.load(open(sys.argv[1]))["train"]["steps"] == 3' \
+  "$out/A_full/seed0/standard/config.json"
 # Everything is reused: the second call trains nothing (no log is rewritten).
 before=$(stat -c %Y "$out/A_full/seed0/long_range/train.log")
 sleep 1
