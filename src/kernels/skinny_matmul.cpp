@@ -31,6 +31,7 @@ constexpr int kKBlock = 256;    // NN register tiles: rows of B per pass (its pa
 constexpr int kAhead = 8;       // NN register tiles: rows of B prefetched ahead
 constexpr size_t kPartialBytes = 32 * 1024;  // NN: partial sums of a block of columns (in L2)
 constexpr int kKRows = 4;                    // NN: rows of B per pass over the block's partial sums
+constexpr int kKRowsOne = 16;                // the same for a single row of A (one-sequence decode)
 constexpr int kBRows = 4;                    // NT: rows of B per group
 
 inline float lane_sum(Vec v) {
@@ -39,27 +40,27 @@ inline float lane_sum(Vec v) {
   return s;
 }
 
-// Y[r, :nc] += sum_{i < kKRows} A[r, i] B[i, :nc] for rows r < R: each vector of B loaded once for the R
-// rows (the kKRows x R coefficients in registers).
-template <int R>
+// Y[r, :nc] += sum_{i < KR} A[r, i] B[i, :nc] for rows r < R: each vector of B loaded once for the R
+// rows (the KR x R coefficients in registers).
+template <int R, int KR>
 void nn_rows(const float* A, int lda, const float* b, int ldb, float* Y, int ldy, int nc, int nv) {
-  float a[R][kKRows];
+  float a[R][KR];
   for (int r = 0; r < R; ++r)
-    for (int i = 0; i < kKRows; ++i) a[r][i] = A[static_cast<int64_t>(r) * lda + i];
+    for (int i = 0; i < KR; ++i) a[r][i] = A[static_cast<int64_t>(r) * lda + i];
   for (int v = 0; v < nv; ++v) {
     const int o = v * kLanes;
-    Vec w[kKRows];
-    for (int i = 0; i < kKRows; ++i) w[i] = load(b + static_cast<int64_t>(i) * ldb + o);
+    Vec w[KR];
+    for (int i = 0; i < KR; ++i) w[i] = load(b + static_cast<int64_t>(i) * ldb + o);
     for (int r = 0; r < R; ++r) {
       float* y = Y + static_cast<int64_t>(r) * ldy + o;
       Vec acc = load(y);
-      for (int i = 0; i < kKRows; ++i) acc += a[r][i] * w[i];
+      for (int i = 0; i < KR; ++i) acc += a[r][i] * w[i];
       store(y, acc);
     }
   }
   for (int j = nv * kLanes; j < nc; ++j)
     for (int r = 0; r < R; ++r)
-      for (int i = 0; i < kKRows; ++i)
+      for (int i = 0; i < KR; ++i)
         Y[static_cast<int64_t>(r) * ldy + j] += a[r][i] * b[static_cast<int64_t>(i) * ldb + j];
 }
 
@@ -73,12 +74,17 @@ void nn_partial(int M, int N, int k0, int k1, const float* A, int lda, const flo
     float* Y = P + cb;
     for (int r = 0; r < M; ++r) std::fill_n(Y + static_cast<int64_t>(r) * N, nc, 0.0f);
     int k = k0;
+    // One row of A: kKRowsOne rows of B per pass (16 loads in flight for one load and store of the partial
+    // sums; the 106M-parameter model's one-sequence decode +4-8% over 4 rows on the Zen 4 of 2026-12-07).
+    if (M == 1)
+      for (; k + kKRowsOne <= k1; k += kKRowsOne)
+        nn_rows<1, kKRowsOne>(A + k, lda, B + static_cast<int64_t>(k) * ldb + cb, ldb, Y, N, nc, nv);
     for (; k + kKRows <= k1; k += kKRows) {
       const float* b = B + static_cast<int64_t>(k) * ldb + cb;
       for (int r0 = 0; r0 < M; r0 += kRowTileNN)
         dispatch_rows<kRowTileNN>(std::min(kRowTileNN, M - r0), [&](auto R) {
-          nn_rows<decltype(R)::value>(A + static_cast<int64_t>(r0) * lda + k, lda, b, ldb,
-                                      Y + static_cast<int64_t>(r0) * N, N, nc, nv);
+          nn_rows<decltype(R)::value, kKRows>(A + static_cast<int64_t>(r0) * lda + k, lda, b, ldb,
+                                              Y + static_cast<int64_t>(r0) * N, N, nc, nv);
         });
     }
     for (; k < k1; ++k) {
