@@ -73,8 +73,18 @@ def run_one(binary, config, run_dir, threads, extra_args=()):
     in result.json)."""
     result_path = os.path.join(run_dir, "result.json")
     config_path = os.path.join(run_dir, "config.json")
-    if os.path.exists(result_path) and os.path.exists(config_path) and load(config_path) == config:
-        return load(result_path)
+    if os.path.exists(result_path) and os.path.exists(config_path):
+        old = load(config_path)
+        if old == config:
+            return load(result_path)
+        # A finished run is never replaced silently: two settings can name one directory (learning rates
+        # that print alike), and a rerun would overwrite a result that docs and git hold.
+        changed = [f"{section}.{key}: {old.get(section, {}).get(key)} -> {config[section].get(key)}"
+                   for section in sorted(set(old) | set(config)) if isinstance(config.get(section), dict)
+                   for key in sorted(set(old.get(section, {})) | set(config[section]))
+                   if old.get(section, {}).get(key) != config[section].get(key)]
+        sys.exit(f"mqar_suite: {run_dir} holds a finished run of another config ({'; '.join(changed) or 'layout'}); "
+                 "give the settings it was run with, or remove that directory to run it again")
     os.makedirs(run_dir, exist_ok=True)
     with open(config_path, "w") as f:
         json.dump(config, f, indent=1)

@@ -21,5 +21,19 @@ grep -q "x4 tried" "$out/results.md"
 grep -q "| 8 | .* | 0.001 | .* ± .* (2) |" "$out/results.md"
 grep -q "<svg" "$out/recall.svg"
 grep -q "<svg" "$out/capacity.svg"
+# A finished run is never replaced by a run of another config under the same directory: the suite stops,
+# naming the run and what differs, and the result stays.
+run="$out/runs/standard/B/lr0.001"
+/usr/bin/python3 - "$run/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); c["train"]["lr"] = 0.0011; json.dump(c, open(sys.argv[1], "w"))
+PY
+before=$(md5sum < "$run/result.json")
+if /usr/bin/python3 "$root/scripts/mqar_suite.py" --out "$out" --binary "$binary" --steps 3 --models B \
+  --tasks standard --lrs 1e-3 --capacities 8,16 --capacity-lrs 1e-3 --seeds 2 --jobs 1 >/dev/null 2>"$out/refused.txt"; then
+  echo "the suite replaced a finished run of another config" >&2; exit 1
+fi
+grep -q "holds a finished run of another config (train.lr: 0.0011 -> 0.001)" "$out/refused.txt"
+[ "$(md5sum < "$run/result.json")" = "$before" ]
 /usr/bin/python3 "$root/scripts/lm_suite.py" --help >/dev/null
 echo "mqar suite smoke test: runs, budget rule, seeds, tables and charts written to $out"
