@@ -45,7 +45,7 @@ if grep -q avx512f /proc/cpuinfo; then
   cmake -S . -B build-avx2 -DCMAKE_BUILD_TYPE=Release -DBMOJO_MARCH=x86-64-v3 -DBMOJO_BENCHMARKS=OFF \
     -DCMAKE_CXX_FLAGS=-Werror >/dev/null
   cmake --build build-avx2 -j "$(nproc)" --target bmojo_tests bmojo
-  build-avx2/bmojo_tests --gtest_filter='RmsNorm.*:Linear.*:SwiGlu.*:Embedding.*:Rope.*:Attention.*:CausalConv.*:Scan.*:CrossEntropy.*:FastExp.*:FastLog1p.*:FastSoftplus.*:SumLanes.*:SoftmaxRowHelpers.*:Bf16Convert.*:Bf16Matmul.*:Matmul.*:SkinnyMatmul.*:PackedMatmul.*:AttentionStep.*:Shapes/*:Patterns/KernelPaths.*:Distributed.*'
+  build-avx2/bmojo_tests --gtest_filter='RmsNorm.*:Linear.*:SwiGlu.*:Embedding.*:Rope.*:Attention.*:CausalConv.*:Scan.*:CrossEntropy.*:FastExp.*:FastLog1p.*:FastSoftplus.*:SumLanes.*:SoftmaxRowHelpers.*:Bf16Convert.*:Bf16Matmul.*:Matmul.*:SkinnyMatmul.*:PackedMatmul.*:AttentionStep.*:Shapes/*:Patterns/KernelPaths.*:Batch.*:Letters/BatchEqualsParallel.*:Distributed.*'
 else
   cmake -S . -B build-avx512 -DCMAKE_BUILD_TYPE=Release -DBMOJO_MARCH=x86-64-v4 -DBMOJO_BENCHMARKS=OFF \
     -DBMOJO_TESTS=OFF -DCMAKE_CXX_FLAGS="-Werror -mavx512bf16" >/dev/null

@@ -3,6 +3,7 @@
 // about 16 GB/s on this model's operands, a tenth of the bf16 step (`bmojo bench --profile`,
 // matmul_bf16_convert; docs/performance.md, session 6).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -23,6 +24,15 @@ inline float bf16_to_float(uint16_t h) {
   float x;
   std::memcpy(&x, &bits, sizeof x);
   return x;
+}
+
+// out[i] = round_to_bf16(x[i]) and out[i] = bf16_to_float(h[i]) for i < n: the definitions over a run of
+// values (a state's key/value rows).
+inline void round_to_bf16(uint16_t* out, const float* x, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = round_to_bf16(x[i]);
+}
+inline void bf16_to_float(float* out, const uint16_t* h, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = bf16_to_float(h[i]);
 }
 
 // out (rows, cols) dense = round_to_bf16 of x (rows, cols) with leading dimension ld. Threads over rows for

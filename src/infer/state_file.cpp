@@ -116,13 +116,10 @@ void save_sequence_state(const std::string& path, const SequenceState& state, co
     }
     for (const auto& [name, rows] : {std::pair{"kv", &st.kv}, std::pair{"kvf", &st.kvf}}) {
       if (rows->width == 0) continue;
+      // F32 whatever the storage (bf16 widens exactly; the metadata says to round it back).
       const int64_t from = rows->readable_first();
-      if (rows->bf16()) {  // written widened to F32 (exact); the metadata says to round them back
-        gathered.push_back(rows->rows_f32(from, rows->end() - from));
-        add(p + name, {rows->end() - from, rows->width}, gathered.back().data());
-      } else {
-        add(p + name, {rows->end() - from, rows->width}, rows->row(from));
-      }
+      gathered.push_back(rows->rows_f32(from, rows->end() - from));
+      add(p + name, {rows->end() - from, rows->width}, gathered.back().data());
     }
     if (!parts.eidetic) continue;
     add(p + "y_prev", {cfg.d_model}, st.y_prev.data());
@@ -139,12 +136,8 @@ void save_sequence_state(const std::string& path, const SequenceState& state, co
     add_i64(p + "memory_positions", std::move(positions));
     gathered.push_back(std::move(scores));
     add(p + "memory_scores", {n}, gathered.back().data());
-    if (st.memory.bf16_rows()) {
-      gathered.push_back(st.memory.rows_f32());
-      add(p + "memory_kv", {n, 2 * kvd}, gathered.back().data());
-    } else {
-      add(p + "memory_kv", {n, 2 * kvd}, st.memory.rows().data());
-    }
+    gathered.push_back(st.memory.rows_f32());
+    add(p + "memory_kv", {n, 2 * kvd}, gathered.back().data());
     for (size_t g = 0; g < st.retrieved_positions.size(); ++g) {
       const std::string r = p + "retrieved" + std::to_string(g);
       add_i64(r + "_positions", st.retrieved_positions[g]);

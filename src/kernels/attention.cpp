@@ -632,8 +632,7 @@ void block_product(bool trans_b, int M, int N, int K, float alpha, const float* 
     thread_local std::vector<float> wide;
     wide.resize(static_cast<size_t>(rows) * cols);
     for (int r = 0; r < rows; ++r)
-      for (int c = 0; c < cols; ++c)
-        wide[static_cast<size_t>(r) * cols + c] = bf16_to_float(B.h[r * ldb + c]);
+      bf16_to_float(wide.data() + static_cast<size_t>(r) * cols, B.h + static_cast<int64_t>(r) * ldb, cols);
     matmul(false, trans_b, M, N, K, alpha, A, lda, wide.data(), cols, beta, C, ldc);
     return;
   }
@@ -689,19 +688,15 @@ void attention_step_reference(const StepAttentionTask* tasks, size_t count, cons
     const StepAttentionTask& task = tasks[ti];
     check_step_task(task, d);
     StepKeys k = task.keys;
-    // bf16 rows widened to fp32 copies of the rows [first, t0 + n).
-    const auto widened = [&](const uint16_t* rows, int64_t first, std::vector<float>& out) {
-      out.resize(static_cast<size_t>((task.t0 + task.n - first) * k.ld));
-      for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_float(rows[i]);
+    // bf16 rows widened to fp32 copies of `rows` rows.
+    const auto widened = [&](const uint16_t* h, int64_t rows, std::vector<float>& out) {
+      out.resize(static_cast<size_t>(rows * k.ld));
+      bf16_to_float(out.data(), h, out.size());
       return out.data();
     };
-    if (k.window16 != nullptr) k.window = widened(k.window16, k.window_first, window_wide);
-    if (k.fading16 != nullptr) k.fading = widened(k.fading16, k.fading_first, fading_wide);
-    if (k.memory16 != nullptr) {
-      memory_wide.resize(static_cast<size_t>(k.memory_count) * k.ld);
-      for (size_t i = 0; i < memory_wide.size(); ++i) memory_wide[i] = bf16_to_float(k.memory16[i]);
-      k.memory = memory_wide.data();
-    }
+    if (k.window16 != nullptr) k.window = widened(k.window16, task.t0 + task.n - k.window_first, window_wide);
+    if (k.fading16 != nullptr) k.fading = widened(k.fading16, task.t0 + task.n - k.fading_first, fading_wide);
+    if (k.memory16 != nullptr) k.memory = widened(k.memory16, k.memory_count, memory_wide);
     for (int i = 0; i < task.n; ++i) {
       const int64_t t = task.t0 + i;
       const StepSpans sp = step_spans(k, t, d.window);

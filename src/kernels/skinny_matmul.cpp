@@ -31,8 +31,14 @@ constexpr int kKBlock = 256;    // NN register tiles: rows of B per pass (its pa
 constexpr int kAhead = 8;       // NN register tiles: rows of B prefetched ahead
 constexpr size_t kPartialBytes = 32 * 1024;  // NN: partial sums of a block of columns (in L2)
 constexpr int kKRows = 4;                    // NN: rows of B per pass over the block's partial sums
-constexpr int kKRowsOne = 16;                // the same for a single row of A (one-sequence decode)
-constexpr int kBRows = 4;                    // NT: rows of B per group
+// The same for a single row of A (one-sequence decode): 16 with AVX-512's 32 registers (measured there);
+// the AVX2 build, whose 16 registers would spill, keeps 4.
+#if defined(__AVX512F__)
+constexpr int kKRowsOne = 16;
+#else
+constexpr int kKRowsOne = kKRows;
+#endif
+constexpr int kBRows = 4;  // NT: rows of B per group
 
 inline float lane_sum(Vec v) {
   float s = 0.0f;
@@ -76,7 +82,7 @@ void nn_partial(int M, int N, int k0, int k1, const float* A, int lda, const flo
     int k = k0;
     // One row of A: kKRowsOne rows of B per pass (16 loads in flight for one load and store of the partial
     // sums; the 106M-parameter model's one-sequence decode +4-8% over 4 rows on the Zen 4 of 2026-12-07).
-    if (M == 1)
+    if (M == 1 && kKRowsOne != kKRows)
       for (; k + kKRowsOne <= k1; k += kKRowsOne)
         nn_rows<1, kKRowsOne>(A + k, lda, B + static_cast<int64_t>(k) * ldb + cb, ldb, Y, N, nc, nv);
     for (; k + kKRows <= k1; k += kKRows) {

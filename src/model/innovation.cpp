@@ -31,13 +31,13 @@ void EideticMemory::set_entries(std::vector<EideticEntry> entries, std::vector<f
     return;
   }
   rows16_.resize(rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) rows16_[i] = round_to_bf16(rows[i]);
+  round_to_bf16(rows16_.data(), rows.data(), rows.size());
 }
 
 std::vector<float> EideticMemory::rows_f32() const {
   if (!bf16_) return rows_;
   std::vector<float> out(rows16_.size());
-  for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_float(rows16_[i]);
+  bf16_to_float(out.data(), rows16_.data(), out.size());
   return out;
 }
 
@@ -62,9 +62,10 @@ void EideticMemory::promote_chunk(const float* scores, int64_t chunk_start,
   if (with_rows)
     for (const EideticEntry& e : candidates) {
       const float* r = chunk_rows + (e.position - chunk_start) * width_;
-      if (bf16_)
-        for (int c = 0; c < width_; ++c) rows16_.push_back(round_to_bf16(r[c]));
-      else
+      if (bf16_) {
+        rows16_.resize(rows16_.size() + width_);
+        round_to_bf16(rows16_.data() + rows16_.size() - width_, r, width_);
+      } else
         rows_.insert(rows_.end(), r, r + width_);
     }
   while (static_cast<int>(entries_.size()) > rule_.capacity) {
@@ -75,8 +76,10 @@ void EideticMemory::promote_chunk(const float* scores, int64_t chunk_start,
     if (evicted != nullptr) evicted->push_back(*victim);
     if (with_rows && bf16_) {
       const auto at = rows16_.begin() + (victim - entries_.begin()) * width_;
-      if (evicted_rows != nullptr)
-        for (auto it = at; it != at + width_; ++it) evicted_rows->push_back(bf16_to_float(*it));
+      if (evicted_rows != nullptr) {
+        evicted_rows->resize(evicted_rows->size() + width_);
+        bf16_to_float(evicted_rows->data() + evicted_rows->size() - width_, &*at, width_);
+      }
       rows16_.erase(at, at + width_);
     } else if (with_rows) {
       const auto at = rows_.begin() + (victim - entries_.begin()) * width_;

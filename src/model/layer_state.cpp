@@ -62,7 +62,7 @@ void append_rows(PositionRows& r, std::vector<T>& buf, const float* rows, int64_
 void PositionRows::append(const float* rows, int64_t ld, int64_t n) {
   if (bf16())
     append_rows(*this, data16, rows, ld, n, [](uint16_t* dst, const float* src, int64_t w) {
-      for (int64_t c = 0; c < w; ++c) dst[c] = round_to_bf16(src[c]);
+      round_to_bf16(dst, src, static_cast<size_t>(w));
     });
   else
     append_rows(*this, data, rows, ld, n,
@@ -73,8 +73,7 @@ std::vector<float> PositionRows::rows_f32(int64_t position, int64_t n) const {
   check(position >= first && position + n <= end() && n >= 0, "PositionRows: rows outside the buffer");
   if (!bf16()) return std::vector<float>(row(position), row(position) + n * width);
   std::vector<float> out(static_cast<size_t>(n) * width);
-  const uint16_t* src = row16(position);
-  for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_float(src[i]);
+  bf16_to_float(out.data(), row16(position), out.size());
   return out;
 }
 
@@ -87,7 +86,7 @@ void PositionRows::assign(std::vector<float> rows, int64_t first_position, int64
     return;
   }
   data16.resize(rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) data16[i] = round_to_bf16(rows[i]);
+  round_to_bf16(data16.data(), rows.data(), rows.size());
 }
 
 void LayerState::reset(char layer_kind, const ModelConfig& cfg, KvStorage storage) {
