@@ -259,16 +259,23 @@ def main():
         labels[args.capacity_task] = tl
         return c
 
+    def cap_lrs(cap):
+        """The ablation's learning rates for m. At the B model's own m its runs are B's cell, whose directories
+        are named by the rounded rate (lr_label): a capacity rate that names one of them is the cell's own."""
+        if cap != base_capacity:
+            return capacity_lrs
+        return [next((x for x in lrs if lr_label(x) == lr_label(lr)), lr) for lr in capacity_lrs]
+
     def capacity_best_lr(cap):
         """The ablation's learning rate for m (the first of the best, as in a cell's sweep)."""
-        accs = {lr: load(os.path.join(capacity_dir(cap, lr), "result.json"))["accuracy"] for lr in capacity_lrs}
-        return max(capacity_lrs, key=lambda lr: accs[lr]), accs
+        accs = {lr: load(os.path.join(capacity_dir(cap, lr), "result.json"))["accuracy"] for lr in cap_lrs(cap)}
+        return max(cap_lrs(cap), key=lambda lr: accs[lr]), accs
 
     def capacity_cell(cap):
         """One m of the ablation: its learning rates, then the best of them again with train.seed 1 .. N-1."""
-        if cap == base_capacity and "B" in models and args.capacity_task in tasks and set(capacity_lrs) <= set(lrs):
+        if cap == base_capacity and "B" in models and args.capacity_task in tasks and set(cap_lrs(cap)) <= set(lrs):
             return  # the B cell of that task runs these (never twice at once) and seeds its own best run
-        for lr in capacity_lrs:
+        for lr in cap_lrs(cap):
             sweep_run(f"capacity m={cap:>3} lr {lr_label(lr):>7}", capacity_config(cap, lr), capacity_dir(cap, lr))
         lr, _ = capacity_best_lr(cap)
         for seed in range(1, args.seeds):

@@ -35,5 +35,11 @@ if /usr/bin/python3 "$root/scripts/mqar_suite.py" --out "$out" --binary "$binary
 fi
 grep -q "holds a finished run of another config (train.lr: 0.0011 -> 0.001)" "$out/refused.txt"
 [ "$(md5sum < "$run/result.json")" = "$before" ]
+# At the B model's own m (32) the ablation is B's cell: a capacity rate that rounds to one of the cell's
+# rates (1.04e-3 and 1e-3 both name lr0.001) takes that run instead of refusing it as another config.
+/usr/bin/python3 "$root/scripts/mqar_suite.py" --out "$out/own_m" --binary "$binary" --steps 3 --models B \
+  --tasks long_range --lrs 1e-3 --capacities 32 --capacity-lrs 1.04e-3 --jobs 1 >/dev/null
+grep -q "| 32 | .* | 0.001 |" "$out/own_m/results.md"
+[ ! -d "$out/own_m/runs/capacity_long_range" ]
 /usr/bin/python3 "$root/scripts/lm_suite.py" --help >/dev/null
 echo "mqar suite smoke test: runs, budget rule, seeds, tables and charts written to $out"
