@@ -20,6 +20,7 @@
 #include "core/rng.hpp"
 #include "infer/session.hpp"
 #include "model/config.hpp"
+#include "model/flops.hpp"
 #include "model/model.hpp"
 #include "profile_table.hpp"
 #include "train/checkpoint.hpp"
@@ -108,10 +109,11 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model,
     check(n >= 1 && n <= 4096,
           "--concurrent: sequence counts must be in [1, 4096], got " + std::to_string(n));
   const double probe = o.bandwidth ? measure_read_bandwidth(num_threads()) : 0.0;
+  const double peak = o.bandwidth ? measure_fp32_peak(num_threads()).gflops : 0.0;
   if (!o.json) {
-    std::printf("%10s %10s %24s %18s %10s %8s %14s %12s %14s\n", "context", "sequences",
+    std::printf("%10s %10s %24s %18s %10s %8s %14s %12s %14s%s\n", "context", "sequences",
                 "decode tokens/s (all)", "per sequence", "vs one", "bound", "state bytes", "read/step",
-                "vs one, rounds");
+                "vs one, rounds", peak > 0.0 ? "  flops cap" : "");
   }
   Rng rng(c.train.seed);
   const size_t counts = o.concurrent.size();
@@ -158,6 +160,12 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model,
       // Decode of one sequence reads the weights and its state once per token: its GB/s against the probe.
       const double weights = decode_weight_bytes(model), bound = batching_bound(weights, read, seqs);
       const double gbs = seqs == 1 ? d.mean * (weights + read) / 1e9 : 0.0;
+      // The other ceiling: n sequences' step does n tokens' multiply-adds, so it takes at least n F / peak
+      // seconds, and n sequences can be at most t1 peak / F times one sequence (t1 = 1 / its tokens/s),
+      // whatever n is. A single sequence fast enough (its weights streaming from a cache, or memory fast
+      // against the FMA units) leaves batching little to gain; the bound above does not see that.
+      const double flops = forward_flops_per_token(c.model, static_cast<int>(n), 1.0);
+      const double cap = peak > 0.0 && one > 0.0 ? peak * 1e9 / (flops * one) : 0.0;
       if (o.json) {
         nlohmann::json j{{"layers", c.model.layers},
                          {"d_model", c.model.d_model},
@@ -179,19 +187,28 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model,
                          {"threads", num_threads()}};
         if (seqs == 1) j["decode_read_gb_per_s"] = gbs;
         if (probe > 0.0) j["read_bandwidth_gb_per_s"] = probe;
+        if (peak > 0.0) {
+          j["fp32_peak_gflops"] = peak;
+          j["decode_flops_per_token"] = flops;
+          j["flops_cap_vs_one"] = cap;
+        }
         if (o.profile) j["profile"] = profiles[i];
         std::cout << j.dump() << std::endl;
       } else {
         char rounds[48] = "";
         if (!round_ratios.empty()) std::snprintf(rounds, sizeof(rounds), "%.2f-%.2fx", lo, hi);
-        std::printf("%10lld %10lld %15.1f ± %-6.1f %18.1f %9.2fx %7.2fx %14zu %12.0f %14s\n",
+        char capped[24] = "";
+        if (cap > 0.0) std::snprintf(capped, sizeof(capped), " %9.2fx", cap);
+        std::printf("%10lld %10lld %15.1f ± %-6.1f %18.1f %9.2fx %7.2fx %14zu %12.0f %14s%s\n",
                     static_cast<long long>(n), static_cast<long long>(seqs), d.mean, d.sd, d.mean / seqs,
-                    ratio, bound, bytes, read, rounds);
+                    ratio, bound, bytes, read, rounds, capped);
         if (seqs == 1 && probe > 0.0)
           std::printf(
               "%21s one sequence reads %.1f MB per token: %.1f GB/s, %.0f%% of the %.1f GB/s read "
-              "bandwidth measured now\n",
-              "", (weights + read) / 1e6, gbs, 100.0 * gbs / probe, probe);
+              "bandwidth measured now;\n%21s it does %.1f MFLOP a token: %.1f GFLOP/s, against an fp32 peak "
+              "of %.0f GFLOP/s measured now (flops cap: %.2fx)\n",
+              "", (weights + read) / 1e6, gbs, 100.0 * gbs / probe, probe, "", flops / 1e6,
+              flops * d.mean / 1e9, peak, cap);
         if (o.profile) print_profile_rows(profiles[i]);
         std::fflush(stdout);
       }
@@ -308,7 +325,8 @@ Command infer_bench_command(CLI::App& app) {
                decltype(s->ib.concurrent)::value_type{1}, decltype(s->ib.concurrent)::value_type{4096});
   infer_bench->add_flag(
       "--bandwidth", s->ib.bandwidth,
-      "With --concurrent: measure the memory read bandwidth and one sequence's share of it");
+      "With --concurrent: measure the memory read bandwidth and the fp32 peak, one sequence's share of the "
+      "first and the flops cap on batching the second gives");
   infer_bench->add_flag("--profile", s->ib.profile,
                         "With --concurrent: where a decode step's time goes, by kernel (last repetition)");
   return {infer_bench, [s] { return (s->ib.fallback = default_config(), run_infer_bench(s->ib)); }};

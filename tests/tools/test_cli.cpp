@@ -208,9 +208,22 @@ TEST_F(Cli, InferBenchConcurrentProfile) {
   const Result half =
       run("infer-bench --config " + path("c.json") +
           " --set model.layers=AB --set model.window=4 --set model.k=2 --set model.m=3 --contexts 9 "
-          "--decode 3 --repeats 1 --concurrent 1,3 --json --threads 2 --kv-storage bf16");
+          "--decode 3 --repeats 1 --concurrent 1,3 --json --threads 2 --kv-storage bf16 --bandwidth");
   ASSERT_EQ(half.exit_code, 0) << half.err;
   const nlohmann::json h = nlohmann::json::parse(half.out.substr(half.out.rfind('{')));
+  // --bandwidth measures the read bandwidth and the fp32 peak too, and gives every count the flops cap:
+  // peak / (FLOPs a token x one sequence's tokens/s), the same for every count.
+  const nlohmann::json h1 = nlohmann::json::parse(half.out.substr(0, half.out.find('\n')));
+  ASSERT_TRUE(h.contains("flops_cap_vs_one")) << h.dump();
+  EXPECT_GT(h["fp32_peak_gflops"].get<double>(), 0.1);
+  EXPECT_GT(h["read_bandwidth_gb_per_s"].get<double>(), 0.1);
+  const double flops = h["decode_flops_per_token"];
+  EXPECT_GT(flops, 2.0 * lines[1]["weight_read_bytes_per_step"].get<double>() / sizeof(float) / 4.0);
+  EXPECT_NEAR(h["flops_cap_vs_one"].get<double>(),
+              h["fp32_peak_gflops"].get<double>() * 1e9 / (flops * h1["decode_tokens_per_s"].get<double>()),
+              1e-9 * h["flops_cap_vs_one"].get<double>());
+  EXPECT_DOUBLE_EQ(h1["flops_cap_vs_one"].get<double>(), h["flops_cap_vs_one"].get<double>());
+  EXPECT_FALSE(lines[1].contains("flops_cap_vs_one")) << "measured with --bandwidth only";
   EXPECT_EQ(h["kv_storage"], "bf16");
   EXPECT_EQ(lines[1]["kv_storage"], "f32");
   EXPECT_LT(h["state_bytes_per_sequence"].get<double>(), lines[1]["state_bytes_per_sequence"].get<double>());
