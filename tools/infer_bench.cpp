@@ -110,6 +110,7 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model,
           "--concurrent: sequence counts must be in [1, 4096], got " + std::to_string(n));
   const double probe = o.bandwidth ? measure_read_bandwidth(num_threads()) : 0.0;
   const double peak = o.bandwidth ? measure_fp32_peak(num_threads()).gflops : 0.0;
+  const NominalPeak nominal = o.bandwidth ? nominal_fp32_peak(num_threads()) : NominalPeak{};
   if (!o.json) {
     std::printf("%10s %10s %24s %18s %10s %8s %14s %12s %14s%s\n", "context", "sequences",
                 "decode tokens/s (all)", "per sequence", "vs one", "bound", "state bytes", "read/step",
@@ -189,6 +190,7 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model,
         if (probe > 0.0) j["read_bandwidth_gb_per_s"] = probe;
         if (peak > 0.0) {
           j["fp32_peak_gflops"] = peak;
+          j["nominal_fp32_peak_gflops"] = nominal.gflops;
           j["decode_flops_per_token"] = flops;
           j["flops_cap_vs_one"] = cap;
         }
@@ -206,9 +208,9 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model,
           std::printf(
               "%21s one sequence reads %.1f MB per token: %.1f GB/s, %.0f%% of the %.1f GB/s read "
               "bandwidth measured now;\n%21s it does %.1f MFLOP a token: %.1f GFLOP/s, against an fp32 peak "
-              "of %.0f GFLOP/s measured now (flops cap: %.2fx)\n",
+              "of %.0f GFLOP/s measured now (nominal %.0f: %s; flops cap: %.2fx)\n",
               "", (weights + read) / 1e6, gbs, 100.0 * gbs / probe, probe, "", flops / 1e6,
-              flops * d.mean / 1e9, peak, cap);
+              flops * d.mean / 1e9, peak, nominal.gflops, nominal.basis().c_str(), cap);
         if (o.profile) print_profile_rows(profiles[i]);
         std::fflush(stdout);
       }

@@ -216,6 +216,7 @@ TEST_F(Cli, InferBenchConcurrentProfile) {
   const nlohmann::json h1 = nlohmann::json::parse(half.out.substr(0, half.out.find('\n')));
   ASSERT_TRUE(h.contains("flops_cap_vs_one")) << h.dump();
   EXPECT_GT(h["fp32_peak_gflops"].get<double>(), 0.1);
+  EXPECT_GT(h["nominal_fp32_peak_gflops"].get<double>(), 0.1);
   EXPECT_GT(h["read_bandwidth_gb_per_s"].get<double>(), 0.1);
   const double flops = h["decode_flops_per_token"];
   EXPECT_GT(flops, 2.0 * lines[1]["weight_read_bytes_per_step"].get<double>() / sizeof(float) / 4.0);
