@@ -143,6 +143,15 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model,
         one = spread_of(rates[i]).mean;
         one_rounds = &rates[i];
       }
+    // The other ceiling: n sequences' step does n tokens' multiply-adds, so it takes at least n F / peak
+    // seconds, and n sequences can be at most t1 peak / F times one sequence (t1 = 1 / its tokens/s),
+    // whatever n is. A single sequence fast enough (its weights streaming from a cache, or memory fast
+    // against the FMA units) leaves batching little to gain; batching_bound does not see that. The peak
+    // is the larger of the measured and the nominal one: a thread descheduled during the short FMA loop
+    // halves the measurement, and a ceiling must not come out too low.
+    const double flops = forward_flops_per_token(c.model, static_cast<int>(n), 1.0);
+    const double top = std::max(peak, nominal.gflops);
+    const double cap = top > 0.0 && one > 0.0 ? top * 1e9 / (flops * one) : 0.0;
     for (size_t i = 0; i < counts; ++i) {
       const int64_t seqs = o.concurrent[i];
       const Spread d = spread_of(rates[i]);
@@ -161,15 +170,6 @@ int run_batched(const InferBenchOptions& o, const Config& c, const Model& model,
       // Decode of one sequence reads the weights and its state once per token: its GB/s against the probe.
       const double weights = decode_weight_bytes(model), bound = batching_bound(weights, read, seqs);
       const double gbs = seqs == 1 ? d.mean * (weights + read) / 1e9 : 0.0;
-      // The other ceiling: n sequences' step does n tokens' multiply-adds, so it takes at least n F / peak
-      // seconds, and n sequences can be at most t1 peak / F times one sequence (t1 = 1 / its tokens/s),
-      // whatever n is. A single sequence fast enough (its weights streaming from a cache, or memory fast
-      // against the FMA units) leaves batching little to gain; the bound above does not see that. The peak
-      // is the larger of the measured and the nominal one: a thread descheduled during the short FMA loop
-      // halves the measurement, and a ceiling must not come out too low.
-      const double flops = forward_flops_per_token(c.model, static_cast<int>(n), 1.0);
-      const double top = std::max(peak, nominal.gflops);
-      const double cap = top > 0.0 && one > 0.0 ? top * 1e9 / (flops * one) : 0.0;
       if (o.json) {
         nlohmann::json j{{"layers", c.model.layers},
                          {"d_model", c.model.d_model},
