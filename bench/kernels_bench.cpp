@@ -63,10 +63,13 @@ void BM_Attention(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * d.B * d.T);
 }
 
-// Args: T. B=8, C=512 (d_model 256, expand 2), N=16.
+// Args: T, then optionally B and C (default B=8, C=512: d_model 256, expand 2), N=16. The MQAR grid's
+// training shape is T 128, B 64, C 128 (d_model 64).
 template <bool kReference, bool kBackward>
 void BM_Scan(benchmark::State& state) {
-  ScanDims d{8, static_cast<int>(state.range(0)), 512, 16};
+  const int B = state.range(1) > 0 ? static_cast<int>(state.range(1)) : 8;
+  const int C = state.range(2) > 0 ? static_cast<int>(state.range(2)) : 512;
+  ScanDims d{B, static_cast<int>(state.range(0)), C, 16};
   const size_t n = static_cast<size_t>(d.B) * d.T * d.C;
   const int ldbc = 2 * d.N;
   auto x = random_vector(n, 3), dt = random_vector(n, 4),
@@ -290,10 +293,18 @@ BENCHMARK(BM_Attention<false, true>)
     ->Args({1024, 128, 1})
     ->Args({4096, 128, 1});
 BENCHMARK(BM_Attention<true, true>)->Name("attention_backward/reference")->Args({256, 0, 0});
-BENCHMARK(BM_Scan<false, false>)->Name("scan_forward/fast")->Arg(256)->Arg(1024);
-BENCHMARK(BM_Scan<true, false>)->Name("scan_forward/reference")->Arg(256);
-BENCHMARK(BM_Scan<false, true>)->Name("scan_backward/fast")->Arg(256)->Arg(1024);
-BENCHMARK(BM_Scan<true, true>)->Name("scan_backward/reference")->Arg(256);
+BENCHMARK(BM_Scan<false, false>)
+    ->Name("scan_forward/fast")
+    ->Args({256, 0, 0})
+    ->Args({1024, 0, 0})
+    ->Args({128, 64, 128});
+BENCHMARK(BM_Scan<true, false>)->Name("scan_forward/reference")->Args({256, 0, 0});
+BENCHMARK(BM_Scan<false, true>)
+    ->Name("scan_backward/fast")
+    ->Args({256, 0, 0})
+    ->Args({1024, 0, 0})
+    ->Args({128, 64, 128});
+BENCHMARK(BM_Scan<true, true>)->Name("scan_backward/reference")->Args({256, 0, 0});
 
 }  // namespace
 

@@ -46,6 +46,21 @@ inline int64_t idx(int b, int t, int T, int64_t width) {
   return (static_cast<int64_t>(b) * T + t) * width;
 }
 
+// The backward scan reads a group's few cache lines of each (b, t) row of x, dt and dy (and writes dx, ddt)
+// at a stride of a whole row: a pattern the hardware prefetchers do not follow, so every step waited on
+// memory. It asks for the lines kScanAhead steps ahead itself: B 64, T 128, C 128, N 16 (the MQAR grid's
+// shape), one thread on a Zen 4, 41.5-46.7 -> 33.6-38.2 ms (bmojo_kernel_bench scan_backward/fast/128/64/128,
+// alternating runs); 16 steps ahead was no better.
+constexpr int kScanAhead = 8;
+inline void prefetch_group(const float* row, int g0, int g1, bool write) {
+  for (int c = g0; c < g1; c += 16) {
+    if (write)
+      __builtin_prefetch(row + c, 1, 3);
+    else
+      __builtin_prefetch(row + c, 0, 3);
+  }
+}
+
 }  // namespace
 
 void selective_scan_forward_reference(float* y, const float* x, const float* dt, const float* A,
@@ -285,6 +300,11 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
           const float* prev = boundaries.data() + static_cast<size_t>(k) * step;
           for (int t = t0; t < t1; ++t) {
             const int64_t r = idx(b, t, d.T, d.C);
+            if (t + kScanAhead < d.T) {
+              const int64_t ra = idx(b, t + kScanAhead, d.T, d.C);
+              prefetch_group(dt + ra, g0, g1, false);
+              prefetch_group(x + ra, g0, g1, false);
+            }
             const float* Bt = Bm + idx(b, t, d.T, ldbc);
             float* st = chunk_states.data() + static_cast<size_t>(t - t0) * step;
             // (Only the N = 16 path keeps decays; elsewhere the buffer is empty and gets no offset.)
@@ -323,6 +343,12 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
           const int len = recompute_chunk(k);
           for (int t = t0 + len - 1; t >= t0; --t) {
             const int64_t r = idx(b, t, d.T, d.C);
+            if (t >= kScanAhead) {
+              const int64_t ra = idx(b, t - kScanAhead, d.T, d.C);
+              prefetch_group(dy + ra, g0, g1, false);
+              prefetch_group(dx + ra, g0, g1, true);
+              prefetch_group(ddt + ra, g0, g1, true);
+            }
             const float* Bt = Bm + idx(b, t, d.T, ldbc);
             const float* Ct = Cm + idx(b, t, d.T, ldbc);
             float* dBt = my_dB + idx(b, t, d.T, N);
