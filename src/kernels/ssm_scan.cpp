@@ -369,42 +369,51 @@ void scan_backward_fast(float* dx, float* ddt, float* dA, float* dBm, float* dCm
               if constexpr (kN == 16) {
                 // The per-channel sums behind dx and ddt are kept as vectors and summed a block at a time.
                 WV::V to_dx[kChannelBlock], to_ddt[kChannelBlock];
-                // dB and dC of step t sum over the block's channels: two register accumulators each, so that
-                // consecutive channels do not wait on one another.
-                WV::V dB_acc[2][kRowVecs], dC_acc[2][kRowVecs], Cv[kRowVecs], Bv[kRowVecs];
+                // dB and dC of step t sum over the block's channels: two accumulators each (even and odd
+                // channels), so that consecutive channels do not wait on one another. They are separate
+                // variables, not an array indexed by the channel's parity, which would keep them in memory.
+                WV::V dB0[kRowVecs], dC0[kRowVecs], dB1[kRowVecs], dC1[kRowVecs], Cv[kRowVecs], Bv[kRowVecs];
                 for (int v = 0; v < kRowVecs; ++v) {
-                  dB_acc[0][v] = WV::load(dBt + v * kL);
-                  dC_acc[0][v] = WV::load(dCt + v * kL);
-                  dB_acc[1][v] = dC_acc[1][v] = WV::zero();
+                  dB0[v] = WV::load(dBt + v * kL);
+                  dC0[v] = WV::load(dCt + v * kL);
+                  dB1[v] = dC1[v] = WV::zero();
                   Cv[v] = WV::load(Ct + v * kL);
                   Bv[v] = WV::load(Bt + v * kL);
                 }
-                for (int c = c0; c < c1; ++c) {
+                auto channel = [&](int c, WV::V* dB_acc, WV::V* dC_acc) __attribute__((always_inline)) {
                   const float dyc = dy[r + c], xc = x[r + c], dtc = dt[r + c];
                   const float* Ac = A + static_cast<int64_t>(c) * N;
                   float* dAc = dA + static_cast<int64_t>(c) * N;
                   float* gc = gblock + (c - c0) * N;
                   const WV::V dtv = WV::set1(dtc), dyv = WV::set1(dyc), xv = WV::set1(xc),
                               dtxv = WV::set1(dtc * xc);
+                  WV::V sum_gB = WV::zero(), sum_ddt = WV::zero();
                   for (int v = 0; v < kRowVecs; ++v) {
                     const int o = (c - c0) * N + v * kL;
                     const WV::V gv = WV::fmadd(dyv, Cv[v], WV::load(gc + v * kL));
-                    dC_acc[c & 1][v] = WV::fmadd(dyv, WV::load(st + o), dC_acc[c & 1][v]);
+                    dC_acc[v] = WV::fmadd(dyv, WV::load(st + o), dC_acc[v]);
                     const WV::V av = WV::load(decays + o);
                     const WV::V ga = WV::mul(WV::mul(gv, WV::load(sp + o)), av);
                     const WV::V gB = WV::mul(gv, Bv[v]);
-                    const WV::V ddt = WV::fmadd(ga, WV::load(Ac + v * kL), WV::mul(gB, xv));
-                    to_dx[c - c0] = v == 0 ? gB : WV::add(to_dx[c - c0], gB);
-                    to_ddt[c - c0] = v == 0 ? ddt : WV::add(to_ddt[c - c0], ddt);
-                    dB_acc[c & 1][v] = WV::fmadd(gv, dtxv, dB_acc[c & 1][v]);
+                    sum_gB = WV::add(sum_gB, gB);
+                    sum_ddt = WV::add(sum_ddt, WV::fmadd(ga, WV::load(Ac + v * kL), WV::mul(gB, xv)));
+                    dB_acc[v] = WV::fmadd(gv, dtxv, dB_acc[v]);
                     WV::store(dAc + v * kL, WV::fmadd(ga, dtv, WV::load(dAc + v * kL)));
                     WV::store(gc + v * kL, WV::mul(gv, av));
                   }
+                  to_dx[c - c0] = sum_gB;
+                  to_ddt[c - c0] = sum_ddt;
                   dDskip[c] += dyc * xc;
+                };
+                int c = c0;
+                for (; c + 1 < c1; c += 2) {
+                  channel(c, dB0, dC0);
+                  channel(c + 1, dB1, dC1);
                 }
+                if (c < c1) channel(c, dB0, dC0);
                 for (int v = 0; v < kRowVecs; ++v) {
-                  WV::store(dBt + v * kL, WV::add(dB_acc[0][v], dB_acc[1][v]));
-                  WV::store(dCt + v * kL, WV::add(dC_acc[0][v], dC_acc[1][v]));
+                  WV::store(dBt + v * kL, WV::add(dB0[v], dB1[v]));
+                  WV::store(dCt + v * kL, WV::add(dC0[v], dC1[v]));
                 }
                 for (int c = c1 - c0; c < kChannelBlock; ++c) to_dx[c] = to_ddt[c] = WV::zero();
                 float sum_dx[kChannelBlock], sum_ddt[kChannelBlock];
