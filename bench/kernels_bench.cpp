@@ -268,11 +268,16 @@ void StepShapesAndSmall(benchmark::internal::Benchmark* b) {
   StepShapes(b);
   b->Args({256, 256, 256});
 }
+// The MQAR grid's projections (d_model 64, 64 x 128 tokens a step): Mamba's input and output projections,
+// attention's query/key/value projection.
+void MqarShapes(benchmark::internal::Benchmark* b) {
+  b->Args({8192, 256, 64})->Args({8192, 64, 128})->Args({8192, 192, 64});
+}
 BENCHMARK(BM_Matmul<0>)->Name("matmul/bmojo_fp32")->Apply(StepShapes);
 BENCHMARK(BM_Matmul<1>)->Name("matmul/openblas_threads")->Apply(StepShapes);
 BENCHMARK(BM_Matmul<2>)->Name("matmul/bmojo_bf16")->Apply(StepShapes);
-BENCHMARK(BM_Matmul<3>)->Name("matmul/openblas_1thread")->Apply(StepShapesAndSmall);
-BENCHMARK(BM_MatmulOnednnF32)->Name("matmul/onednn_fp32")->Apply(StepShapes);
+BENCHMARK(BM_Matmul<3>)->Name("matmul/openblas_1thread")->Apply(StepShapesAndSmall)->Apply(MqarShapes);
+BENCHMARK(BM_MatmulOnednnF32)->Name("matmul/onednn_fp32")->Apply(StepShapes)->Apply(MqarShapes);
 BENCHMARK(BM_MatmulIndependentPerThread)
     ->Name("matmul/openblas_independent_per_thread")
     ->Apply(StepShapesAndSmall);
