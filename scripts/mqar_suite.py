@@ -20,10 +20,13 @@ stopped. Each run's config.json and result.json (a few hundred bytes, with the m
 tracked by git under results/ (.gitignore), so a grid too long for one sitting can be continued on another
 machine from a clone; logs and checkpoints stay untracked.
 
+--report trains nothing: it writes results.md and the charts (recall.svg, seeds.svg with each cell's seeds,
+capacity.svg) from the runs finished so far, marking the runs and cells not finished yet.
+
 Usage: scripts/mqar_suite.py [--out results/mqar] [--lrs 1e-4,4.6e-4,2.2e-3,1e-2] [--steps N]
                              [--threads N] [--jobs N] [--models A_full,B] [--tasks long_range]
                              [--seeds 3] [--solved 0.9]
-                             [--capacities 0,8,16,32,64] [--capacity-lrs 2.2e-3]
+                             [--capacities 0,8,16,32,64] [--capacity-lrs 2.2e-3] [--report]
 Charts are drawn by scripts/plots.py (matplotlib).
 """
 import argparse
@@ -68,9 +71,9 @@ def names(folder):
     return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json"))
 
 
-def run_one(binary, config, run_dir, threads, extra_args=()):
-    """Trains one config (extra_args: more `bmojo train` flags, e.g. --init); returns the summary dict (cached
-    in result.json)."""
+def finished(config, run_dir):
+    """The summary of a finished run of this config in run_dir (its result.json), or None where there is none
+    yet; a finished run of another config there stops the suite (see run_one)."""
     result_path = os.path.join(run_dir, "result.json")
     config_path = os.path.join(run_dir, "config.json")
     if os.path.exists(result_path) and os.path.exists(config_path):
@@ -85,6 +88,17 @@ def run_one(binary, config, run_dir, threads, extra_args=()):
                    if old.get(section, {}).get(key) != config[section].get(key)]
         sys.exit(f"mqar_suite: {run_dir} holds a finished run of another config ({'; '.join(changed) or 'layout'}); "
                  "give the settings it was run with, or remove that directory to run it again")
+    return None
+
+
+def run_one(binary, config, run_dir, threads, extra_args=()):
+    """Trains one config (extra_args: more `bmojo train` flags, e.g. --init); returns the summary dict (cached
+    in result.json)."""
+    done = finished(config, run_dir)
+    if done is not None:
+        return done
+    result_path = os.path.join(run_dir, "result.json")
+    config_path = os.path.join(run_dir, "config.json")
     os.makedirs(run_dir, exist_ok=True)
     with open(config_path, "w") as f:
         json.dump(config, f, indent=1)
@@ -146,9 +160,13 @@ def main():
     ap.add_argument("--capacities", default="0,8,16,32,64", help="m values for the ablation ('' = skip)")
     ap.add_argument("--capacity-task", default="long_range")
     ap.add_argument("--capacity-lrs", default="", help="learning rates of the ablation ('' = those of --lrs)")
+    ap.add_argument("--report", action="store_true",
+                    help="train nothing: write results.md and the charts from the runs already finished under "
+                         "--out, for the same options (a grid part-way: the cells and runs not finished yet are "
+                         "marked as such)")
     args = ap.parse_args()
 
-    if not os.path.exists(args.binary):
+    if not args.report and not os.path.exists(args.binary):
         sys.exit(f"mqar_suite: {args.binary} not found; build first (scripts/build.sh)")
     try:
         lrs = [float(x) for x in args.lrs.split(",") if x]
@@ -189,6 +207,12 @@ def main():
         return t.get("seq_len", 64) + t.get("gap", 0)
     order = sorted(tasks, key=lambda t: (cost(t), tasks.index(t)))
 
+    # The tables' columns: by sequence length, the standard task before the long-range ones.
+    def size(task):
+        t = load(os.path.join(SUITE, "tasks", task + ".json"))["data"]
+        return t.get("seq_len", 64), t.get("gap", 0), task
+    tasks = sorted(tasks, key=size)
+
     # The budget rule, the same for every model: a cell not solved at its best learning rate is rerun there
     # with 4x the steps (stopping, as every run, at the first evaluation that reaches train.stop_accuracy);
     # the cell keeps its best run and reports the steps that run used.
@@ -203,9 +227,16 @@ def main():
     lock = threading.Lock()
     first_pass = len(tasks) * len(models) * len(lrs) + len(capacities) * len(capacity_lrs)
     done = [0]
+    pending = {}  # (task, model) or m -> what of it has not finished yet (--report)
+
+    def get(c, run_dir):
+        """A run's summary: trained now if not finished (or, with --report, None)."""
+        return finished(c, run_dir) if args.report else run_one(args.binary, c, run_dir, args.threads)
 
     def sweep_run(what, c, run_dir):
-        s = run_one(args.binary, c, run_dir, args.threads)
+        s = get(c, run_dir)
+        if args.report:
+            return s
         with lock:
             done[0] += 1
             print(f"[{done[0]}/{first_pass}] {what}: accuracy {s['accuracy']:.3f} ({s.get('steps', 0)} steps, "
@@ -215,35 +246,59 @@ def main():
     best = {}  # (task, model) -> (accuracy, lr, summary)
     steps_used = {}  # (task, model) -> (factor of the best run, its steps, largest factor tried)
     spread = {}  # (task, model) -> (mean, std, n)
+    seed_accs = {}  # (task, model) -> the accuracy of each seed
     ablation = {}  # m -> (accuracy, lr)
 
     def cell(task, model):
         """One cell from start to end: the learning-rate sweep, the budget rule, the seeds."""
+        missing = []
         for lr in lrs:
             c, _, _ = config_for(model, task, lr)
             s = sweep_run(f"{task:>10} {model:>8} lr {lr_label(lr):>7}", c,
                           os.path.join(args.out, "runs", task, model, "lr" + lr_label(lr)))
+            if s is None:  # --report: not finished
+                missing.append("lr " + lr_label(lr))
+                continue
             if (task, model) not in best or s["accuracy"] > best[(task, model)][0]:
                 best[(task, model)] = (s["accuracy"], lr, s)
+        if missing:
+            # A sweep not finished has no best learning rate yet, so no budget run or seeds to look for.
+            pending[(task, model)] = missing if len(missing) < len(lrs) else ["not started"]
+            if (task, model) in best:
+                acc, lr, summary = best[(task, model)]
+                steps_used[(task, model)] = (1, summary.get("steps", 0), 1)
+            return
         acc, lr, summary = best[(task, model)]
         factor = best_factor = 1
         if acc < args.solved:
             factor = 4
             c, run_dir = rerun(task, model, lr, factor, 0)
-            s = run_one(args.binary, c, run_dir, args.threads)
-            print(f"budget rule: {task} {model} lr {lr_label(lr)} x{factor} steps: accuracy {s['accuracy']:.3f} "
-                  f"({s.get('steps', 0)} steps)", flush=True)
-            if s["accuracy"] > acc:
-                acc, summary, best_factor = s["accuracy"], s, factor
+            s = get(c, run_dir)
+            if s is None:
+                pending[(task, model)] = [f"the budget run (lr {lr_label(lr)}, x{factor} steps)"]
+                factor = 1
+            else:
+                if not args.report:
+                    print(f"budget rule: {task} {model} lr {lr_label(lr)} x{factor} steps: accuracy "
+                          f"{s['accuracy']:.3f} ({s.get('steps', 0)} steps)", flush=True)
+                if s["accuracy"] > acc:
+                    acc, summary, best_factor = s["accuracy"], s, factor
         steps_used[(task, model)] = (best_factor, summary.get("steps", 0), factor)
         best[(task, model)] = (acc, lr, summary)
+        if (task, model) in pending:
+            return
         # Seeds: the cell's best run again with train.seed 1 .. N-1 at the steps it ended with.
         if args.seeds > 1:
             accs = [acc]
             for seed in range(1, args.seeds):
                 c, run_dir = rerun(task, model, lr, best_factor, seed)
-                accs.append(run_one(args.binary, c, run_dir, args.threads)["accuracy"])
+                s = get(c, run_dir)
+                if s is None:
+                    pending.setdefault((task, model), []).append(f"seed {seed}")
+                else:
+                    accs.append(s["accuracy"])
             spread[(task, model)] = (*mean_sd(accs), len(accs))
+            seed_accs[(task, model)] = accs
 
     def capacity_dir(cap, lr, seed=0):
         # The ablation reuses the main B runs at the B model's own m.
@@ -267,14 +322,20 @@ def main():
         return [next((x for x in lrs if lr_label(x) == lr_label(lr)), lr) for lr in capacity_lrs]
 
     def capacity_best_lr(cap):
-        """The ablation's learning rate for m (the first of the best, as in a cell's sweep)."""
-        accs = {lr: load(os.path.join(capacity_dir(cap, lr), "result.json"))["accuracy"] for lr in cap_lrs(cap)}
-        return max(cap_lrs(cap), key=lambda lr: accs[lr]), accs
+        """The ablation's learning rate for m (the first of the best, as in a cell's sweep) and the accuracy of
+        each finished rate (with --report, None where none has finished)."""
+        paths = {lr: os.path.join(capacity_dir(cap, lr), "result.json") for lr in cap_lrs(cap)}
+        accs = {lr: load(p)["accuracy"] for lr, p in paths.items() if os.path.exists(p)}
+        if not accs:
+            return None, accs
+        return max((lr for lr in cap_lrs(cap) if lr in accs), key=lambda lr: accs[lr]), accs
 
     def capacity_cell(cap):
         """One m of the ablation: its learning rates, then the best of them again with train.seed 1 .. N-1."""
         if cap == base_capacity and "B" in models and args.capacity_task in tasks and set(cap_lrs(cap)) <= set(lrs):
             return  # the B cell of that task runs these (never twice at once) and seeds its own best run
+        if args.report:
+            return
         for lr in cap_lrs(cap):
             sweep_run(f"capacity m={cap:>3} lr {lr_label(lr):>7}", capacity_config(cap, lr), capacity_dir(cap, lr))
         lr, _ = capacity_best_lr(cap)
@@ -296,6 +357,11 @@ def main():
     capacity_spread = {}  # m -> (mean, std, n): the best learning rate's seeds that exist
     for cap in capacities:
         lr, accs = capacity_best_lr(cap)
+        missing = [f"lr {lr_label(x)}" for x in cap_lrs(cap) if x not in accs]
+        if missing:
+            pending[cap] = missing
+        if lr is None:
+            continue
         ablation[cap] = (accs[lr], lr)
         seeds = [accs[lr]] + [load(p)["accuracy"] for p in
                               (os.path.join(capacity_dir(cap, lr, seed), "result.json") for seed in range(1, args.seeds))
@@ -303,35 +369,52 @@ def main():
         capacity_spread[cap] = (*mean_sd(seeds), len(seeds))
 
     os.makedirs(args.out, exist_ok=True)
+    dash = "–"
     lines = ["# MQAR results", "",
              f"Command: `scripts/mqar_suite.py --out {os.path.relpath(args.out, ROOT)} --lrs {args.lrs}"
              + (f" --steps {args.steps}" if args.steps else "")
+             + (f" --models {args.models}" if args.models else "")
+             + (f" --tasks {args.tasks}" if args.tasks else "")
              + f" --capacities {args.capacities}" + (f" --capacity-lrs {args.capacity_lrs}" if args.capacity_lrs else "")
-             + f" --seeds {args.seeds} --solved {args.solved} --threads {args.threads} --jobs {args.jobs}`", "",
-             "Best final accuracy over the learning-rate sweep (learning rate of the best run in brackets); "
-             "each run evaluates on held-out batches at its last step.", "",
-             "| model | params | " + " | ".join(labels[t] for t in tasks) + " |",
-             "|---|---|" + "---|" * len(tasks)]
+             + f" --seeds {args.seeds} --solved {args.solved} --threads {args.threads} --jobs {args.jobs}"
+             + (" --report" if args.report else "") + "`", ""]
+    if args.report:
+        cells_done = sum(1 for t in tasks for m in models if (t, m) in best and (t, m) not in pending)
+        now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        lines += [f"A report of the runs finished so far (`--report`, {now}): "
+                  f"{cells_done} of {len(tasks) * len(models)} cells complete; {dash} marks what has not run, "
+                  "\"Not finished yet\" at the end lists the rest, and the charts show the complete cells only.", ""]
+    lines += ["Best final accuracy over the learning-rate sweep (learning rate of the best run in brackets); "
+              "each run evaluates on held-out batches at its last step.", "",
+              "| model | params | " + " | ".join(labels[t] for t in tasks) + " |",
+              "|---|---|" + "---|" * len(tasks)]
     for model in models:
         params = next((best[(t, model)][2]["params"] for t in tasks if (t, model) in best), 0)
         cells = []
         for t in tasks:
+            if (t, model) not in best:
+                cells.append(dash)
+                continue
             acc, lr, _ = best[(t, model)]
-            cells.append(f"{acc:.3f} ({lr_label(lr)})")
-        lines.append(f"| {labels[model]} | {params} | " + " | ".join(cells) + " |")
+            cells.append(f"{acc:.3f} ({lr_label(lr)})" + (" (so far)" if (t, model) in pending else ""))
+        lines.append(f"| {labels[model]} | {params or dash} | " + " | ".join(cells) + " |")
     lines += ["", f"Budget rule: a cell below accuracy {args.solved} at its best learning rate was rerun there with 4x "
               "the steps; every run stops at the first evaluation reaching train.stop_accuracy. The steps each "
               "cell's best run used (the largest multiple of the base steps tried in brackets):", "",
               "| model | " + " | ".join(labels[t] for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
     for model in models:
         lines.append(f"| {labels[model]} | " + " | ".join(
-            f"{steps_used[(t, model)][1]} (x{steps_used[(t, model)][2]} tried)" for t in tasks) + " |")
+            f"{steps_used[(t, model)][1]} (x{steps_used[(t, model)][2]} tried)" if (t, model) in steps_used else dash
+            for t in tasks) + " |")
     if spread:
-        lines += ["", f"Seeds: each cell's best run with {args.seeds} seeds, mean ± standard deviation:", "",
+        lines += ["", f"Seeds: each cell's best run with {args.seeds} seeds, mean ± standard deviation (the number of "
+                  "seeds finished):", "",
                   "| model | " + " | ".join(labels[t] for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
         for model in models:
             lines.append(f"| {labels[model]} | " + " | ".join(
-                f"{spread[(t, model)][0]:.3f} ± {spread[(t, model)][1]:.3f}" for t in tasks) + " |")
+                (f"{spread[(t, model)][0]:.3f} ± {spread[(t, model)][1]:.3f} ({spread[(t, model)][2]})"
+                 if spread[(t, model)][2] > 1 else f"{spread[(t, model)][0]:.3f} (1)")
+                if (t, model) in spread else dash for t in tasks) + " |")
     lines += ["", "All runs (accuracy per learning rate; the steps where a run stopped early):", "",
               "| task | model | " + " | ".join(lr_label(lr) for lr in lrs) + " |",
               "|---|---|" + "---|" * len(lrs)]
@@ -339,7 +422,11 @@ def main():
         for model in models:
             cells = []
             for lr in lrs:
-                r = load(os.path.join(args.out, "runs", t, model, "lr" + lr_label(lr), "result.json"))
+                path = os.path.join(args.out, "runs", t, model, "lr" + lr_label(lr), "result.json")
+                if not os.path.exists(path):
+                    cells.append(dash)
+                    continue
+                r = load(path)
                 stopped = r.get("steps", 0) < config_for(model, t, lr)[0]["train"]["steps"]
                 cells.append(f"{r['accuracy']:.3f}" + (f" ({r['steps']} steps)" if stopped else ""))
             lines.append(f"| {t} | {model} | " + " | ".join(cells) + " |")
@@ -347,22 +434,57 @@ def main():
         lines += ["", f"Eidetic capacity ablation (B model, {labels[args.capacity_task]}):", "",
                   "| m | best accuracy | lr | seeds of that run: mean ± standard deviation (n) |", "|---|---|---|---|"]
         for cap in capacities:
+            if cap not in ablation:
+                lines.append(f"| {cap} | {dash} | {dash} | {dash} |")
+                continue
             mean, std, n = capacity_spread[cap]
             lines.append(f"| {cap} | {ablation[cap][0]:.3f} | {lr_label(ablation[cap][1])} | "
                          f"{mean:.3f} ± {std:.3f} ({n}) |")
+    # Wall time and machines of every finished run of the selected tasks (budget runs and seeds included).
+    lines += ["", "Finished runs per task: their number, summed wall time (each run's own clock, "
+              "whatever ran beside it) and the machines they ran on:", "",
+              "| task | runs | wall time (h) | machines |", "|---|---|---|---|"]
+    for t in tasks + ([f"capacity_{args.capacity_task}"] if capacities else []):
+        results = []
+        for model in models if not t.startswith("capacity_") else [f"m{c}" for c in capacities]:
+            folder = os.path.join(args.out, "runs", t, model)
+            if os.path.isdir(folder):
+                results += [load(os.path.join(folder, d, "result.json")) for d in sorted(os.listdir(folder))
+                            if os.path.exists(os.path.join(folder, d, "result.json"))]
+        if results:
+            hours = sum(r.get("wall_s", 0) for r in results) / 3600
+            kinds = sorted({r.get("machine", "unknown") for r in results})
+            lines.append(f"| {t} | {len(results)} | {hours:.1f} | {'; '.join(kinds)} |")
+    if pending:
+        lines += ["", "Not finished yet:", ""]
+        for key, what in sorted(pending.items(), key=lambda kv: (
+                (0, tasks.index(kv[0][0]), models.index(kv[0][1])) if isinstance(kv[0], tuple) else (1, kv[0], ""))):
+            name = f"{key[0]} {key[1]}" if isinstance(key, tuple) else f"capacity m = {key}"
+            lines.append(f"- {name}: {', '.join(what)}")
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
+    charts = ["recall.svg"]
     plots.bar_chart(os.path.join(args.out, "recall.svg"), "MQAR accuracy, best over learning rates",
                     [labels[t] for t in tasks], [labels[m] for m in models],
-                    {(labels[t], labels[m]): best[(t, m)][0] for t in tasks for m in models})
+                    {(labels[t], labels[m]): best[(t, m)][0] for t in tasks for m in models
+                     if (t, m) in best and (t, m) not in pending})
+    if spread:
+        charts.append("seeds.svg")
+        plots.bar_chart(os.path.join(args.out, "seeds.svg"),
+                        "MQAR accuracy of each cell's best run over its seeds: the mean, each seed a dot",
+                        [labels[t] for t in tasks], [labels[m] for m in models],
+                        {(labels[t], labels[m]): spread[(t, m)][0] for t in tasks for m in models
+                         if (t, m) in spread and (t, m) not in pending},
+                        points={(labels[t], labels[m]): seed_accs[(t, m)] for t in tasks for m in models
+                                if (t, m) in spread})
     if ablation:
+        charts.append("capacity.svg")
         plots.line_chart(os.path.join(args.out, "capacity.svg"), "B'MOJO: recall against eidetic capacity m",
-                         {"best run": [(c, ablation[c][0]) for c in capacities],
-                          "mean of its seeds": [(c, capacity_spread[c][0]) for c in capacities]},
+                         {"best run": [(c, ablation[c][0]) for c in capacities if c in ablation],
+                          "mean of its seeds": [(c, capacity_spread[c][0]) for c in capacities if c in ablation]},
                          "m", "accuracy", categorical=True)
     print("\n".join(lines))
-    print(f"\nwrote {args.out}/results.md, recall.svg" + (", capacity.svg" if ablation else ""))
-
+    print(f"\nwrote {args.out}/results.md, {', '.join(charts)}")
 
 if __name__ == "__main__":
     main()

@@ -21,6 +21,19 @@ grep -q "x4 tried" "$out/results.md"
 grep -q "| 8 | .* | 0.001 | .* ± .* (2) |" "$out/results.md"
 grep -q "<svg" "$out/recall.svg"
 grep -q "<svg" "$out/capacity.svg"
+grep -q "<svg" "$out/seeds.svg"
+# --report trains nothing (no binary needed): it writes the tables and charts of what has finished, a task
+# not run yet marked as such.
+finished_runs=$(find "$out/runs" -name result.json | wc -l)
+/usr/bin/python3 "$root/scripts/mqar_suite.py" --out "$out" --binary "$out/no-such-binary" --steps 3 --models B \
+  --tasks standard,long_range --lrs 1e-3 --capacities 8,16 --capacity-lrs 1e-3 --seeds 2 --jobs 1 --report >/dev/null
+[ "$(find "$out/runs" -name result.json | wc -l)" = "$finished_runs" ]
+grep -q "1 of 2 cells complete" "$out/results.md"
+grep -q "^- long_range B: not started$" "$out/results.md"
+grep -q "^| long_range | B | – |$" "$out/results.md"
+grep -q "^| standard | B | " "$out/results.md"
+grep -q "^| 8 | .* | 0.001 | .* ± .* (2) |" "$out/results.md"
+grep -q "<svg" "$out/seeds.svg"
 # A finished run is never replaced by a run of another config under the same directory: the suite stops,
 # naming the run and what differs, and the result stays.
 run="$out/runs/standard/B/lr0.001"
