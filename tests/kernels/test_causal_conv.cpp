@@ -72,5 +72,32 @@ TEST(CausalConv, BackwardMatchesFiniteDifferences) {
   test::expect_gradient(f, bias.data(), db.data(), bias.size(), "dbias", 5);
 }
 
+// The fast forms (tap-major weights) against the references: the same sums in the same order, so equal
+// bit for bit, at ragged channel counts (vector tails), K from 1 to 4, strided x and dx, T < K (every output
+// reads padding) and dw, dbias accumulating onto values already there.
+TEST(CausalConv, FastFormsEqualTheReferences) {
+  for (int K : {4, 3, 1})
+    for (int C : {1, 17, 128})
+      for (int T : {1, 3, 9}) {
+        const int B = 2, ldx = 2 * C + 3;
+        const auto x = test::random_vector(B * T * ldx, 11), dout = test::random_vector(B * T * C, 12);
+        const auto w = test::random_vector(C * K, 13), bias = test::random_vector(C, 14);
+        std::vector<float> out(B * T * C), want_out(B * T * C);
+        causal_conv_forward(out.data(), x.data(), ldx, w.data(), bias.data(), B, T, C, K);
+        causal_conv_forward_reference(want_out.data(), x.data(), ldx, w.data(), bias.data(), B, T, C, K);
+        EXPECT_EQ(out, want_out) << "forward K " << K << " C " << C << " T " << T;
+        auto dx = test::random_vector(B * T * ldx, 15), want_dx = dx;
+        auto dw = test::random_vector(C * K, 16), want_dw = dw;
+        auto db = test::random_vector(C, 17), want_db = db;
+        causal_conv_backward(dx.data(), ldx, dw.data(), db.data(), dout.data(), x.data(), ldx, w.data(), B, T,
+                             C, K);
+        causal_conv_backward_reference(want_dx.data(), ldx, want_dw.data(), want_db.data(), dout.data(),
+                                       x.data(), ldx, w.data(), B, T, C, K);
+        EXPECT_EQ(dx, want_dx) << "dx K " << K << " C " << C << " T " << T;
+        EXPECT_EQ(dw, want_dw) << "dw K " << K << " C " << C << " T " << T;
+        EXPECT_EQ(db, want_db) << "dbias K " << K << " C " << C << " T " << T;
+      }
+}
+
 }  // namespace
 }  // namespace bmojo
