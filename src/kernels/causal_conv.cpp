@@ -10,14 +10,20 @@ namespace bmojo {
 
 namespace {
 
+// dst (cols, rows) = the transpose of src (rows, cols).
+void transpose(const float* src, int rows, int cols, float* dst) {
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c)
+      dst[static_cast<int64_t>(c) * rows + r] = src[static_cast<int64_t>(r) * cols + c];
+}
+
 // The weights tap-major, wt[k * C + c] = w[c * K + k]: a tap's weights contiguous over the channels, so the
 // channel loops vectorise (the (C, K) layout is read at a stride of K). The calling thread's buffer, reused;
 // the threads of a parallel region read it.
 const float* taps_by_row(const float* w, int C, int K) {
   thread_local std::vector<float> wt;
   wt.resize(static_cast<size_t>(C) * K);
-  for (int c = 0; c < C; ++c)
-    for (int k = 0; k < K; ++k) wt[static_cast<size_t>(k) * C + c] = w[static_cast<int64_t>(c) * K + k];
+  transpose(w, C, K, wt.data());
   return wt.data();
 }
 
@@ -73,12 +79,10 @@ void causal_conv_backward(float* dx, int64_t lddx, float* dw, float* dbias, cons
   thread_local std::vector<float> dwt_buffer;
   dwt_buffer.resize(static_cast<size_t>(C) * K);
   float* dwt = dwt_buffer.data();
-  for (int c = 0; c < C; ++c)
-    for (int k = 0; k < K; ++k) dwt[static_cast<int64_t>(k) * C + c] = dw[static_cast<int64_t>(c) * K + k];
-
-      // Threads own channel ranges: dw and dbias need no reduction and the order is fixed.
+  transpose(dw, C, K, dwt);
 #pragma omp parallel if (parallel_worth(static_cast <double>(B) * T * C * K))
   {
+    // Threads own channel ranges: dw and dbias need no reduction and the order is fixed.
     int64_t c0, c1;
     split_range(C, omp_get_thread_num(), omp_get_num_threads(), c0, c1);
     for (int b = 0; b < B; ++b)
@@ -102,8 +106,7 @@ void causal_conv_backward(float* dx, int64_t lddx, float* dw, float* dbias, cons
         }
       }
   }
-  for (int c = 0; c < C; ++c)
-    for (int k = 0; k < K; ++k) dw[static_cast<int64_t>(c) * K + k] = dwt[static_cast<int64_t>(k) * C + c];
+  transpose(dwt, K, C, dw);
 }
 
 void causal_conv_forward_reference(float* out, const float* x, int64_t ldx, const float* w, const float* bias,
@@ -126,31 +129,21 @@ void causal_conv_forward_reference(float* out, const float* x, int64_t ldx, cons
 void causal_conv_backward_reference(float* dx, int64_t lddx, float* dw, float* dbias, const float* dout,
                                     const float* x, int64_t ldx, const float* w, int B, int T, int C, int K) {
   const profile::Scope scope("causal_conv_backward_reference");
-  // Threads own channel ranges: dw and dbias need no reduction and the order is fixed.
-#pragma omp parallel if (parallel_worth(static_cast <double>(B) * T * C * K))
-  {
-    int64_t c0, c1;
-    split_range(C, omp_get_thread_num(), omp_get_num_threads(), c0, c1);
-    for (int b = 0; b < B; ++b)
-      for (int t = 0; t < T; ++t) {
-        float* d = dx + (static_cast<int64_t>(b) * T + t) * lddx;
-        for (int64_t c = c0; c < c1; ++c) d[c] = 0.0f;
-        for (int k = 0; k < K; ++k) {
-          const int dst = t + (K - 1) - k;  // output position that read x[t] through tap k
-          if (dst >= T) continue;
-          const float* g = dout + (static_cast<int64_t>(b) * T + dst) * C;
-          for (int64_t c = c0; c < c1; ++c) d[c] += w[c * K + k] * g[c];
-        }
-        const float* g = dout + (static_cast<int64_t>(b) * T + t) * C;
-        for (int64_t c = c0; c < c1; ++c) dbias[c] += g[c];
-        for (int k = 0; k < K; ++k) {
-          const int src = t - (K - 1) + k;
-          if (src < 0) continue;
-          const float* xs = x + (static_cast<int64_t>(b) * T + src) * ldx;
-          for (int64_t c = c0; c < c1; ++c) dw[c * K + k] += g[c] * xs[c];
-        }
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t)
+      for (int c = 0; c < C; ++c) {
+        // x[t] fed output t + (K - 1) - k through tap k.
+        float d = 0.0f;
+        for (int k = 0; k < K; ++k)
+          if (t + (K - 1) - k < T)
+            d += w[c * K + k] * dout[(static_cast<int64_t>(b) * T + t + (K - 1) - k) * C + c];
+        dx[(static_cast<int64_t>(b) * T + t) * lddx + c] = d;
+        const float g = dout[(static_cast<int64_t>(b) * T + t) * C + c];
+        dbias[c] += g;
+        for (int k = 0; k < K; ++k)
+          if (t - (K - 1) + k >= 0)
+            dw[c * K + k] += g * x[(static_cast<int64_t>(b) * T + t - (K - 1) + k) * ldx + c];
       }
-  }
 }
 
 }  // namespace bmojo

@@ -16,8 +16,8 @@ void causal_conv_step(float* out, const float* x, int64_t ldx, const float* w, c
 // dx (B,T,C) (row stride lddx) =, dw (C,K) +=, dbias (C) +=.
 void causal_conv_backward(float* dx, int64_t lddx, float* dw, float* dbias, const float* dout, const float* x,
                           int64_t ldx, const float* w, int B, int T, int C, int K);
-// The plain loops over the (C, K) weights, each tap read at a stride of K: the references the two above are
-// tested against (the same sums in the same order, so bit for bit).
+// Plain serial loops over the (C, K) weights, each tap read at a stride of K: the references the two above
+// are tested against (the same sums in the same order, so bit for bit).
 void causal_conv_forward_reference(float* out, const float* x, int64_t ldx, const float* w, const float* bias,
                                    int B, int T, int C, int K);
 void causal_conv_backward_reference(float* dx, int64_t lddx, float* dw, float* dbias, const float* dout,
