@@ -8,7 +8,8 @@ as it is at several gaps (zero-shot: it never saw one), and a second run starts 
 (`bmojo train --init`) on the long-range task (tasks/long_range.json). Same models, steps, stopping rule
 (train.stop_accuracy) and held-out evaluation as scripts/mqar_suite.py; both stages of a model use its
 learning rate (--lr, default 2.2e-3, the best on the standard task of both full attention and B in the
-grid; --model-lrs for others, e.g. hybrid=1e-2).
+grid; --model-lrs for others, e.g. hybrid=1e-2). --standard-task and --long-range-task pick another pair of
+the suite's tasks, e.g. standard_L128_K8 and long_range_L128_K8 (gap 128; give --gaps to match).
 
 Writes under --out: <model>/seed<s>/{standard,long_range}/{config.json,result.json,...} (config.json and
 result.json are tracked by git, as the suite's), <model>/seed<s>/zero_shot.json, and results.md: per model
@@ -18,6 +19,7 @@ curriculum with the steps it took, then the mean and spread over seeds. Finished
 Usage: scripts/mqar_curriculum.py [--out results/mqar_curriculum] [--models A_full,B] [--seeds 3]
                                   [--lr 2.1544e-3] [--model-lrs hybrid=1e-2] [--gaps 16,32,64] [--steps N]
                                   [--long-range-steps N]
+                                  [--standard-task standard] [--long-range-task long_range]
                                   [--jobs 2] [--threads 1]
 """
 import argparse
@@ -84,6 +86,10 @@ def main():
     ap.add_argument("--long-range-steps", type=int, default=0,
                     help="override train.steps of the long-range stage only (0 = as --steps), e.g. a model whose "
                          "standard stage needs the budget rule's 4x steps")
+    ap.add_argument("--standard-task", default="standard",
+                    help="the first stage's task (configs/mqar_suite/tasks/<name>.json)")
+    ap.add_argument("--long-range-task", default="long_range",
+                    help="the second stage's task, e.g. long_range_L128_K8 after standard_L128_K8")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
@@ -102,14 +108,18 @@ def main():
     for m in models:
         if not os.path.exists(os.path.join(SUITE, "models", m + ".json")):
             sys.exit(f"mqar_curriculum: unknown model '{m}'")
+    for t in (args.standard_task, args.long_range_task):
+        if not os.path.exists(os.path.join(SUITE, "tasks", t + ".json")):
+            sys.exit(f"mqar_curriculum: unknown task '{t}'")
     if args.seeds < 1 or not os.path.exists(args.binary):
         sys.exit("mqar_curriculum: --seeds must be >= 1 and --binary must exist")
 
     def chain(model, seed):
         base = os.path.join(args.out, model, f"seed{seed}")
         std_dir, lr_dir = os.path.join(base, "standard"), os.path.join(base, "long_range")
-        std_config = stage_config(model, "standard", model_lr[model], seed, args.steps)
-        lr_config = stage_config(model, "long_range", model_lr[model], seed, args.long_range_steps or args.steps)
+        std_config = stage_config(model, args.standard_task, model_lr[model], seed, args.steps)
+        lr_config = stage_config(model, args.long_range_task, model_lr[model], seed,
+                                 args.long_range_steps or args.steps)
         shots_path = os.path.join(base, "zero_shot.json")
         ckpt = os.path.join(std_dir, "checkpoint.safetensors")
         if not os.path.exists(ckpt) and not (shots_cached(shots_path, gaps) and cached(lr_config, lr_dir)) and \
@@ -129,14 +139,18 @@ def main():
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         results = dict(zip(work, pool.map(lambda w: chain(*w), work)))
 
+    tasks = "" if (args.standard_task, args.long_range_task) == ("standard", "long_range") else \
+        f" --standard-task {args.standard_task} --long-range-task {args.long_range_task}"
+    gap = stage_config(models[0], args.long_range_task, 0, 0, 0)["data"].get("gap", 0)
     lines = ["# Long-range MQAR through a curriculum", "",
              f"Command: `scripts/mqar_curriculum.py --out {os.path.relpath(args.out, ROOT)} --models {args.models} "
              f"--seeds {args.seeds} --lr {args.lr}" + (f" --model-lrs {args.model_lrs}" if args.model_lrs else "")
              + f" --gaps {args.gaps}" + (f" --steps {args.steps}" if args.steps else "")
              + (f" --long-range-steps {args.long_range_steps}" if args.long_range_steps else "")
-             + f" --threads {args.threads} --jobs {args.jobs}`", "",
-             "Stage 1 trains on the standard task; its model is evaluated as it is at each gap (zero-shot); "
-             "stage 2 starts from its weights on the long-range task (gap 64). Accuracy on held-out batches; "
+             + tasks + f" --threads {args.threads} --jobs {args.jobs}`", "",
+             f"Stage 1 trains on the standard task ({args.standard_task}); its model is evaluated as it is at each "
+             f"gap (zero-shot); stage 2 starts from its weights on the long-range task ({args.long_range_task}, "
+             f"gap {gap}). Accuracy on held-out batches; "
              "steps where a stage stopped at train.stop_accuracy.", "",
              "| model | lr | seed | standard (steps) | " + " | ".join(f"zero-shot gap {g}" for g in gaps)
              + " | long range after it (steps) |", "|---|---|---|---|" + "---|" * len(gaps) + "---|"]

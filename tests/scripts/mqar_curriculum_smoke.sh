@@ -31,4 +31,20 @@ before=$(stat -c %Y "$out/A_full/seed0/long_range/train.log")
 sleep 1
 /usr/bin/python3 "$root/scripts/mqar_curriculum.py" "${args[@]}" >/dev/null
 [ "$(stat -c %Y "$out/A_full/seed0/long_range/train.log")" = "$before" ]
+# --standard-task / --long-range-task: another (L, K) of the suite's grid, both stages on its tasks.
+big="$out/L128_K8"
+/usr/bin/python3 "$root/scripts/mqar_curriculum.py" --out "$big" --binary "$binary" --models A_full --seeds 1 \
+  --steps 2 --gaps 128 --jobs 1 --standard-task standard_L128_K8 --long-range-task long_range_L128_K8 >/dev/null
+/usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))["data"]; assert (d["seq_len"], d["num_kv_pairs"], d.get("gap", 0)) == (128, 8, 0), d' \
+  "$big/A_full/seed0/standard/config.json"
+/usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))["data"]; assert (d["seq_len"], d["num_kv_pairs"], d["gap"]) == (128, 8, 128), d' \
+  "$big/A_full/seed0/long_range/config.json"
+grep -q "(long_range_L128_K8, gap 128)" "$big/results.md"
+grep -q -- "--standard-task standard_L128_K8 --long-range-task long_range_L128_K8" "$big/results.md"
+if /usr/bin/python3 "$root/scripts/mqar_curriculum.py" --out "$big" --binary "$binary" --long-range-task nosuch \
+  >/dev/null 2>"$out/err.txt"; then
+  echo "an unknown task was accepted" >&2
+  exit 1
+fi
+grep -q "unknown task 'nosuch'" "$out/err.txt"
 echo "mqar curriculum smoke test: stages, zero-shot, --init and reuse written to $out"
