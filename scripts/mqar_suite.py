@@ -33,6 +33,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -91,26 +92,81 @@ def finished(config, run_dir):
     return None
 
 
+# A run writes its checkpoint this often, so one cut off (a session's end, a kill) continues from there.
+CHECKPOINT_EVERY = 500
+
+
+def checkpoint_step(path):
+    """The step a bmojo checkpoint was saved at (its safetensors metadata), or None if it cannot be read: such
+    a file is not resumed from, the run starts again and overwrites it."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 1 << 24:
+                return None
+            step = json.loads(f.read(n))["__metadata__"]["step"]
+        return int(step) if str(step).isdigit() else None
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return None
+
+
+def keep_log_until(path, step):
+    """Drops the lines of a run's log.jsonl written after its checkpoint's step (the resumed run writes them
+    again)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line).get("step", 0) > step:
+                continue
+        except ValueError:
+            continue
+        kept.append(line)
+    with open(path, "w") as f:
+        f.writelines(kept)
+
+
 def run_one(binary, config, run_dir, threads, extra_args=()):
     """Trains one config (extra_args: more `bmojo train` flags, e.g. --init); returns the summary dict (cached
-    in result.json)."""
+    in result.json). A run of this config that was cut off continues exactly from its last checkpoint
+    (`train --resume`, which replaces an --init in extra_args: the checkpoint holds the weights)."""
     done = finished(config, run_dir)
     if done is not None:
         return done
     result_path = os.path.join(run_dir, "result.json")
     config_path = os.path.join(run_dir, "config.json")
+    ckpt = os.path.join(run_dir, "checkpoint.safetensors")
+    log_path = os.path.join(run_dir, "log.jsonl")
+    resume_step = None
+    if os.path.exists(ckpt) and os.path.exists(config_path) and load(config_path) == config:
+        resume_step = checkpoint_step(ckpt)
     os.makedirs(run_dir, exist_ok=True)
     with open(config_path, "w") as f:
         json.dump(config, f, indent=1)
+    extra = list(extra_args)
+    if resume_step is not None:
+        keep_log_until(log_path, resume_step)
+        if "--init" in extra:
+            i = extra.index("--init")
+            del extra[i:i + 2]
+        extra += ["--resume", ckpt]
+        print(f"mqar_suite: {run_dir}: continuing from its checkpoint at step {resume_step}", flush=True)
+    elif os.path.exists(log_path):
+        os.remove(log_path)  # a cut-off run's log without a checkpoint to continue from
     cmd = [binary, "train", "--config", config_path, "--json", "--threads", str(threads), "--out", run_dir,
-           *extra_args]
+           "--set", f"train.checkpoint_every={CHECKPOINT_EVERY}", *extra]
     start = time.time()
-    with open(os.path.join(run_dir, "train.log"), "w") as log:
+    with open(os.path.join(run_dir, "train.log"), "a" if resume_step is not None else "w") as log:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     if proc.returncode != 0:
         sys.exit(f"mqar_suite: run failed ({' '.join(cmd)}); see {run_dir}/train.log")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    summary["wall_s"] = time.time() - start
+    summary["wall_s"] = time.time() - start  # of this process only, when resumed
+    if resume_step is not None:
+        summary["resumed_at_step"] = resume_step
     summary["machine"] = machine()
     with open(result_path, "w") as f:
         json.dump(summary, f)

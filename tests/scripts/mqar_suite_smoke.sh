@@ -54,5 +54,29 @@ grep -q "holds a finished run of another config (train.lr: 0.0011 -> 0.001)" "$o
   --tasks long_range --lrs 1e-3 --capacities 32 --capacity-lrs 1.04e-3 --jobs 1 >/dev/null
 grep -q "| 32 | .* | 0.001 |" "$out/own_m/results.md"
 [ ! -d "$out/own_m/runs/capacity_long_range" ]
+# A run cut off after a checkpoint (here: stopped by --stop-after at step 2 of 4) continues from it, and ends
+# exactly as the same run trained in one go; a run cut off before any checkpoint starts again.
+one=(--binary "$binary" --steps 4 --models A_full --tasks standard --lrs 1e-3 --capacities '' --solved 0 --jobs 1)
+/usr/bin/python3 "$root/scripts/mqar_suite.py" --out "$out/whole" "${one[@]}" >/dev/null
+cut="$out/cut/runs/standard/A_full/lr0.001"
+mkdir -p "$cut"
+cp "$out/whole/runs/standard/A_full/lr0.001/config.json" "$cut/"
+"$binary" train --config "$cut/config.json" --out "$cut" --stop-after 2 --json >/dev/null 2>&1
+[ -f "$cut/checkpoint.safetensors" ] && [ ! -f "$cut/result.json" ]
+/usr/bin/python3 "$root/scripts/mqar_suite.py" --out "$out/cut" "${one[@]}" >"$out/cut.txt"
+grep -q "continuing from its checkpoint at step 2" "$out/cut.txt"
+/usr/bin/python3 - "$out/whole/runs/standard/A_full/lr0.001/result.json" "$cut/result.json" <<'PY'
+import json, sys
+whole, cut = (json.load(open(p)) for p in sys.argv[1:])
+assert cut["resumed_at_step"] == 2 and cut["steps"] == whole["steps"] == 4, (whole, cut)
+assert (cut["loss"], cut["accuracy"], cut["train_loss"]) == (whole["loss"], whole["accuracy"], whole["train_loss"]), \
+    (whole, cut)
+PY
+rm "$cut/result.json" "$cut/checkpoint.safetensors"
+echo '{"step": 3}' >"$cut/log.jsonl"
+/usr/bin/python3 "$root/scripts/mqar_suite.py" --out "$out/cut" "${one[@]}" >"$out/cut.txt"
+! grep -q "continuing" "$out/cut.txt"
+! grep -q '"step": 3}' "$cut/log.jsonl"
+/usr/bin/python3 -c 'import json, sys; assert "resumed_at_step" not in json.load(open(sys.argv[1]))' "$cut/result.json"
 /usr/bin/python3 "$root/scripts/lm_suite.py" --help >/dev/null
 echo "mqar suite smoke test: runs, budget rule, seeds, tables and charts written to $out"
