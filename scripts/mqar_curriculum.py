@@ -141,7 +141,7 @@ def main():
 
     tasks = "" if (args.standard_task, args.long_range_task) == ("standard", "long_range") else \
         f" --standard-task {args.standard_task} --long-range-task {args.long_range_task}"
-    gap = stage_config(models[0], args.long_range_task, 0, 0, 0)["data"].get("gap", 0)
+    gap = load(os.path.join(SUITE, "tasks", args.long_range_task + ".json"))["data"].get("gap", 0)
     lines = ["# Long-range MQAR through a curriculum", "",
              f"Command: `scripts/mqar_curriculum.py --out {os.path.relpath(args.out, ROOT)} --models {args.models} "
              f"--seeds {args.seeds} --lr {args.lr}" + (f" --model-lrs {args.model_lrs}" if args.model_lrs else "")

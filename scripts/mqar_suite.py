@@ -120,11 +120,11 @@ def keep_log_until(path, step):
     kept = []
     for line in lines:
         try:
-            if json.loads(line).get("step", 0) > step:
-                continue
+            entry = json.loads(line)
         except ValueError:
             continue
-        kept.append(line)
+        if isinstance(entry, dict) and entry.get("step", 0) <= step:
+            kept.append(line)
     with open(path, "w") as f:
         f.writelines(kept)
 
