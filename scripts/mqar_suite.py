@@ -129,6 +129,38 @@ def keep_log_until(path, step):
         f.writelines(kept)
 
 
+def logged_seconds(path, step):
+    """The training time of a run's steps up to `step` as its log.jsonl tells it (each progress line's
+    ms_per_step times the steps since the line before; evaluations not counted): the part of a resumed run's
+    time that its result.json's wall_s, the resuming process's own clock, leaves out."""
+    seconds, prev = 0.0, 0
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(entry, dict):
+                    continue
+                at, ms = entry.get("step"), entry.get("ms_per_step")
+                if isinstance(at, int) and isinstance(ms, (int, float)) and prev < at <= step:
+                    seconds += (at - prev) * ms / 1000
+                    prev = at
+    except OSError:
+        return 0.0
+    return seconds
+
+
+def run_wall_s(run_dir, result):
+    """A finished run's whole wall time: its result's wall_s, plus for a resumed run the logged time of the
+    steps before it was resumed."""
+    wall = result.get("wall_s", 0)
+    if isinstance(result.get("resumed_at_step"), int):
+        wall += logged_seconds(os.path.join(run_dir, "log.jsonl"), result["resumed_at_step"])
+    return wall
+
+
 def run_one(binary, config, run_dir, threads, extra_args=()):
     """Trains one config (extra_args: more `bmojo train` flags, e.g. --init); returns the summary dict (cached
     in result.json). A run of this config that was cut off continues exactly from its last checkpoint
@@ -498,17 +530,20 @@ def main():
                          f"{mean:.3f} ± {std:.3f} ({n}) |")
     # Wall time and machines of every finished run of the selected tasks (budget runs and seeds included).
     lines += ["", "Finished runs per task: their number, summed wall time (each run's own clock, "
-              "whatever ran beside it) and the machines they ran on:", "",
+              "whatever ran beside it; for a run resumed from a checkpoint, the time its log gives the steps "
+              "before) and the machines they ran on:", "",
               "| task | runs | wall time (h) | machines |", "|---|---|---|---|"]
     for t in tasks + ([f"capacity_{args.capacity_task}"] if capacities else []):
         results = []
         for model in models if not t.startswith("capacity_") else [f"m{c}" for c in capacities]:
             folder = os.path.join(args.out, "runs", t, model)
             if os.path.isdir(folder):
-                results += [load(os.path.join(folder, d, "result.json")) for d in sorted(os.listdir(folder))
+                results += [(os.path.join(folder, d), load(os.path.join(folder, d, "result.json")))
+                            for d in sorted(os.listdir(folder))
                             if os.path.exists(os.path.join(folder, d, "result.json"))]
         if results:
-            hours = sum(r.get("wall_s", 0) for r in results) / 3600
+            hours = sum(run_wall_s(d, r) for d, r in results) / 3600
+            results = [r for _, r in results]
             kinds = sorted({r.get("machine", "unknown") for r in results})
             lines.append(f"| {t} | {len(results)} | {hours:.1f} | {'; '.join(kinds)} |")
     if pending:

@@ -72,6 +72,22 @@ assert cut["resumed_at_step"] == 2 and cut["steps"] == whole["steps"] == 4, (who
 assert (cut["loss"], cut["accuracy"], cut["train_loss"]) == (whole["loss"], whole["accuracy"], whole["train_loss"]), \
     (whole, cut)
 PY
+# The report's wall time of a resumed run adds the logged time of its steps before the resume: here a log of
+# 100 steps at 200 ms and 100 at 300 ms before step 200 (a line past it, a list and a bad line are skipped).
+/usr/bin/python3 - "$root/scripts/mqar_suite.py" "$out/wall" <<'PY'
+import importlib.util, json, os, sys
+spec = importlib.util.spec_from_file_location("mqar_suite", sys.argv[1])
+suite = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(suite)
+os.makedirs(sys.argv[2])
+with open(os.path.join(sys.argv[2], "log.jsonl"), "w") as f:
+    f.write('{"step": 100, "ms_per_step": 200}\n[1]\nnot json\n{"step": 200, "ms_per_step": 300}\n'
+            '{"step": 300, "ms_per_step": 900}\n{"step": 250, "eval_loss": 1}\n')
+assert abs(suite.logged_seconds(os.path.join(sys.argv[2], "log.jsonl"), 200) - 50.0) < 1e-9
+assert abs(suite.run_wall_s(sys.argv[2], {"wall_s": 7.0, "resumed_at_step": 200}) - 57.0) < 1e-9
+assert suite.run_wall_s(sys.argv[2], {"wall_s": 7.0}) == 7.0
+assert suite.logged_seconds(os.path.join(sys.argv[2], "missing.jsonl"), 200) == 0.0
+PY
 rm "$cut/result.json" "$cut/checkpoint.safetensors"
 echo '{"step": 3}' >"$cut/log.jsonl"
 /usr/bin/python3 "$root/scripts/mqar_suite.py" --out "$out/cut" "${one[@]}" >"$out/cut.txt"
