@@ -110,21 +110,29 @@ def checkpoint_step(path):
         return None
 
 
-def keep_log_until(path, step):
-    """Drops the lines of a run's log.jsonl written after its checkpoint's step (the resumed run writes them
-    again)."""
+def log_entries(path):
+    """A run's log.jsonl as (line, entry) pairs, the lines that are JSON objects only; none when it is absent."""
     if not os.path.exists(path):
-        return
+        return []
     with open(path) as f:
         lines = f.readlines()
-    kept = []
+    pairs = []
     for line in lines:
         try:
             entry = json.loads(line)
         except ValueError:
             continue
-        if isinstance(entry, dict) and entry.get("step", 0) <= step:
-            kept.append(line)
+        if isinstance(entry, dict):
+            pairs.append((line, entry))
+    return pairs
+
+
+def keep_log_until(path, step):
+    """Drops the lines of a run's log.jsonl written after its checkpoint's step (the resumed run writes them
+    again)."""
+    if not os.path.exists(path):
+        return
+    kept = [line for line, entry in log_entries(path) if entry.get("step", 0) <= step]
     with open(path, "w") as f:
         f.writelines(kept)
 
@@ -134,21 +142,11 @@ def logged_seconds(path, step):
     ms_per_step times the steps since the line before; evaluations not counted): the part of a resumed run's
     time that its result.json's wall_s, the resuming process's own clock, leaves out."""
     seconds, prev = 0.0, 0
-    try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(entry, dict):
-                    continue
-                at, ms = entry.get("step"), entry.get("ms_per_step")
-                if isinstance(at, int) and isinstance(ms, (int, float)) and prev < at <= step:
-                    seconds += (at - prev) * ms / 1000
-                    prev = at
-    except OSError:
-        return 0.0
+    for _, entry in log_entries(path):
+        at, ms = entry.get("step"), entry.get("ms_per_step")
+        if isinstance(at, int) and isinstance(ms, (int, float)) and prev < at <= step:
+            seconds += (at - prev) * ms / 1000
+            prev = at
     return seconds
 
 
@@ -538,13 +536,12 @@ def main():
         for model in models if not t.startswith("capacity_") else [f"m{c}" for c in capacities]:
             folder = os.path.join(args.out, "runs", t, model)
             if os.path.isdir(folder):
-                results += [(os.path.join(folder, d), load(os.path.join(folder, d, "result.json")))
-                            for d in sorted(os.listdir(folder))
-                            if os.path.exists(os.path.join(folder, d, "result.json"))]
+                runs = [os.path.join(folder, d) for d in sorted(os.listdir(folder))]
+                results += [(d, load(os.path.join(d, "result.json"))) for d in runs
+                            if os.path.exists(os.path.join(d, "result.json"))]
         if results:
             hours = sum(run_wall_s(d, r) for d, r in results) / 3600
-            results = [r for _, r in results]
-            kinds = sorted({r.get("machine", "unknown") for r in results})
+            kinds = sorted({r.get("machine", "unknown") for _, r in results})
             lines.append(f"| {t} | {len(results)} | {hours:.1f} | {'; '.join(kinds)} |")
     if pending:
         lines += ["", "Not finished yet:", ""]
